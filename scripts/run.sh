@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds brokerha-server (`release` preset) and runs it with the given arguments; without
+# arguments it starts on built-in defaults. Build output goes to stderr.
+#   scripts/run.sh [--config PATH] ...
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ ! -f build/release/build.ninja ]; then
+  cmake --preset release >&2
+fi
+cmake --build --preset release --target brokerha-server >&2
+exec build/release/brokerha-server/brokerha-server "$@"

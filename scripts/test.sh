@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# The test command (README, .ci/run). Runs, in order, stopping at the first failure:
+#   deps     scripts/install-deps.sh (installs as root; otherwise only checks)
+#   ci       gcc Release -Werror build (`ci` preset) and every ctest suite
+#   headers  all_verify_interface_header_sets: each public header compiles on its own
+#   asan     clang ASan+UBSan build, unit + integration (+ smoke) tests
+#   tsan     clang TSan build, integration + cluster tests (unit while those do not exist)
+#   install  scripts/test-install.sh: installed static/shared packages, pkg-config,
+#            add_subdirectory
+#   fuzz     libFuzzer targets, each for FUZZ_SECONDS (default 60; 0 = replay seeds only)
+#   format   clang-format --dry-run -Werror on every tracked *.cpp/*.hpp
+#
+# Usage: scripts/test.sh [--fast | --only STAGE[,STAGE...]]
+#   --fast   the developer tier: `release` preset build + unit tests only
+#   --only   run just these stages of the full list (e.g. --only asan,fuzz); `headers` and
+#            `install` reuse build/ci, so run `ci` first at least once
+# Environment: FUZZ_SECONDS (default 60).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+all_stages=(deps ci headers asan tsan install fuzz format)
+mode=full
+only=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fast) mode=fast; shift ;;
+    --only)
+      [ $# -ge 2 ] || { echo "test.sh: --only needs a stage list" >&2; exit 2; }
+      only=",$2,"; mode="only $2"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "test.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+if [ -n "$only" ]; then
+  for s in ${only//,/ }; do
+    case " ${all_stages[*]} " in
+      *" $s "*) ;;
+      *) echo "test.sh: unknown stage '$s' (stages: ${all_stages[*]})" >&2; exit 2 ;;
+    esac
+  done
+fi
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-60}
+
+# --- stage bookkeeping -------------------------------------------------------------------------
+timings=()
+current_stage=""
+start_all=$SECONDS
+
+summary() {
+  local status=$?
+  echo
+  echo "==================== test.sh summary ($mode) ===================="
+  local line
+  for line in "${timings[@]}"; do echo "$line"; done
+  if [ "$status" -ne 0 ] && [ -n "$current_stage" ]; then
+    printf '  %-10s FAILED (exit %s)\n' "$current_stage" "$status"
+  fi
+  printf '  %-10s %5ss\n' "total" "$((SECONDS - start_all))"
+  if [ "$status" -eq 0 ]; then echo "test.sh: PASS"; else echo "test.sh: FAIL"; fi
+}
+trap summary EXIT
+
+stage() {  # stage <name> <function>
+  local name=$1; shift
+  if [ -n "$only" ] && [[ "$only" != *",$name,"* ]]; then return 0; fi
+  current_stage=$name
+  local t0=$SECONDS
+  echo
+  echo "==> [$name] $(date '+%H:%M:%S')"
+  "$@"
+  local dt=$((SECONDS - t0))
+  timings+=("$(printf '  %-10s %5ss' "$name" "$dt")")
+  echo "==> [$name] ok in ${dt}s"
+  current_stage=""
+}
+
+# --- stages ------------------------------------------------------------------------------------
+deps() {
+  bash scripts/install-deps.sh
+}
+
+release_fast() {
+  cmake --preset release
+  cmake --build --preset release
+  ctest --preset release
+}
+
+ci() {
+  cmake --preset ci
+  cmake --build --preset ci
+  ctest --preset ci
+}
+
+headers() {
+  cmake --build --preset ci --target all_verify_interface_header_sets
+}
+
+asan() {
+  cmake --preset asan
+  cmake --build --preset asan
+  ctest --preset asan
+}
+
+tsan() {
+  cmake --preset tsan
+  # Build only the threaded suites (and what they depend on, e.g. brokerha-server); the unit
+  # tests were already run under ASan. Before those suites exist, TSan runs the unit tests.
+  local all_targets threaded=() t
+  all_targets=$(cmake --build build/tsan --target help)
+  for t in brokerha-integration-tests brokerha-cluster-tests; do
+    case "$all_targets" in *"$t:"*) threaded+=("$t") ;; esac
+  done
+  if [ "${#threaded[@]}" -gt 0 ]; then
+    cmake --build --preset tsan --target "${threaded[@]}"
+    ctest --preset tsan
+  else
+    echo "tsan: no integration/cluster tests yet; running the unit tests under TSan"
+    cmake --build --preset tsan
+    ctest --preset tsan-unit
+  fi
+}
+
+install_check() {
+  bash scripts/test-install.sh --static-build-dir build/ci
+}
+
+fuzz() {
+  cmake --preset fuzz
+  cmake --build --preset fuzz
+  shopt -s nullglob
+  local fuzzers=(build/fuzz/fuzzers/*)
+  shopt -u nullglob
+  if [ "${#fuzzers[@]}" -eq 0 ]; then
+    echo "fuzz: no fuzz targets yet (tests/fuzz/*_fuzz.cpp); skipped"
+    return 0
+  fi
+  local f name work seeds log args
+  for f in "${fuzzers[@]}"; do
+    [ -x "$f" ] && [ -f "$f" ] || continue
+    name=$(basename "$f")
+    name=${name%_fuzz}   # build/fuzz/fuzzers/<name>_fuzz <- tests/fuzz/<name>_fuzz.cpp
+    work="build/fuzz/corpus/$name"   # new inputs go here, never into the seed corpus
+    seeds="tests/fuzz/corpus/$name"
+    log="build/fuzz/$name.log"
+    mkdir -p "$work" build/fuzz/artifacts
+    args=(-timeout=10 -print_final_stats=1 "-artifact_prefix=build/fuzz/artifacts/$name-")
+    if [ "$FUZZ_SECONDS" -gt 0 ]; then
+      args+=("-max_total_time=$FUZZ_SECONDS")
+    else
+      args+=(-runs=0)
+    fi
+    [ -f "tests/fuzz/$name.dict" ] && args+=("-dict=tests/fuzz/$name.dict")
+    local dirs=("$work")
+    if [ -d "$seeds" ]; then dirs+=("$seeds"); else echo "fuzz: $name has no seed corpus ($seeds)"; fi
+    echo "fuzz: $name for ${FUZZ_SECONDS}s (log: $log)"
+    if ! UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 "$f" "${args[@]}" "${dirs[@]}" >"$log" 2>&1; then
+      tail -n 60 "$log"
+      echo "fuzz: $name FAILED; reproducer in build/fuzz/artifacts/ (run: $f <file>)" >&2
+      return 1
+    fi
+    grep -E '^stat::(number_of_executed_units|new_units_added|peak_rss_mb)' "$log" | sed "s/^/fuzz: $name /" || true
+  done
+}
+
+format() {
+  local files=()
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    local f
+    while IFS= read -r f; do
+      [ -f "$f" ] && files+=("$f")
+    done < <(git ls-files --cached --others --exclude-standard -- '*.cpp' '*.hpp' | sort -u)
+  else
+    mapfile -t files < <(find . -path ./build -prune -o \( -name '*.cpp' -o -name '*.hpp' \) -print)
+  fi
+  echo "format: ${#files[@]} files"
+  [ "${#files[@]}" -eq 0 ] || clang-format --dry-run -Werror "${files[@]}"
+}
+
+# --- run ---------------------------------------------------------------------------------------
+if [ "$mode" = fast ]; then
+  stage deps deps
+  stage release release_fast
+  exit 0
+fi
+stage deps deps
+stage ci ci
+stage headers headers
+stage asan asan
+stage tsan tsan
+stage install install_check
+stage fuzz fuzz
+stage format format

@@ -1,0 +1,3 @@
+// The doctest main of every test suite (built once as brokerha_doctest_main).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
