@@ -1,0 +1,137 @@
+#pragma once
+// brokerha::Broker: an MQTT 3.1 / 3.1.1 / 5.0 broker that an application embeds.
+//
+//   brokerha::BrokerOptions opts;
+//   opts.listeners.push_back({"127.0.0.1", 0});
+//   brokerha::Broker broker(opts);
+//   broker.start();                        // binds synchronously; throws std::system_error
+//   auto port = broker.listen_endpoints()[0].port;
+//   broker.stop();                         // idempotent, any thread
+//
+// Thread safety: every member function may be called from any thread, except that the
+// snapshot functions and publish() must not be called from inside a hook or callback (they
+// wait for the broker's I/O threads). Hooks must be added before start().
+
+#include <brokerha/error.hpp>
+#include <brokerha/export.hpp>
+#include <brokerha/hooks.hpp>
+#include <brokerha/options.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace brokerha {
+
+/// One subscription of a client, as SUBSCRIBE gave it.
+struct SubscriptionInfo {
+  std::string filter;  // without the "$share/{group}/" prefix
+  int qos = 0;
+  bool no_local = false;
+  bool retain_as_published = false;
+  int retain_handling = 0;
+  std::uint32_t identifier = 0;  // 0 = none
+  std::string share_name;        // non-empty for "$share/{group}/..."
+};
+
+/// A client session, connected or not.
+struct ClientInfo {
+  std::string id;
+  int protocol_version = 4;
+  std::optional<std::string> username;
+  bool clean_session = true;
+  bool connected = false;
+  std::string remote_address;                             // empty when not connected
+  std::map<std::string, SubscriptionInfo> subscriptions;  // by full filter as subscribed
+  std::size_t inflight = 0;                               // unacknowledged QoS 1/2 deliveries
+  std::size_t queued = 0;  // deliveries waiting for the in-flight window or a connection
+};
+
+/// A message: retained, in flight, or to publish.
+struct MessageInfo {
+  std::string topic;
+  std::string payload;
+  int qos = 0;
+  bool retain = false;
+  bool dup = false;
+  std::uint16_t packet_id = 0;  // in-flight messages only
+  std::chrono::system_clock::time_point created{};
+  std::optional<std::chrono::seconds> expiry;  // remaining message expiry interval
+  std::string origin;                          // publishing client id (empty: the host program)
+  std::vector<std::pair<std::string, std::string>> user_properties;
+  std::optional<std::string> content_type;
+  std::optional<std::string> response_topic;
+  std::optional<std::string> correlation_data;
+  std::optional<int> payload_format;
+};
+
+/// Counters and gauges; plain data for /metrics and /api to render.
+struct BrokerStats {
+  std::uint64_t clients_connected = 0;
+  std::uint64_t sessions = 0;
+  std::uint64_t subscriptions = 0;
+  std::uint64_t retained_messages = 0;
+  std::uint64_t inflight_messages = 0;
+  std::uint64_t messages_received = 0;  // PUBLISH packets received from clients
+  std::uint64_t messages_sent = 0;      // PUBLISH packets sent to clients
+  std::uint64_t messages_dropped = 0;   // deliveries dropped (queue full, expired)
+  std::uint64_t bytes_received = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t connections_total = 0;
+  std::uint64_t auth_failures = 0;
+  std::uint64_t acl_denials = 0;
+  std::uint64_t protocol_errors = 0;  // connections closed for malformed or invalid input
+  std::chrono::seconds uptime{0};
+};
+
+class BROKERHA_API Broker {
+ public:
+  explicit Broker(BrokerOptions options);
+  ~Broker();  // stops and joins
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  /// Adds a hook to the chain (registration order). Before start() only.
+  void add_auth_hook(std::shared_ptr<AuthHook> hook);
+  void add_acl_hook(std::shared_ptr<AclHook> hook);
+
+  /// Validates the options, binds every listener and starts the I/O threads. Throws
+  /// std::system_error (bind failures, already started) or std::invalid_argument (options).
+  void start();
+  /// As start(), reporting the error instead of throwing.
+  void start(std::error_code& ec) noexcept;
+
+  /// Closes listeners and connections (v5 clients get DISCONNECT 0x8B), joins the threads.
+  /// Idempotent; any thread except the broker's own.
+  void stop() noexcept;
+
+  /// Blocks until stop() has completed.
+  void wait() noexcept;
+
+  /// The bound listeners with their real ports, in the order of BrokerOptions::listeners.
+  std::vector<Endpoint> listen_endpoints() const;
+
+  /// Publishes a message as the host program (no client, no ACL check). Thread-safe.
+  void publish(const MessageInfo& message);
+
+  /// Snapshots, safe from any thread except the broker's own.
+  std::vector<ClientInfo> clients() const;
+  std::vector<MessageInfo> retained(const std::string& filter = "#") const;
+  std::vector<MessageInfo> inflight(const std::string& client_id) const;
+  BrokerStats stats() const;
+
+  /// Disconnects a client (v5: DISCONNECT 0x98 Administrative action). False if unknown.
+  bool stop_client(const std::string& client_id);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace brokerha

@@ -1,0 +1,63 @@
+#pragma once
+// Plain option structs for the Broker (and, later, Membership and Discovery).
+//
+// The library takes these structs; the server fills them from config.yaml and the
+// environment. validate() checks ranges and throws std::invalid_argument naming the field.
+//
+// Thread safety: plain data; copy freely.
+
+#include <brokerha/export.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace brokerha {
+
+/// What a listener speaks. Only `tcp` is served so far; the others are accepted by
+/// validate() once their issue lands.
+enum class ListenerType { tcp, tls, ws, wss };
+
+/// One MQTT listener. `{"127.0.0.1", 0}` listens on loopback on a free port.
+struct ListenerOptions {
+  std::string bind = "0.0.0.0";  // IPv4 or IPv6 address to bind
+  std::uint16_t port = 1883;     // 0 = a free port (see Broker::listen_endpoints())
+  ListenerType type = ListenerType::tcp;
+  std::string path = "/mqtt";   // WebSocket path (ws, wss)
+  bool proxy_protocol = false;  // expect a PROXY protocol v1/v2 header (not yet served)
+};
+
+/// A bound listener: its real address and port.
+struct Endpoint {
+  std::string address;
+  std::uint16_t port = 0;
+  ListenerType type = ListenerType::tcp;
+};
+
+/// Broker settings; defaults are the `mqtt.*` defaults of the server's config.
+struct BrokerOptions {
+  std::vector<ListenerOptions> listeners;  // none = a broker reachable only via publish()
+
+  std::uint32_t max_packet_size = 16'777'216;  // bytes, both directions
+  std::uint16_t receive_maximum = 1024;        // QoS 1/2 a client may have unacknowledged to us
+  std::uint16_t max_inflight = 1024;           // our unacknowledged QoS 1/2 deliveries per session
+  std::uint16_t topic_alias_maximum = 65535;   // aliases we accept from a client
+  std::uint32_t max_queued_messages = 1000;    // per session beyond in-flight
+  std::uint32_t max_connections = 0;           // 0 = unlimited
+  std::uint16_t max_keepalive = 65535;         // seconds; larger client values are lowered
+  std::uint32_t max_session_expiry = 4'294'967'295u;  // seconds
+  std::uint32_t max_message_expiry = 0;               // seconds, 0 = none
+  std::chrono::milliseconds connect_timeout{10'000};  // CONNECT must arrive within it
+  unsigned io_threads = 0;                            // 0 = one per core
+  /// Bytes of messages queued in the whole broker above which it stops reading from
+  /// publishers until the queues drain (TCP back-pressure instead of dropping).
+  std::uint64_t max_queued_bytes = 512ull * 1024 * 1024;
+  /// Publish `$SYS/broker/...` statistics every this often; 0 = never.
+  std::chrono::milliseconds sys_interval{10'000};
+
+  /// Throws std::invalid_argument("<field>: <reason>") when a value is out of range.
+  BROKERHA_API void validate() const;
+};
+
+}  // namespace brokerha

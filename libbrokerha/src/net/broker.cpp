@@ -1,0 +1,395 @@
+// brokerha::Broker: listeners, I/O threads, and the thread-safe snapshot and command API.
+
+#include <brokerha/broker.hpp>
+
+#include <condition_variable>
+#include <cstdio>
+#include <future>
+#include <optional>
+#include <stdexcept>
+
+#include "net/connection.hpp"
+#include "net/core.hpp"
+#include "topic/topic.hpp"
+
+namespace brokerha {
+
+void BrokerOptions::validate() const {
+  auto fail = [](const char* field, const char* why) {
+    throw std::invalid_argument(std::string(field) + ": " + why);
+  };
+  if (max_packet_size < 64 || max_packet_size > mqtt::kMaxPacketSize) {
+    fail("max_packet_size", "must be between 64 and 268435460 bytes");
+  }
+  if (receive_maximum == 0) fail("receive_maximum", "must be at least 1");
+  if (max_inflight == 0) fail("max_inflight", "must be at least 1");
+  if (connect_timeout.count() <= 0) fail("connect_timeout", "must be positive");
+  if (io_threads > 1024) fail("io_threads", "must be at most 1024");
+  for (const ListenerOptions& l : listeners) {
+    if (l.type != ListenerType::tcp) fail("listeners.type", "only tcp listeners are served so far");
+    std::error_code ec;
+    asio::ip::make_address(l.bind, ec);
+    if (ec) fail("listeners.bind", "not an IP address");
+  }
+}
+
+namespace {
+
+// Runs `f` on the shard's thread and returns its result, waiting at most a few seconds
+// (nullopt then). Inline when the broker's threads are not running, or on the shard's own
+// thread. `f` must own what it uses: after a timeout it may still run.
+template <class F>
+auto run_on(net::Shard& shard, bool running, F f) -> std::optional<decltype(f())> {
+  using R = decltype(f());
+  if (!running || shard.ctx.get_executor().running_in_this_thread()) return f();
+  auto promise = std::make_shared<std::promise<R>>();
+  auto future = promise->get_future();
+  asio::post(shard.ctx, [promise, f = std::move(f)]() mutable { promise->set_value(f()); });
+  if (future.wait_for(std::chrono::seconds(5)) != std::future_status::ready) return std::nullopt;
+  return future.get();
+}
+
+MessageInfo message_info(const broker::Message& m, net::Clock::time_point now) {
+  MessageInfo info;
+  info.topic = m.topic;
+  info.payload = m.payload;
+  info.qos = m.qos;
+  info.retain = m.retain;
+  info.created = m.created;
+  if (auto left = m.remaining_expiry(now)) info.expiry = std::chrono::seconds(*left);
+  info.origin = m.origin;
+  info.user_properties = m.properties.user_properties;
+  info.content_type = m.properties.content_type;
+  info.response_topic = m.properties.response_topic;
+  info.correlation_data = m.properties.correlation_data;
+  if (m.properties.payload_format_indicator) {
+    info.payload_format = *m.properties.payload_format_indicator;
+  }
+  return info;
+}
+
+}  // namespace
+
+struct Broker::Impl {
+  explicit Impl(BrokerOptions o) : options(std::move(o)) {}
+
+  BrokerOptions options;
+  std::vector<std::shared_ptr<AuthHook>> auth_hooks;
+  std::vector<std::shared_ptr<AclHook>> acl_hooks;
+
+  std::mutex lifecycle_mutex;  // start/stop
+  std::unique_ptr<net::Core> core;
+  std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors;
+  std::vector<Endpoint> endpoints;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::atomic<bool> running{false};
+  bool stopped = false;
+  unsigned next_shard = 0;  // round robin for accepted sockets (shard 0's thread only)
+
+  std::mutex wait_mutex;
+  std::condition_variable wait_cv;
+  bool finished = false;  // guarded by wait_mutex: stop() completed
+
+  void accept(std::size_t i) {
+    asio::ip::tcp::acceptor& acceptor = *acceptors[i];
+    net::Shard& target = core->shard(next_shard);
+    next_shard = (next_shard + 1) % core->shard_count();
+    acceptor.async_accept(
+        target.ctx, [this, i, &target](const std::error_code& ec, asio::ip::tcp::socket socket) {
+          if (ec == asio::error::operation_aborted || core->stopping.load()) return;
+          if (!ec) {
+            const auto count = core->connection_count.fetch_add(1, std::memory_order_relaxed) + 1;
+            if (options.max_connections != 0 && count > options.max_connections) {
+              core->connection_count.fetch_sub(1, std::memory_order_relaxed);
+              std::error_code ignored;
+              socket.close(ignored);
+            } else {
+              asio::post(target.ctx, [this, &target, s = std::move(socket)]() mutable {
+                std::make_shared<net::Connection>(*core, target, std::move(s))->start();
+              });
+            }
+          }
+          accept(i);
+        });
+  }
+};
+
+Broker::Broker(BrokerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Broker::~Broker() { stop(); }
+
+void Broker::add_auth_hook(std::shared_ptr<AuthHook> hook) {
+  if (hook) impl_->auth_hooks.push_back(std::move(hook));
+}
+
+void Broker::add_acl_hook(std::shared_ptr<AclHook> hook) {
+  if (hook) impl_->acl_hooks.push_back(std::move(hook));
+}
+
+void Broker::start() {
+  std::error_code ec;
+  start(ec);
+  if (ec) throw std::system_error(ec, "brokerha::Broker::start");
+}
+
+void Broker::start(std::error_code& ec) noexcept {
+  ec.clear();
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  if (d.core) {
+    ec = make_error_code(errc::already_started);
+    return;
+  }
+  try {
+    d.options.validate();
+  } catch (const std::invalid_argument&) {
+    ec = make_error_code(errc::invalid_argument);
+    return;
+  }
+  try {
+    d.core = std::make_unique<net::Core>(d.options);
+    d.core->auth_hooks = d.auth_hooks;
+    d.core->acl_hooks = d.acl_hooks;
+    for (const ListenerOptions& l : d.options.listeners) {
+      const asio::ip::tcp::endpoint ep(asio::ip::make_address(l.bind), l.port);
+      auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(d.core->shard(0).ctx);
+      acceptor->open(ep.protocol(), ec);
+      if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+      if (!ec) acceptor->bind(ep, ec);
+      if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) {
+        d.acceptors.clear();
+        d.core.reset();
+        return;
+      }
+      const auto local = acceptor->local_endpoint();
+      d.endpoints.push_back(Endpoint{local.address().to_string(), local.port(), l.type});
+      d.acceptors.push_back(std::move(acceptor));
+    }
+    for (std::size_t i = 0; i < d.acceptors.size(); ++i) d.accept(i);
+    for (auto& shard : d.core->shards()) d.guards.push_back(asio::make_work_guard(shard->ctx));
+    d.core->start_sweeps();
+    d.running = true;
+    for (auto& shard : d.core->shards()) {
+      net::Shard* s = shard.get();
+      s->thread = std::thread([s] {
+        // A handler that throws would strand this shard's sessions: fail loudly instead.
+        try {
+          s->ctx.run();
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "brokerha: fatal error on I/O thread %u: %s\n", s->index, e.what());
+          std::abort();
+        }
+      });
+    }
+  } catch (const std::system_error& e) {
+    ec = e.code();
+  } catch (const std::exception&) {
+    ec = make_error_code(errc::invalid_argument);
+  }
+}
+
+void Broker::stop() noexcept {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  if (!d.core || d.stopped) return;
+  d.stopped = true;
+  net::Core& core = *d.core;
+  core.stopping = true;
+  // Close listeners and connections on their own threads, then let the threads finish the
+  // last writes; a peer that does not read cannot hold the stop up beyond the grace timer.
+  asio::post(core.shard(0).ctx, [&d] {
+    for (auto& a : d.acceptors) {
+      std::error_code ec;
+      a->close(ec);
+    }
+  });
+  for (auto& shard : core.shards()) {
+    net::Shard* s = shard.get();
+    asio::post(s->ctx, [s, &core] {
+      s->sweep_timer.cancel();
+      for (auto& w : s->connections) {
+        if (auto c = w.lock()) c->shutdown();
+      }
+      core.flush(*s);
+      auto grace = std::make_shared<asio::steady_timer>(s->ctx, std::chrono::seconds(2));
+      grace->async_wait([s, grace](const std::error_code&) { s->ctx.stop(); });
+    });
+  }
+  d.guards.clear();
+  for (auto& shard : core.shards()) {
+    if (shard->thread.joinable()) shard->thread.join();
+  }
+  d.running = false;
+  d.acceptors.clear();
+  {
+    std::lock_guard<std::mutex> wl(d.wait_mutex);
+    d.finished = true;
+  }
+  d.wait_cv.notify_all();
+}
+
+void Broker::wait() noexcept {
+  Impl& d = *impl_;
+  if (!d.running.load()) return;  // never started
+  std::unique_lock<std::mutex> lock(d.wait_mutex);
+  d.wait_cv.wait(lock, [&] { return d.finished; });
+}
+
+std::vector<Endpoint> Broker::listen_endpoints() const {
+  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
+  return impl_->endpoints;
+}
+
+void Broker::publish(const MessageInfo& info) {
+  Impl& d = *impl_;
+  if (!d.core || !d.running) return;
+  auto m = std::make_shared<broker::Message>();
+  m->topic = info.topic;
+  m->payload = info.payload;
+  m->qos = static_cast<std::uint8_t>(std::clamp(info.qos, 0, 2));
+  m->retain = info.retain;
+  m->origin = info.origin;
+  m->properties.user_properties = info.user_properties;
+  m->properties.content_type = info.content_type;
+  m->properties.response_topic = info.response_topic;
+  m->properties.correlation_data = info.correlation_data;
+  if (info.payload_format) {
+    m->properties.payload_format_indicator = static_cast<std::uint8_t>(*info.payload_format);
+  }
+  if (info.expiry) m->expires_at = net::Clock::now() + *info.expiry;
+  if (!topic::is_valid_name(m->topic)) return;
+  net::Core* core = d.core.get();
+  asio::post(core->shard(0).ctx, [core, m = broker::MessagePtr(std::move(m))] {
+    core->route(m, core->shard(0));
+    core->flush(core->shard(0));
+  });
+}
+
+std::vector<ClientInfo> Broker::clients() const {
+  Impl& d = *impl_;
+  std::vector<ClientInfo> out;
+  if (!d.core) return out;
+  for (auto& shard : d.core->shards()) {
+    net::Shard* s = shard.get();
+    auto part = run_on(*s, d.running, [s] {
+      std::vector<ClientInfo> list;
+      for (const auto& [id, cs] : s->sessions) {
+        ClientInfo c;
+        c.id = id;
+        c.protocol_version = static_cast<int>(cs->version);
+        c.username = cs->username;
+        c.clean_session = cs->clean;
+        c.connected = cs->connection != nullptr;
+        if (cs->connection) c.remote_address = cs->connection->remote_address();
+        for (const auto& [filter, o] : cs->state.subscriptions()) {
+          SubscriptionInfo si;
+          topic::SharedFilter shared;
+          if (topic::parse_shared(filter, shared)) {
+            si.filter = std::string(shared.filter);
+            si.share_name = std::string(shared.group);
+          } else {
+            si.filter = filter;
+          }
+          si.qos = o.qos;
+          si.no_local = o.no_local;
+          si.retain_as_published = o.retain_as_published;
+          si.retain_handling = o.retain_handling;
+          si.identifier = o.identifier;
+          c.subscriptions.emplace(filter, std::move(si));
+        }
+        c.inflight = cs->state.inflight().size();
+        c.queued = cs->state.queued();
+        list.push_back(std::move(c));
+      }
+      return list;
+    });
+    if (part) {
+      for (auto& c : *part) out.push_back(std::move(c));
+    }
+  }
+  return out;
+}
+
+std::vector<MessageInfo> Broker::retained(const std::string& filter) const {
+  Impl& d = *impl_;
+  std::vector<MessageInfo> out;
+  if (!d.core || !topic::is_valid_filter(filter)) return out;
+  const auto now = net::Clock::now();
+  for (const auto& m : d.core->retained_matching(filter)) out.push_back(message_info(*m, now));
+  return out;
+}
+
+std::vector<MessageInfo> Broker::inflight(const std::string& client_id) const {
+  Impl& d = *impl_;
+  if (!d.core) return {};
+  net::Shard* s = &d.core->shard(d.core->home_shard(client_id));
+  auto result = run_on(*s, d.running, [s, client_id] {
+    std::vector<MessageInfo> out;
+    const auto now = net::Clock::now();
+    auto it = s->sessions.find(client_id);
+    if (it == s->sessions.end()) return out;
+    for (const auto& f : it->second->state.inflight()) {
+      MessageInfo m = message_info(*f.delivery.message, now);
+      m.qos = f.delivery.qos;
+      m.retain = f.delivery.retain;
+      m.packet_id = f.packet_id;
+      m.dup = !f.sent;
+      out.push_back(std::move(m));
+    }
+    for (const auto& q : it->second->state.queue()) {
+      MessageInfo m = message_info(*q.message, now);
+      m.qos = q.qos;
+      m.retain = q.retain;
+      out.push_back(std::move(m));
+    }
+    return out;
+  });
+  return result ? std::move(*result) : std::vector<MessageInfo>{};
+}
+
+BrokerStats Broker::stats() const {
+  Impl& d = *impl_;
+  BrokerStats st;
+  if (!d.core) return st;
+  for (const auto& shard : d.core->shards()) {
+    const net::ShardCounters& c = shard->counters;
+    auto get = [](const std::atomic<std::uint64_t>& a) {
+      return a.load(std::memory_order_relaxed);
+    };
+    st.clients_connected += get(c.clients_connected);
+    st.sessions += get(c.sessions);
+    st.inflight_messages += get(c.inflight);
+    st.messages_received += get(c.messages_received);
+    st.messages_sent += get(c.messages_sent);
+    st.messages_dropped += get(c.messages_dropped);
+    st.bytes_received += get(c.bytes_received);
+    st.bytes_sent += get(c.bytes_sent);
+    st.connections_total += get(c.connections_total);
+    st.auth_failures += get(c.auth_failures);
+    st.acl_denials += get(c.acl_denials);
+    st.protocol_errors += get(c.protocol_errors);
+  }
+  st.subscriptions = d.core->subscription_count();
+  st.retained_messages = d.core->retained_count();
+  st.uptime =
+      std::chrono::duration_cast<std::chrono::seconds>(net::Clock::now() - d.core->started_at);
+  return st;
+}
+
+bool Broker::stop_client(const std::string& client_id) {
+  Impl& d = *impl_;
+  if (!d.core) return false;
+  net::Core* core = d.core.get();
+  net::Shard* s = &core->shard(core->home_shard(client_id));
+  auto found = run_on(*s, d.running, [core, s, client_id] {
+    auto it = s->sessions.find(client_id);
+    if (it == s->sessions.end() || it->second->connection == nullptr) return false;
+    it->second->connection->kick(ReasonCode::administrative_action);
+    core->flush(*s);
+    return true;
+  });
+  return found.value_or(false);
+}
+
+}  // namespace brokerha

@@ -1,0 +1,167 @@
+#pragma once
+// One MQTT client connection over TCP: reading and framing, the protocol state machine of
+// one client, and a batched write queue.
+//
+// Thread: everything runs on the connection's shard thread. A connection starts on the shard
+// that accepted it and moves once, after CONNECT, to the shard of its client id's session
+// (the socket's descriptor is released and re-assigned there; no operation is pending then).
+//
+// Reading: no buffer while idle: wait for readability, read into the shard's buffer, keep
+// only an incomplete packet (in the Framer). While a hook decision is pending the connection
+// stops reading and parks any further complete packets, so packet order is kept.
+//
+// Writing: packets are appended to a pending list (own bytes in one growing string; shared
+// encodings of QoS 0 messages by reference) and written with one gathered async_write per
+// batch, at the end of the handler that produced them; one write in flight at a time.
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mqtt/codec.hpp"
+#include "net/asio.hpp"
+#include "net/core.hpp"
+
+namespace brokerha::net {
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Core& core, Shard& shard, asio::ip::tcp::socket socket);
+  ~Connection();
+
+  /// Starts reading; on the shard thread.
+  void start();
+
+  /// Sends what the session's queue allows (deliveries were queued by the router).
+  void pump();
+  /// Sends any queued output now (one gathered write).
+  void flush();
+  /// Closes because another connection took the session over, or an operator asked.
+  void kick(ReasonCode reason);
+  /// Closes for broker shutdown: v5 clients get DISCONNECT 0x8B.
+  void shutdown();
+  /// Keep-alive and connect timeouts (called by the shard's sweep).
+  void check_timeouts(Clock::time_point now);
+
+  Shard& shard() const noexcept { return *shard_; }
+  bool closed() const noexcept { return state_ == State::closed; }
+  const std::string& remote_address() const noexcept { return remote_address_; }
+
+ private:
+  enum class State { awaiting_connect, connecting, connected, closed };
+
+  struct Chunk {
+    MessagePtr keep;                      // keeps `shared` alive
+    const std::string* shared = nullptr;  // a message's cached encoding, or null
+    std::size_t begin = 0;                // own bytes [begin, end) when `shared` is null
+    std::size_t end = 0;
+  };
+
+  // A complete packet parked while a decision is pending.
+  struct Frame {
+    std::uint8_t first;
+    std::string body;
+  };
+
+  // CONNECT fields copied out of the read buffer (hooks may answer later).
+  struct ConnectInfo {
+    mqtt::ProtocolVersion version;
+    std::string client_id;
+    bool assigned_id = false;
+    bool clean_start = true;
+    std::uint16_t keep_alive = 0;
+    bool keep_alive_lowered = false;
+    bool session_expiry_lowered = false;
+    std::optional<std::string> username;
+    std::optional<std::string> password;
+    std::uint32_t session_expiry = 0;
+    std::optional<PendingWill> will;  // message built, `due` relative offset in will_delay
+    std::uint32_t will_delay = 0;
+  };
+
+  // ---- reading ----
+  void start_read();
+  void on_readable(const std::error_code& ec);
+  mqtt::Status on_frame(std::uint8_t first, std::string_view body);
+  mqtt::Status handle(std::uint8_t first, std::string_view body);
+  void resume();
+
+  // ---- packets ----
+  mqtt::Status on_connect(mqtt::Connect& c);
+  void finish_connect(std::shared_ptr<ConnectInfo> info, Decision decision);
+  void migrate_and_attach(std::shared_ptr<ConnectInfo> info);
+  void attach(std::shared_ptr<ConnectInfo> info);
+  mqtt::Status on_publish(mqtt::Publish& p);
+  void finish_publish(const MessagePtr& message, std::uint16_t packet_id, Decision decision);
+  mqtt::Status on_subscribe(mqtt::Subscribe& s);
+  mqtt::Status on_unsubscribe(const mqtt::Unsubscribe& u);
+  mqtt::Status on_disconnect(const mqtt::Disconnect& d);
+
+  // Runs a hook chain; `k` gets the first non-defer answer (or defer) on this thread.
+  template <class Hook, class Ask>
+  void decide(const std::vector<std::shared_ptr<Hook>>& hooks, Ask ask,
+              std::function<void(Decision)> k);
+
+  // ---- writing ----
+  void send(const mqtt::Packet& packet);
+  // False when the message cannot be sent to this client (larger than its maximum packet).
+  bool send_delivery(const session::Delivery& d, std::uint16_t packet_id, bool dup);
+  void append_own(std::size_t begin);
+  void mark_dirty();
+  void on_written(const std::error_code& ec, std::size_t bytes);
+
+  // ---- ending ----
+  /// Protocol violation: v5 gets DISCONNECT (or CONNACK before CONNECT completes) with the
+  /// reason code; then the connection closes once the output is written.
+  void fail(ReasonCode reason);
+  void close_after_write();
+  void close();
+  void detach_session(bool publish_will);
+
+  Core& core_;
+  Shard* shard_;
+  asio::ip::tcp::socket socket_;
+  std::string remote_address_;
+  std::uint16_t remote_port_ = 0;
+  State state_ = State::awaiting_connect;
+  mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::v311;
+  mqtt::Framer framer_;
+
+  // session
+  ClientSessionPtr session_;
+  std::optional<PendingWill> will_;
+  std::uint32_t will_delay_ = 0;
+  bool graceful_ = false;  // DISCONNECT received (no will unless v5 reason 0x04)
+
+  // limits agreed in CONNECT
+  std::uint16_t keep_alive_ = 0;
+  std::uint16_t send_window_ = 0;  // min(our max_inflight, client Receive Maximum)
+  std::uint32_t client_max_packet_ = mqtt::kMaxPacketSize;
+  std::vector<std::string> topic_aliases_;  // alias -> topic (inbound, v5)
+  Clock::time_point last_activity_ = Clock::now();
+  const Clock::time_point opened_at_ = Clock::now();
+
+  // reading state
+  bool reading_ = false;
+  bool in_handler_ = false;
+  bool paused_ = false;  // a hook decision is pending
+  std::deque<Frame> parked_;
+
+  // writing state
+  std::vector<Chunk> pending_;
+  std::string pending_own_;
+  std::vector<Chunk> writing_;
+  std::string writing_own_;
+  std::vector<asio::const_buffer> buffers_;
+  bool write_active_ = false;
+  bool dirty_ = false;
+  bool close_when_written_ = false;
+  Clock::time_point close_requested_at_{};
+  std::size_t backlog_bytes_ = 0;  // pending + writing
+};
+
+}  // namespace brokerha::net

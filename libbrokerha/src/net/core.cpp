@@ -1,0 +1,264 @@
+#include "net/core.hpp"
+
+#include <algorithm>
+#include <functional>
+
+#include "net/connection.hpp"
+#include "topic/topic.hpp"
+
+namespace brokerha::net {
+
+namespace {
+
+// Splits "$share/{group}/{filter}" into (group, filter); other filters have no group.
+std::pair<std::string_view, std::string_view> split_shared(std::string_view full) {
+  topic::SharedFilter shared;
+  if (topic::parse_shared(full, shared)) return {shared.group, shared.filter};
+  return {{}, full};
+}
+
+constexpr auto kSweepInterval = std::chrono::seconds(1);
+
+}  // namespace
+
+Core::Core(BrokerOptions options) : options_(std::move(options)) {
+  unsigned n = options_.io_threads;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  shards_.reserve(n);
+  for (unsigned i = 0; i < n; ++i) {
+    shards_.push_back(std::make_unique<Shard>(i));
+    shards_.back()->outbox.resize(n);
+  }
+}
+
+Core::~Core() = default;
+
+unsigned Core::home_shard(std::string_view client_id) const noexcept {
+  return static_cast<unsigned>(std::hash<std::string_view>{}(client_id) % shards_.size());
+}
+
+// ---- routing -------------------------------------------------------------------------------
+
+RouteResult Core::route(const MessagePtr& message, Shard& from) {
+  RouteResult result;
+  const Message& m = *message;
+  if (m.retain) {
+    std::lock_guard<std::mutex> lock(retained_mutex_);
+    if (m.payload.empty()) {
+      auto it = retained_.find(m.topic);
+      if (it != retained_.end()) retained_.erase(it);
+    } else {
+      retained_[m.topic] = message;
+    }
+  }
+  std::vector<const SubEntry*>& matches = from.match_scratch;
+  matches.clear();
+  std::shared_lock<std::shared_mutex> lock(tree_mutex_);
+  tree_.match(
+      m.topic, [&](const SubEntry& e) { matches.push_back(&e); },
+      [&](const topic::SubscriptionTree<SubEntry>::Group& g) {
+        if (g.members.empty()) return;
+        const std::uint32_t n = g.next.fetch_add(1, std::memory_order_relaxed);
+        matches.push_back(&g.members[n % g.members.size()]);
+      });
+  if (matches.empty()) return result;
+  // One delivery per session: the highest granted QoS of its matching subscriptions, with
+  // all their subscription identifiers (MQTT 5.0 3.3.4).
+  if (matches.size() > 1) {
+    std::stable_sort(matches.begin(), matches.end(), [](const SubEntry* a, const SubEntry* b) {
+      return std::less<const ClientSession*>{}(a->key, b->key);
+    });
+  }
+  for (std::size_t i = 0; i < matches.size();) {
+    const ClientSession* key = matches[i]->key;
+    std::size_t j = i;
+    session::Delivery d;
+    bool any = false;
+    for (; j < matches.size() && matches[j]->key == key; ++j) {
+      const session::SubscriptionOptions& o = matches[j]->options;
+      if (o.no_local && key->state.client_id() == m.origin) continue;
+      any = true;
+      d.qos = std::max(d.qos, std::min(m.qos, o.qos));
+      if (o.retain_as_published && m.retain) d.retain = true;
+      if (o.identifier != 0) d.subscription_ids.push_back(o.identifier);
+    }
+    if (any) {
+      d.message = message;
+      from.outbox[key->shard].push_back(Target{matches[i]->session, std::move(d)});
+      ++result.targets;
+    }
+    i = j;
+  }
+  lock.unlock();
+  if (result.targets != 0) schedule_flush(from);
+  return result;
+}
+
+void Core::schedule_flush(Shard& shard) {
+  if (shard.flush_scheduled) return;
+  shard.flush_scheduled = true;
+  asio::post(shard.ctx, [this, &shard] {
+    shard.flush_scheduled = false;
+    flush(shard);
+  });
+}
+
+void Core::flush(Shard& from) {
+  for (unsigned i = 0; i < from.outbox.size(); ++i) {
+    std::vector<Target>& batch = from.outbox[i];
+    if (batch.empty()) continue;
+    if (i == from.index) {
+      std::vector<Target> local;
+      local.swap(batch);
+      for (Target& t : local) deliver(from, t);
+      local.clear();
+      if (batch.empty()) batch.swap(local);  // keep the capacity
+      continue;
+    }
+    Shard& target = *shards_[i];
+    asio::post(target.ctx, [this, &target, b = std::move(batch)]() mutable {
+      for (Target& t : b) deliver(target, t);
+      flush(target);
+    });
+    batch = std::vector<Target>();
+  }
+  std::vector<std::shared_ptr<Connection>> dirty;
+  dirty.swap(from.dirty);
+  for (const auto& c : dirty) c->flush();
+  dirty.clear();
+  if (from.dirty.empty()) from.dirty.swap(dirty);  // keep the capacity
+}
+
+void Core::deliver(Shard& shard, Target& target) {
+  ClientSession& s = *target.session;
+  if (s.removed) return;
+  if (!delivery_allowed(s, target.delivery.message->topic)) {
+    shard.counters.add(shard.counters.acl_denials);
+    return;
+  }
+  if (s.connection == nullptr && target.delivery.qos == 0) return;  // offline: QoS 1/2 only
+  const std::size_t dropped =
+      s.state.enqueue(std::move(target.delivery), {options_.max_queued_messages});
+  if (dropped != 0) shard.counters.add(shard.counters.messages_dropped, dropped);
+  if (s.connection != nullptr) s.connection->pump();
+}
+
+bool Core::delivery_allowed(const ClientSession& s, std::string_view topic_name) const {
+  if (acl_hooks.empty()) return true;
+  AclRequest req;
+  req.client_id = s.state.client_id();
+  if (s.username) req.username = *s.username;
+  if (s.connection != nullptr) req.remote_address = s.connection->remote_address();
+  req.topic = topic_name;
+  req.access = Access::read;
+  for (const auto& hook : acl_hooks) {
+    const Decision d = hook->check_delivery(req);
+    if (d != Decision::defer) return d == Decision::allow;
+  }
+  return true;
+}
+
+// ---- sessions ------------------------------------------------------------------------------
+
+void Core::discard_session(Shard& shard, const ClientSessionPtr& session) {
+  if (session->removed) return;
+  session->removed = true;
+  if (session->will) {
+    publish_will(shard, session->will->message);
+    session->will.reset();
+  }
+  {
+    std::unique_lock<std::shared_mutex> lock(tree_mutex_);
+    for (const auto& entry : session->state.subscriptions()) {
+      const auto [group, filter] = split_shared(entry.first);
+      tree_.erase(filter, group, session.get());
+    }
+  }
+  auto it = shard.sessions.find(session->state.client_id());
+  if (it != shard.sessions.end() && it->second == session) shard.sessions.erase(it);
+  shard.counters.sessions.store(shard.counters.sessions.load(std::memory_order_relaxed) - 1,
+                                std::memory_order_relaxed);
+}
+
+bool Core::subscribe(const ClientSessionPtr& session, const std::string& full_filter,
+                     const session::SubscriptionOptions& options) {
+  const auto [group, filter] = split_shared(full_filter);
+  std::unique_lock<std::shared_mutex> lock(tree_mutex_);
+  return tree_.insert(filter, group, SubEntry{session.get(), session, options});
+}
+
+bool Core::unsubscribe(const ClientSessionPtr& session, const std::string& full_filter) {
+  const auto [group, filter] = split_shared(full_filter);
+  std::unique_lock<std::shared_mutex> lock(tree_mutex_);
+  return tree_.erase(filter, group, session.get());
+}
+
+std::vector<MessagePtr> Core::retained_matching(std::string_view filter) const {
+  std::vector<MessagePtr> out;
+  std::lock_guard<std::mutex> lock(retained_mutex_);
+  if (!topic::has_wildcard(filter)) {
+    auto it = retained_.find(filter);
+    if (it != retained_.end()) out.push_back(it->second);
+    return out;
+  }
+  for (const auto& [name, message] : retained_) {
+    if (topic::matches(filter, name)) out.push_back(message);
+  }
+  return out;
+}
+
+std::size_t Core::retained_count() const {
+  std::lock_guard<std::mutex> lock(retained_mutex_);
+  return retained_.size();
+}
+
+std::size_t Core::subscription_count() const {
+  std::shared_lock<std::shared_mutex> lock(tree_mutex_);
+  return tree_.size();
+}
+
+void Core::publish_will(Shard& shard, const MessagePtr& will) { route(will, shard); }
+
+// ---- the sweep: timeouts, expiries, delayed wills ------------------------------------------
+
+void Core::start_sweeps() {
+  for (auto& s : shards_) {
+    Shard* shard = s.get();
+    asio::post(shard->ctx, [this, shard] { sweep(*shard); });
+  }
+}
+
+void Core::sweep(Shard& shard) {
+  if (stopping.load()) return;
+  const auto now = Clock::now();
+  auto& conns = shard.connections;
+  conns.erase(std::remove_if(conns.begin(), conns.end(),
+                             [&](const std::weak_ptr<Connection>& w) {
+                               auto c = w.lock();
+                               return !c || c->closed() || &c->shard() != &shard;
+                             }),
+              conns.end());
+  for (std::size_t i = 0; i < conns.size(); ++i) {
+    if (auto c = conns[i].lock()) c->check_timeouts(now);
+  }
+  std::vector<ClientSessionPtr> expired;
+  std::uint64_t inflight = 0;
+  for (auto& [id, s] : shard.sessions) {
+    inflight += s->state.inflight().size();
+    if (s->connection != nullptr) continue;
+    if (s->will && now >= s->will->due) {
+      publish_will(shard, s->will->message);
+      s->will.reset();
+    }
+    if (s->expires_at && now >= *s->expires_at) expired.push_back(s);
+  }
+  for (const auto& s : expired) discard_session(shard, s);
+  shard.counters.inflight.store(inflight, std::memory_order_relaxed);
+  flush(shard);
+  shard.sweep_timer.expires_after(kSweepInterval);
+  shard.sweep_timer.async_wait([this, &shard](const std::error_code& ec) {
+    if (!ec) sweep(shard);
+  });
+}
+
+}  // namespace brokerha::net

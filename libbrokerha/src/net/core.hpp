@@ -1,0 +1,192 @@
+#pragma once
+// The broker's running state: shards (one I/O thread and io_context each), the session
+// registry, the subscription tree, the retained store and the router between them.
+//
+// Threads and ownership (docs/threading.md has the picture):
+//  - Shard k owns: its io_context and thread, the sessions whose client id hashes to k, the
+//    connections attached to those sessions, and its outbox (deliveries it routed, per target
+//    shard, posted in one batch per shard at the end of each handler).
+//  - A connection is accepted on any shard (round robin) and moves to its session's shard
+//    once CONNECT names the client id, so a session and its connection are only ever touched
+//    by one thread and takeover needs no locks.
+//  - The subscription tree is shared: read under a shared lock per PUBLISH, written under an
+//    exclusive lock per SUBSCRIBE/UNSUBSCRIBE/session end. The retained store has a mutex.
+//    Lock order: tree_mutex_ before retained_mutex_ (never both today).
+//  - Counters are per shard (one writer each, relaxed atomics), summed by stats().
+
+#include <brokerha/broker.hpp>
+#include <brokerha/hooks.hpp>
+#include <brokerha/options.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/message.hpp"
+#include "mqtt/packet.hpp"
+#include "net/asio.hpp"
+#include "session/session.hpp"
+#include "topic/tree.hpp"
+
+namespace brokerha::net {
+
+class Connection;
+class Core;
+using broker::Message;
+using broker::MessagePtr;
+using Clock = std::chrono::steady_clock;
+
+/// A will waiting to be published (MQTT 5.0 will delay, or until the session ends).
+struct PendingWill {
+  MessagePtr message;
+  Clock::time_point due;
+};
+
+/// A session as the broker keeps it: the pure session state plus who is connected to it.
+/// Owned by its shard (shared_ptr so deliveries in flight between shards keep it alive).
+struct ClientSession {
+  explicit ClientSession(std::string id, unsigned shard_index)
+      : state(std::move(id)), shard(shard_index) {}
+
+  session::Session state;
+  const unsigned shard;
+  Connection* connection = nullptr;  // the attached connection (same shard), or null
+  mqtt::ProtocolVersion version = mqtt::ProtocolVersion::v311;
+  std::optional<std::string> username;
+  bool clean = true;
+  std::uint32_t expiry_interval = 0;            // seconds after disconnect (v5; v3: 0 or inf)
+  std::optional<Clock::time_point> expires_at;  // set while offline
+  std::optional<PendingWill> will;              // a delayed will waiting for its time
+  bool removed = false;                         // discarded: no longer registered
+};
+using ClientSessionPtr = std::shared_ptr<ClientSession>;
+
+/// One subscription in the tree.
+struct SubEntry {
+  ClientSession* key;  // identity; `session` keeps it alive
+  ClientSessionPtr session;
+  session::SubscriptionOptions options;
+};
+
+/// A delivery routed to a session on some shard.
+struct Target {
+  ClientSessionPtr session;
+  session::Delivery delivery;
+};
+
+/// Per-shard counters: one writer (the shard's thread), read by stats().
+struct ShardCounters {
+  std::atomic<std::uint64_t> messages_received{0};
+  std::atomic<std::uint64_t> messages_sent{0};
+  std::atomic<std::uint64_t> messages_dropped{0};
+  std::atomic<std::uint64_t> bytes_received{0};
+  std::atomic<std::uint64_t> bytes_sent{0};
+  std::atomic<std::uint64_t> connections_total{0};
+  std::atomic<std::uint64_t> auth_failures{0};
+  std::atomic<std::uint64_t> acl_denials{0};
+  std::atomic<std::uint64_t> protocol_errors{0};
+  std::atomic<std::uint64_t> clients_connected{0};  // gauge
+  std::atomic<std::uint64_t> sessions{0};           // gauge
+  std::atomic<std::uint64_t> inflight{0};           // gauge, refreshed by the sweep
+
+  void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+
+struct Shard {
+  explicit Shard(unsigned i) : index(i), sweep_timer(ctx) {}
+
+  const unsigned index;
+  asio::io_context ctx{1};
+  std::thread thread;
+  asio::steady_timer sweep_timer;
+
+  std::unordered_map<std::string, ClientSessionPtr> sessions;  // by client id
+  std::vector<std::weak_ptr<Connection>> connections;          // for the sweep
+  std::vector<std::vector<Target>> outbox;                     // per target shard
+  std::vector<std::shared_ptr<Connection>> dirty;              // have unflushed output
+  std::vector<const SubEntry*> match_scratch;
+  std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // shared by all reads
+  bool flush_scheduled = false;
+  ShardCounters counters;
+};
+
+/// The result of routing one message.
+struct RouteResult {
+  std::size_t targets = 0;
+};
+
+class Core {
+ public:
+  explicit Core(BrokerOptions options);
+  ~Core();
+
+  const BrokerOptions& options() const noexcept { return options_; }
+  std::vector<std::unique_ptr<Shard>>& shards() noexcept { return shards_; }
+  Shard& shard(unsigned i) noexcept { return *shards_[i]; }
+  unsigned shard_count() const noexcept { return static_cast<unsigned>(shards_.size()); }
+  unsigned home_shard(std::string_view client_id) const noexcept;
+
+  std::vector<std::shared_ptr<AuthHook>> auth_hooks;
+  std::vector<std::shared_ptr<AclHook>> acl_hooks;
+
+  // ---- routing (any shard thread; `from` is the calling thread's shard) ----
+  /// Stores/deletes the retained copy and queues a delivery to every matching session in
+  /// `from`'s outbox; flush_outbox() sends the batches.
+  RouteResult route(const MessagePtr& message, Shard& from);
+  /// Posts the outbox batches to their shards (the local batch is delivered inline) and
+  /// writes the output every connection of the shard queued. Every handler that may have
+  /// produced output ends with it, or relies on schedule_flush().
+  void flush(Shard& shard);
+  /// Makes sure flush() runs on the shard after the current handler (idempotent).
+  void schedule_flush(Shard& shard);
+  /// Delivers one routed message on the session's shard (the read ACL check happens here).
+  void deliver(Shard& shard, Target& target);
+
+  // ---- sessions (on their home shard) ----
+  /// Removes a session: its subscriptions, its registration, its delayed will (published).
+  void discard_session(Shard& shard, const ClientSessionPtr& session);
+  /// Subscribes and unsubscribes in the shared tree.
+  bool subscribe(const ClientSessionPtr& session, const std::string& full_filter,
+                 const session::SubscriptionOptions& options);
+  bool unsubscribe(const ClientSessionPtr& session, const std::string& full_filter);
+  /// Retained messages matching `filter` (for a new subscription).
+  std::vector<MessagePtr> retained_matching(std::string_view filter) const;
+
+  /// The read check for a delivery; true = allowed. Runs on the subscriber's shard.
+  bool delivery_allowed(const ClientSession& session, std::string_view topic) const;
+
+  // ---- lifecycle ----
+  void start_sweeps();
+  void sweep(Shard& shard);
+  void publish_will(Shard& shard, const MessagePtr& will);
+
+  std::atomic<std::uint64_t> connection_count{0};
+  std::atomic<bool> stopping{false};
+  const Clock::time_point started_at = Clock::now();
+
+  std::size_t retained_count() const;
+  std::size_t subscription_count() const;
+
+ private:
+  BrokerOptions options_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+
+  mutable std::shared_mutex tree_mutex_;
+  topic::SubscriptionTree<SubEntry> tree_;
+
+  mutable std::mutex retained_mutex_;
+  std::map<std::string, MessagePtr, std::less<>> retained_;
+};
+
+}  // namespace brokerha::net

@@ -1,0 +1,103 @@
+#include "session/session.hpp"
+
+#include <algorithm>
+
+namespace brokerha::session {
+
+std::size_t Session::enqueue(Delivery d, const QueueLimits& limits) {
+  if (queue_.size() >= limits.max_queued) {
+    auto oldest_qos0 =
+        std::find_if(queue_.begin(), queue_.end(), [](const Delivery& q) { return q.qos == 0; });
+    if (oldest_qos0 == queue_.end()) return 1;  // all QoS 1/2: drop the new one
+    queue_.erase(oldest_qos0);
+    queue_.push_back(std::move(d));
+    return 1;
+  }
+  queue_.push_back(std::move(d));
+  return 0;
+}
+
+bool Session::next(std::uint16_t window, std::chrono::steady_clock::time_point now,
+                   Delivery& out_qos0, Inflight*& out_inflight, std::size_t& expired) {
+  out_inflight = nullptr;
+  while (!queue_.empty()) {
+    Delivery& front = queue_.front();
+    if (front.message->expired(now)) {
+      queue_.pop_front();
+      ++expired;
+      continue;
+    }
+    if (front.qos == 0) {
+      out_qos0 = std::move(front);
+      queue_.pop_front();
+      return true;
+    }
+    if (inflight_.size() >= window) return false;
+    Inflight f;
+    f.packet_id = allocate_packet_id();
+    f.delivery = std::move(front);
+    f.sent = true;
+    queue_.pop_front();
+    inflight_.push_back(std::move(f));
+    out_inflight = &inflight_.back();
+    return true;
+  }
+  return false;
+}
+
+bool Session::complete(std::uint16_t packet_id, bool qos2) {
+  for (auto it = inflight_.begin(); it != inflight_.end(); ++it) {
+    if (it->packet_id != packet_id) continue;
+    const bool matches = qos2 ? (it->delivery.qos == 2 && it->released) : (it->delivery.qos == 1);
+    if (!matches) return false;
+    inflight_.erase(it);
+    return true;
+  }
+  return false;
+}
+
+bool Session::abandon(std::uint16_t packet_id) {
+  for (auto it = inflight_.begin(); it != inflight_.end(); ++it) {
+    if (it->packet_id == packet_id) {
+      inflight_.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Session::released(std::uint16_t packet_id) {
+  for (Inflight& f : inflight_) {
+    if (f.packet_id == packet_id && f.delivery.qos == 2) {
+      f.released = true;
+      return true;
+    }
+  }
+  return false;
+}
+
+void Session::connection_lost() noexcept {
+  for (Inflight& f : inflight_) f.sent = false;
+}
+
+std::size_t Session::drop_qos0() noexcept {
+  const auto before = queue_.size();
+  queue_.erase(
+      std::remove_if(queue_.begin(), queue_.end(), [](const Delivery& d) { return d.qos == 0; }),
+      queue_.end());
+  return before - queue_.size();
+}
+
+std::uint16_t Session::allocate_packet_id() {
+  // Sequential ids, skipping any still in flight (only possible after a wrap-around).
+  for (;;) {
+    last_packet_id_ =
+        static_cast<std::uint16_t>(last_packet_id_ == 65535 ? 1 : last_packet_id_ + 1);
+    const std::uint16_t id = last_packet_id_;
+    const bool in_use = std::any_of(inflight_.begin(), inflight_.end(),
+                                    [id](const Inflight& f) { return f.packet_id == id; });
+    if (!in_use) return id;
+  }
+}
+
+}  // namespace brokerha::session

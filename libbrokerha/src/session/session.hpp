@@ -1,0 +1,118 @@
+#pragma once
+// A client session: its subscriptions, the deliveries it has in flight and queued, the QoS 2
+// packet ids it has received, its will and expiry. Pure state and rules, no I/O: the
+// connection that owns the session asks it what to send and tells it what was acknowledged,
+// so the QoS and queue logic is tested without sockets.
+//
+// Thread: a session belongs to one shard (I/O thread), chosen by its client id; only that
+// thread touches it.
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "broker/message.hpp"
+#include "mqtt/packet.hpp"
+
+namespace brokerha::session {
+
+using broker::MessagePtr;
+
+/// Options of one subscription (SUBSCRIBE), kept per filter.
+struct SubscriptionOptions {
+  std::uint8_t qos = 0;
+  bool no_local = false;
+  bool retain_as_published = false;
+  std::uint8_t retain_handling = 0;
+  std::uint32_t identifier = 0;  // 0 = none
+};
+
+/// One message to one session.
+struct Delivery {
+  MessagePtr message;
+  std::uint8_t qos = 0;  // the granted QoS: min(message, subscription)
+  bool retain = false;   // the RETAIN flag to send
+  std::vector<std::uint32_t> subscription_ids;
+};
+
+/// A QoS 1/2 delivery sent and not yet completely acknowledged.
+struct Inflight {
+  std::uint16_t packet_id = 0;
+  Delivery delivery;
+  bool released = false;  // QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+  bool sent = false;      // sent on the current connection (false after a reconnect)
+};
+
+struct QueueLimits {
+  std::size_t max_queued = 1000;  // deliveries queued beyond in flight
+};
+
+class Session {
+ public:
+  explicit Session(std::string client_id) : client_id_(std::move(client_id)) {}
+
+  const std::string& client_id() const noexcept { return client_id_; }
+
+  // ---- subscriptions (full filter as subscribed, "$share/..." included) ----
+  std::map<std::string, SubscriptionOptions>& subscriptions() noexcept { return subscriptions_; }
+  const std::map<std::string, SubscriptionOptions>& subscriptions() const noexcept {
+    return subscriptions_;
+  }
+
+  // ---- outgoing deliveries ----
+
+  /// Queues a delivery. When the queue is full, drops the oldest QoS 0 delivery, else the
+  /// new one. Returns the number of deliveries dropped (0 or 1).
+  std::size_t enqueue(Delivery d, const QueueLimits& limits);
+
+  /// Takes the next queued delivery that may be sent now: a QoS 0 one, or a QoS 1/2 one
+  /// while fewer than `window` are in flight (it then gets a packet id and is recorded as in
+  /// flight and sent). Expired messages are skipped and counted in `expired`. Returns false
+  /// when nothing can be sent.
+  bool next(std::uint16_t window, std::chrono::steady_clock::time_point now, Delivery& out_qos0,
+            Inflight*& out_inflight, std::size_t& expired);
+
+  /// PUBACK (QoS 1) and PUBCOMP (QoS 2, after PUBREL): completes a delivery.
+  bool complete(std::uint16_t packet_id, bool qos2);
+  /// Forgets an in-flight delivery (refused by the client, or impossible to send).
+  bool abandon(std::uint16_t packet_id);
+  /// PUBREC: the QoS 2 delivery moves to the release phase. False if unknown.
+  bool released(std::uint16_t packet_id);
+
+  /// The deliveries in flight, oldest first (resent on reconnect: PUBLISH with DUP, or PUBREL).
+  std::deque<Inflight>& inflight() noexcept { return inflight_; }
+  const std::deque<Inflight>& inflight() const noexcept { return inflight_; }
+  std::size_t queued() const noexcept { return queue_.size(); }
+  const std::deque<Delivery>& queue() const noexcept { return queue_; }
+
+  /// Marks every in-flight delivery as not sent (the connection went away).
+  void connection_lost() noexcept;
+
+  /// Drops every queued QoS 0 delivery (an offline session keeps only QoS 1/2).
+  std::size_t drop_qos0() noexcept;
+
+  // ---- incoming QoS 2 ----
+  /// Records a received QoS 2 packet id. False if it was already recorded (a duplicate).
+  bool receive_qos2(std::uint16_t packet_id) { return incoming_qos2_.insert(packet_id).second; }
+  /// PUBREL: forgets the packet id. False if it was not known.
+  bool release_qos2(std::uint16_t packet_id) { return incoming_qos2_.erase(packet_id) != 0; }
+  std::size_t incoming_qos2() const noexcept { return incoming_qos2_.size(); }
+
+ private:
+  std::uint16_t allocate_packet_id();
+
+  std::string client_id_;
+  std::map<std::string, SubscriptionOptions> subscriptions_;
+  std::deque<Delivery> queue_;
+  std::deque<Inflight> inflight_;
+  std::unordered_set<std::uint16_t> incoming_qos2_;
+  std::uint16_t last_packet_id_ = 0;
+};
+
+}  // namespace brokerha::session
