@@ -100,6 +100,7 @@ class BROKERHA_API Broker {
   /// Adds a hook to the chain (registration order). Before start() only.
   void add_auth_hook(std::shared_ptr<AuthHook> hook);
   void add_acl_hook(std::shared_ptr<AclHook> hook);
+  void add_event_hook(std::shared_ptr<EventHook> hook);
 
   /// Validates the options, binds every listener and starts the I/O threads. Throws
   /// std::system_error (bind failures, already started) or std::invalid_argument (options).
@@ -125,6 +126,11 @@ class BROKERHA_API Broker {
   std::vector<MessageInfo> retained(const std::string& filter = "#") const;
   std::vector<MessageInfo> inflight(const std::string& client_id) const;
   BrokerStats stats() const;
+
+  /// Replaces the built-in auth/ACL rules (SIGHUP reload): every later connect, publish,
+  /// subscribe and delivery uses the new rules; connected clients stay. Reads the password
+  /// file; throws std::runtime_error naming the problem and keeps the old rules on error.
+  void set_access_rules(const AccessRules& rules);
 
   /// Disconnects a client (v5: DISCONNECT 0x98 Administrative action). False if unknown.
   bool stop_client(const std::string& client_id);

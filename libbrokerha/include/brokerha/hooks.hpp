@@ -67,4 +67,45 @@ class AclHook {
   virtual Decision check_delivery(const AclRequest& request) noexcept = 0;
 };
 
+/// A client connecting or disconnecting.
+struct ClientEvent {
+  std::string_view client_id;
+  std::optional<std::string_view> username;
+  std::string_view remote_address;
+  int protocol_version = 4;
+  bool session_present = false;             // on_connect: an existing session was resumed
+  ReasonCode reason = ReasonCode::success;  // on_disconnect: why (success = client's DISCONNECT)
+};
+
+/// A subscription added or removed.
+struct SubscriptionEvent {
+  std::string_view client_id;
+  std::string_view filter;  // as subscribed, "$share/..." included
+  int qos = 0;              // on_subscribe: the granted QoS
+};
+
+/// A message: accepted from a publisher (after the ACL check), or delivered to a subscriber
+/// (queued on its connection).
+struct MessageEvent {
+  std::string_view client_id;  // the publisher, or the receiving client
+  std::string_view topic;
+  std::string_view payload;
+  int qos = 0;
+  bool retain = false;
+};
+
+/// Observes what the broker does. Every method runs on the I/O thread of the client
+/// concerned, on the message path: it must be quick and must not block (hand work off to
+/// another thread). Views are valid only during the call.
+class EventHook {
+ public:
+  virtual ~EventHook() = default;
+  virtual void on_connect(const ClientEvent&) {}
+  virtual void on_disconnect(const ClientEvent&) {}
+  virtual void on_subscribe(const SubscriptionEvent&) {}
+  virtual void on_unsubscribe(const SubscriptionEvent&) {}
+  virtual void on_publish(const MessageEvent&) {}
+  virtual void on_deliver(const MessageEvent&) {}
+};
+
 }  // namespace brokerha

@@ -10,7 +10,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace brokerha {
@@ -35,6 +37,38 @@ struct Endpoint {
   ListenerType type = ListenerType::tcp;
 };
 
+/// One `mqtt.auth` rule. A field left unset matches anything; a trailing `*` is a prefix
+/// glob ("sensor-*"); `remote` matches the peer IP, a CIDR ("10.0.0.0/8") or "ip:port". The
+/// first rule whose set fields all match decides (`allow`).
+struct AuthRule {
+  std::optional<std::string> username;
+  std::optional<std::string> password;  // plaintext; compared in constant time
+  std::optional<std::string> client;
+  std::optional<std::string> remote;
+  bool allow = false;
+};
+
+/// One `mqtt.acl` rule: identity fields as AuthRule, and topic filters with their access
+/// (0 deny, 1 read, 2 write, 3 read+write). A rule without filters grants everything.
+struct AclRule {
+  std::optional<std::string> username;
+  std::optional<std::string> client;
+  std::optional<std::string> remote;
+  std::vector<std::pair<std::string, int>> filters;
+};
+
+/// The built-in authentication and ACL rules (SPEC section 3). They run after every hook an
+/// embedder registers. Empty `auth` and no `password_file`: anonymous clients are allowed.
+struct AccessRules {
+  std::vector<AuthRule> auth;
+  std::vector<AclRule> acl;
+  bool acl_default_allow = true;  // `mqtt.acl_default`: the decision when no rule decides
+  /// Mosquitto password file (`user:$7$...` PBKDF2-SHA512 or `user:$6$...`). A user listed
+  /// there must present the matching password; with no `auth` rules, only listed users may
+  /// connect.
+  std::string password_file;
+};
+
 /// Broker settings; defaults are the `mqtt.*` defaults of the server's config.
 struct BrokerOptions {
   std::vector<ListenerOptions> listeners;  // none = a broker reachable only via publish()
@@ -55,6 +89,9 @@ struct BrokerOptions {
   std::uint64_t max_queued_bytes = 512ull * 1024 * 1024;
   /// Publish `$SYS/broker/...` statistics every this often; 0 = never.
   std::chrono::milliseconds sys_interval{10'000};
+  /// Authentication and ACL rules from the configuration (replaceable at run time with
+  /// Broker::set_access_rules()).
+  AccessRules access;
 
   /// Throws std::invalid_argument("<field>: <reason>") when a value is out of range.
   BROKERHA_API void validate() const;

@@ -76,6 +76,7 @@ struct Broker::Impl {
   BrokerOptions options;
   std::vector<std::shared_ptr<AuthHook>> auth_hooks;
   std::vector<std::shared_ptr<AclHook>> acl_hooks;
+  std::vector<std::shared_ptr<EventHook>> event_hooks;
 
   std::mutex lifecycle_mutex;  // start/stop
   std::unique_ptr<net::Core> core;
@@ -126,7 +127,14 @@ void Broker::add_acl_hook(std::shared_ptr<AclHook> hook) {
   if (hook) impl_->acl_hooks.push_back(std::move(hook));
 }
 
+void Broker::add_event_hook(std::shared_ptr<EventHook> hook) {
+  if (hook) impl_->event_hooks.push_back(std::move(hook));
+}
+
 void Broker::start() {
+  // Validate first so a bad option or password file comes back with its message.
+  impl_->options.validate();
+  access::Rules::compile(impl_->options.access);
   std::error_code ec;
   start(ec);
   if (ec) throw std::system_error(ec, "brokerha::Broker::start");
@@ -150,6 +158,7 @@ void Broker::start(std::error_code& ec) noexcept {
     d.core = std::make_unique<net::Core>(d.options);
     d.core->auth_hooks = d.auth_hooks;
     d.core->acl_hooks = d.acl_hooks;
+    d.core->event_hooks = d.event_hooks;
     for (const ListenerOptions& l : d.options.listeners) {
       const asio::ip::tcp::endpoint ep(asio::ip::make_address(l.bind), l.port);
       auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(d.core->shard(0).ctx);
@@ -208,6 +217,7 @@ void Broker::stop() noexcept {
     net::Shard* s = shard.get();
     asio::post(s->ctx, [s, &core] {
       s->sweep_timer.cancel();
+      s->sys_timer.cancel();
       for (auto& w : s->connections) {
         if (auto c = w.lock()) c->shutdown();
       }
@@ -349,32 +359,16 @@ std::vector<MessageInfo> Broker::inflight(const std::string& client_id) const {
 }
 
 BrokerStats Broker::stats() const {
+  const Impl& d = *impl_;
+  return d.core ? d.core->stats() : BrokerStats{};
+}
+
+void Broker::set_access_rules(const AccessRules& rules) {
+  auto compiled = access::Rules::compile(rules);  // throws: the old rules stay
   Impl& d = *impl_;
-  BrokerStats st;
-  if (!d.core) return st;
-  for (const auto& shard : d.core->shards()) {
-    const net::ShardCounters& c = shard->counters;
-    auto get = [](const std::atomic<std::uint64_t>& a) {
-      return a.load(std::memory_order_relaxed);
-    };
-    st.clients_connected += get(c.clients_connected);
-    st.sessions += get(c.sessions);
-    st.inflight_messages += get(c.inflight);
-    st.messages_received += get(c.messages_received);
-    st.messages_sent += get(c.messages_sent);
-    st.messages_dropped += get(c.messages_dropped);
-    st.bytes_received += get(c.bytes_received);
-    st.bytes_sent += get(c.bytes_sent);
-    st.connections_total += get(c.connections_total);
-    st.auth_failures += get(c.auth_failures);
-    st.acl_denials += get(c.acl_denials);
-    st.protocol_errors += get(c.protocol_errors);
-  }
-  st.subscriptions = d.core->subscription_count();
-  st.retained_messages = d.core->retained_count();
-  st.uptime =
-      std::chrono::duration_cast<std::chrono::seconds>(net::Clock::now() - d.core->started_at);
-  return st;
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  d.options.access = rules;
+  if (d.core) d.core->set_rules(std::move(compiled));
 }
 
 bool Broker::stop_client(const std::string& client_id) {

@@ -317,12 +317,24 @@ mqtt::Status Connection::on_connect(mqtt::Connect& c) {
 
 void Connection::finish_connect(std::shared_ptr<ConnectInfo> info, Decision decision) {
   if (state_ == State::closed) return;
+  ReasonCode refused = ReasonCode::success;
   if (decision == Decision::deny) {
+    refused = ReasonCode::not_authorized;
+  } else if (decision == Decision::defer) {
+    access::Identity who;
+    who.client_id = info->client_id;
+    if (info->username) who.username = *info->username;
+    who.remote_ip = remote_address_;
+    who.remote_port = remote_port_;
+    std::optional<std::string_view> password;
+    if (info->password) password = *info->password;
+    refused = core_.rules().authenticate(who, password);
+  }
+  if (refused != ReasonCode::success) {
     shard_->counters.add(shard_->counters.auth_failures);
     mqtt::Connack ack;
-    ack.code = version_ == ProtocolVersion::v5
-                   ? static_cast<std::uint8_t>(ReasonCode::not_authorized)
-                   : static_cast<std::uint8_t>(mqtt::ConnackReturnCode::not_authorized);
+    ack.code = version_ == ProtocolVersion::v5 ? static_cast<std::uint8_t>(refused)
+                                               : static_cast<std::uint8_t>(v3_code(refused));
     send(ack);
     close_after_write();
     return;
@@ -419,6 +431,15 @@ void Connection::attach(std::shared_ptr<ConnectInfo> info) {
     if (info->session_expiry_lowered) p.session_expiry_interval = info->session_expiry;
   }
   send(ack);
+  if (!core_.event_hooks.empty()) {
+    ClientEvent e;
+    e.client_id = s.state.client_id();
+    if (s.username) e.username = *s.username;
+    e.remote_address = remote_address_;
+    e.protocol_version = static_cast<int>(version_);
+    e.session_present = present;
+    core_.notify([&](EventHook& h) { h.on_connect(e); });
+  }
 
   // Resend what was in flight (MQTT 4.4): PUBLISH with DUP, or PUBREL for released QoS 2.
   for (session::Inflight& f : s.state.inflight()) {
@@ -505,10 +526,21 @@ mqtt::Status Connection::on_publish(mqtt::Publish& p) {
 void Connection::finish_publish(const MessagePtr& message, std::uint16_t packet_id,
                                 Decision decision) {
   if (state_ == State::closed || !session_) return;
-  const bool allowed = decision != Decision::deny;
+  const bool allowed = decision == Decision::defer
+                           ? rules_allow(message->topic, Access::write, false)
+                           : decision == Decision::allow;
   std::size_t targets = 0;
   if (allowed) {
     targets = core_.route(message, *shard_).targets;
+    if (!core_.event_hooks.empty()) {
+      MessageEvent e;
+      e.client_id = message->origin;
+      e.topic = message->topic;
+      e.payload = message->payload;
+      e.qos = message->qos;
+      e.retain = message->retain;
+      core_.notify([&](EventHook& h) { h.on_publish(e); });
+    }
   } else {
     shard_->counters.add(shard_->counters.acl_denials);
   }
@@ -532,6 +564,17 @@ void Connection::finish_publish(const MessagePtr& message, std::uint16_t packet_
     if (static_cast<std::uint8_t>(code) >= 0x80) session_->state.release_qos2(packet_id);
     send(rec);
   }
+}
+
+bool Connection::rules_allow(std::string_view name, Access access, bool is_filter) const {
+  const access::Rules& r = core_.rules();
+  if (r.acl_allows_everything()) return true;
+  access::Identity who;
+  who.client_id = session_->state.client_id();
+  if (session_->username) who.username = *session_->username;
+  who.remote_ip = remote_address_;
+  who.remote_port = remote_port_;
+  return r.allows(who, name, access, is_filter);
 }
 
 // ---- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------------
@@ -563,7 +606,10 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
     const auto now = Clock::now();
     for (std::size_t i = 0; i < p.subs.size(); ++i) {
       const auto& [filter, o] = p.subs[i];
-      if (i < p.decisions.size() && p.decisions[i] == Decision::deny) {
+      const Decision d = i < p.decisions.size() ? p.decisions[i] : Decision::defer;
+      const bool allowed =
+          d == Decision::defer ? rules_allow(filter, Access::read, true) : d == Decision::allow;
+      if (!allowed) {
         shard_->counters.add(shard_->counters.acl_denials);
         ack.reason_codes.push_back(version_ == ProtocolVersion::v5 ? ReasonCode::not_authorized
                                                                    : ReasonCode::unspecified_error);
@@ -572,24 +618,28 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
       const bool existed = core_.subscribe(session_, filter, o);
       session_->state.subscriptions()[filter] = o;
       ack.reason_codes.push_back(static_cast<ReasonCode>(o.qos));
+      if (!core_.event_hooks.empty()) {
+        SubscriptionEvent e{session_->state.client_id(), filter, o.qos};
+        core_.notify([&](EventHook& h) { h.on_subscribe(e); });
+      }
       topic::SharedFilter shared;
       if (topic::parse_shared(filter, shared)) continue;  // no retained for shared subs
       if (o.retain_handling == 2 || (o.retain_handling == 1 && existed)) continue;
       for (MessagePtr& m : core_.retained_matching(filter)) {
         if (m->expired(now) || !core_.delivery_allowed(*session_, m->topic)) continue;
-        session::Delivery d;
-        d.qos = std::min(m->qos, o.qos);
-        d.retain = true;
-        if (o.identifier != 0) d.subscription_ids.push_back(o.identifier);
-        d.message = std::move(m);
-        retained.push_back(std::move(d));
+        session::Delivery rd;
+        rd.qos = std::min(m->qos, o.qos);
+        rd.retain = true;
+        if (o.identifier != 0) rd.subscription_ids.push_back(o.identifier);
+        rd.message = std::move(m);
+        retained.push_back(std::move(rd));
       }
     }
     send(ack);
     session::QueueLimits limits{core_.options().max_queued_messages};
-    for (session::Delivery& d : retained) {
+    for (session::Delivery& rd : retained) {
       shard_->counters.add(shard_->counters.messages_dropped,
-                           session_->state.enqueue(std::move(d), limits));
+                           session_->state.enqueue(std::move(rd), limits));
     }
     pump();
   };
@@ -641,6 +691,10 @@ mqtt::Status Connection::on_unsubscribe(const mqtt::Unsubscribe& u) {
     const std::string filter(f);
     const bool existed = core_.unsubscribe(session_, filter);
     session_->state.subscriptions().erase(filter);
+    if (existed && !core_.event_hooks.empty()) {
+      SubscriptionEvent e{session_->state.client_id(), filter, 0};
+      core_.notify([&](EventHook& h) { h.on_unsubscribe(e); });
+    }
     if (version_ == ProtocolVersion::v5) {
       ack.reason_codes.push_back(existed ? ReasonCode::success
                                          : ReasonCode::no_subscription_existed);
@@ -664,6 +718,7 @@ mqtt::Status Connection::on_disconnect(const mqtt::Disconnect& d) {
   } else {
     graceful_ = true;
   }
+  close_reason_ = d.reason_code;
   close();
   return mqtt::Status::success();
 }
@@ -744,6 +799,15 @@ void Connection::pump() {
 
 bool Connection::send_delivery(const session::Delivery& d, std::uint16_t packet_id, bool dup) {
   const Message& m = *d.message;
+  if (!core_.event_hooks.empty()) {
+    MessageEvent e;
+    e.client_id = session_ ? std::string_view(session_->state.client_id()) : std::string_view();
+    e.topic = m.topic;
+    e.payload = m.payload;
+    e.qos = d.qos;
+    e.retain = d.retain;
+    core_.notify([&](EventHook& h) { h.on_deliver(e); });
+  }
   const bool per_subscriber =
       version_ == ProtocolVersion::v5 && (!d.subscription_ids.empty() || m.expires_at);
   if (!per_subscriber) {
@@ -857,6 +921,7 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
 void Connection::fail(ReasonCode reason) {
   if (state_ == State::closed || close_when_written_) return;
   shard_->counters.add(shard_->counters.protocol_errors);
+  close_reason_ = reason;
   if (state_ == State::connected && version_ == ProtocolVersion::v5) {
     mqtt::Disconnect d;
     d.reason_code = reason;
@@ -867,6 +932,7 @@ void Connection::fail(ReasonCode reason) {
 
 void Connection::kick(ReasonCode reason) {
   if (state_ == State::closed) return;
+  close_reason_ = reason;
   if (state_ == State::connected && version_ == ProtocolVersion::v5) {
     mqtt::Disconnect d;
     d.reason_code = reason;
@@ -912,6 +978,15 @@ void Connection::detach_session(bool publish_will) {
         std::memory_order_relaxed);
   }
   s->state.connection_lost();
+  if (!core_.event_hooks.empty()) {
+    ClientEvent e;
+    e.client_id = s->state.client_id();
+    if (s->username) e.username = *s->username;
+    e.remote_address = remote_address_;
+    e.protocol_version = static_cast<int>(version_);
+    e.reason = close_reason_;
+    core_.notify([&](EventHook& h) { h.on_disconnect(e); });
+  }
   const bool session_ends = s->expiry_interval == 0;
   if (publish_will && will_) {
     if (will_delay_ == 0 || session_ends) {

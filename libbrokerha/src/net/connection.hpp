@@ -50,6 +50,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Shard& shard() const noexcept { return *shard_; }
   bool closed() const noexcept { return state_ == State::closed; }
   const std::string& remote_address() const noexcept { return remote_address_; }
+  std::uint16_t remote_port() const noexcept { return remote_port_; }
 
  private:
   enum class State { awaiting_connect, connecting, connected, closed };
@@ -97,6 +98,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void attach(std::shared_ptr<ConnectInfo> info);
   mqtt::Status on_publish(mqtt::Publish& p);
   void finish_publish(const MessagePtr& message, std::uint16_t packet_id, Decision decision);
+  // The built-in rules' ACL decision once every hook deferred.
+  bool rules_allow(std::string_view topic, Access access, bool is_filter) const;
   mqtt::Status on_subscribe(mqtt::Subscribe& s);
   mqtt::Status on_unsubscribe(const mqtt::Unsubscribe& u);
   mqtt::Status on_disconnect(const mqtt::Disconnect& d);
@@ -136,6 +139,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::optional<PendingWill> will_;
   std::uint32_t will_delay_ = 0;
   bool graceful_ = false;  // DISCONNECT received (no will unless v5 reason 0x04)
+  // Why the connection ends (event hooks): the client's DISCONNECT reason, or ours.
+  ReasonCode close_reason_ = ReasonCode::unspecified_error;
 
   // limits agreed in CONNECT
   std::uint16_t keep_alive_ = 0;

@@ -1,5 +1,7 @@
 #include "net/core.hpp"
 
+#include <brokerha/version.hpp>
+
 #include <algorithm>
 #include <functional>
 
@@ -22,6 +24,7 @@ constexpr auto kSweepInterval = std::chrono::seconds(1);
 }  // namespace
 
 Core::Core(BrokerOptions options) : options_(std::move(options)) {
+  set_rules(access::Rules::compile(options_.access));
   unsigned n = options_.io_threads;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   shards_.reserve(n);
@@ -144,18 +147,34 @@ void Core::deliver(Shard& shard, Target& target) {
 }
 
 bool Core::delivery_allowed(const ClientSession& s, std::string_view topic_name) const {
-  if (acl_hooks.empty()) return true;
-  AclRequest req;
-  req.client_id = s.state.client_id();
-  if (s.username) req.username = *s.username;
-  if (s.connection != nullptr) req.remote_address = s.connection->remote_address();
-  req.topic = topic_name;
-  req.access = Access::read;
-  for (const auto& hook : acl_hooks) {
-    const Decision d = hook->check_delivery(req);
-    if (d != Decision::defer) return d == Decision::allow;
+  const access::Rules& r = rules();
+  if (acl_hooks.empty() && r.acl_allows_everything()) return true;
+  access::Identity who;
+  who.client_id = s.state.client_id();
+  if (s.username) who.username = *s.username;
+  if (s.connection != nullptr) {
+    who.remote_ip = s.connection->remote_address();
+    who.remote_port = s.connection->remote_port();
   }
-  return true;
+  if (!acl_hooks.empty()) {
+    AclRequest req;
+    req.client_id = who.client_id;
+    req.username = who.username;
+    req.remote_address = who.remote_ip;
+    req.topic = topic_name;
+    req.access = Access::read;
+    for (const auto& hook : acl_hooks) {
+      const Decision d = hook->check_delivery(req);
+      if (d != Decision::defer) return d == Decision::allow;
+    }
+  }
+  return r.allows(who, topic_name, Access::read, false);
+}
+
+void Core::set_rules(std::unique_ptr<access::Rules> rules) {
+  std::lock_guard<std::mutex> lock(rules_mutex_);
+  rules_.store(rules.get(), std::memory_order_release);
+  rules_history_.push_back(std::move(rules));
 }
 
 // ---- sessions ------------------------------------------------------------------------------
@@ -226,6 +245,65 @@ void Core::start_sweeps() {
     Shard* shard = s.get();
     asio::post(shard->ctx, [this, shard] { sweep(*shard); });
   }
+  if (options_.sys_interval.count() > 0) {
+    Shard* shard = shards_[0].get();
+    asio::post(shard->ctx, [this, shard] { publish_sys(*shard); });
+  }
+}
+
+BrokerStats Core::stats() const {
+  BrokerStats st;
+  auto get = [](const std::atomic<std::uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  for (const auto& shard : shards_) {
+    const ShardCounters& c = shard->counters;
+    st.clients_connected += get(c.clients_connected);
+    st.sessions += get(c.sessions);
+    st.inflight_messages += get(c.inflight);
+    st.messages_received += get(c.messages_received);
+    st.messages_sent += get(c.messages_sent);
+    st.messages_dropped += get(c.messages_dropped);
+    st.bytes_received += get(c.bytes_received);
+    st.bytes_sent += get(c.bytes_sent);
+    st.connections_total += get(c.connections_total);
+    st.auth_failures += get(c.auth_failures);
+    st.acl_denials += get(c.acl_denials);
+    st.protocol_errors += get(c.protocol_errors);
+  }
+  st.subscriptions = subscription_count();
+  st.retained_messages = retained_count();
+  st.uptime = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - started_at);
+  return st;
+}
+
+void Core::publish_sys(Shard& shard) {
+  if (stopping.load()) return;
+  const BrokerStats st = stats();
+  auto put = [&](const char* name, std::string value) {
+    auto m = std::make_shared<Message>();
+    m->topic = std::string("$SYS/broker/") + name;
+    m->payload = std::move(value);
+    m->retain = true;
+    route(m, shard);
+  };
+  put("version", std::string("brokerha ") + library_version());
+  put("uptime", std::to_string(st.uptime.count()) + " seconds");
+  put("clients/connected", std::to_string(st.clients_connected));
+  put("clients/total", std::to_string(st.sessions));
+  put("clients/disconnected",
+      std::to_string(st.sessions >= st.clients_connected ? st.sessions - st.clients_connected : 0));
+  put("messages/received", std::to_string(st.messages_received));
+  put("messages/sent", std::to_string(st.messages_sent));
+  put("messages/dropped", std::to_string(st.messages_dropped));
+  put("messages/inflight", std::to_string(st.inflight_messages));
+  put("load/bytes/received", std::to_string(st.bytes_received));
+  put("load/bytes/sent", std::to_string(st.bytes_sent));
+  put("subscriptions/count", std::to_string(st.subscriptions));
+  put("retained messages/count", std::to_string(st.retained_messages));
+  flush(shard);
+  shard.sys_timer.expires_after(options_.sys_interval);
+  shard.sys_timer.async_wait([this, &shard](const std::error_code& ec) {
+    if (!ec) publish_sys(shard);
+  });
 }
 
 void Core::sweep(Shard& shard) {

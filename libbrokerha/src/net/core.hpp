@@ -31,6 +31,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "access/rules.hpp"
 #include "broker/message.hpp"
 #include "mqtt/packet.hpp"
 #include "net/asio.hpp"
@@ -104,12 +105,13 @@ struct ShardCounters {
 };
 
 struct Shard {
-  explicit Shard(unsigned i) : index(i), sweep_timer(ctx) {}
+  explicit Shard(unsigned i) : index(i), sweep_timer(ctx), sys_timer(ctx) {}
 
   const unsigned index;
   asio::io_context ctx{1};
   std::thread thread;
   asio::steady_timer sweep_timer;
+  asio::steady_timer sys_timer;  // shard 0 only: $SYS statistics
 
   std::unordered_map<std::string, ClientSessionPtr> sessions;  // by client id
   std::vector<std::weak_ptr<Connection>> connections;          // for the sweep
@@ -139,6 +141,13 @@ class Core {
 
   std::vector<std::shared_ptr<AuthHook>> auth_hooks;
   std::vector<std::shared_ptr<AclHook>> acl_hooks;
+  std::vector<std::shared_ptr<EventHook>> event_hooks;
+
+  /// Calls `f(hook)` on every event hook.
+  template <class F>
+  void notify(F&& f) const {
+    for (const auto& h : event_hooks) f(*h);
+  }
 
   // ---- routing (any shard thread; `from` is the calling thread's shard) ----
   /// Stores/deletes the retained copy and queues a delivery to every matching session in
@@ -163,8 +172,14 @@ class Core {
   /// Retained messages matching `filter` (for a new subscription).
   std::vector<MessagePtr> retained_matching(std::string_view filter) const;
 
-  /// The read check for a delivery; true = allowed. Runs on the subscriber's shard.
+  /// The read check for a delivery (hooks, then the built-in rules); true = allowed. Runs
+  /// on the subscriber's shard.
   bool delivery_allowed(const ClientSession& session, std::string_view topic) const;
+
+  /// The built-in rules in force (any thread). A reload swaps them; old versions are kept
+  /// until the broker is destroyed, so a reference stays valid during any check.
+  const access::Rules& rules() const noexcept { return *rules_.load(std::memory_order_acquire); }
+  void set_rules(std::unique_ptr<access::Rules> rules);
 
   // ---- lifecycle ----
   void start_sweeps();
@@ -177,6 +192,10 @@ class Core {
 
   std::size_t retained_count() const;
   std::size_t subscription_count() const;
+  /// Counters summed over the shards plus the shared gauges (any thread).
+  BrokerStats stats() const;
+  /// Publishes the `$SYS/broker/...` statistics topics (retained) from shard 0.
+  void publish_sys(Shard& shard);
 
  private:
   BrokerOptions options_;
@@ -184,6 +203,10 @@ class Core {
 
   mutable std::shared_mutex tree_mutex_;
   topic::SubscriptionTree<SubEntry> tree_;
+
+  std::atomic<const access::Rules*> rules_{nullptr};
+  std::mutex rules_mutex_;  // guards rules_history_
+  std::vector<std::unique_ptr<access::Rules>> rules_history_;
 
   mutable std::mutex retained_mutex_;
   std::map<std::string, MessagePtr, std::less<>> retained_;
