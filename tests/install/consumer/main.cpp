@@ -33,7 +33,7 @@ int main() {
   }
   broker.stop();
   broker.stop();  // idempotent
-  std::printf("brokerha %s: broker listened on port %u\n", linked,
-              static_cast<unsigned>(eps[0].port));
+  std::fprintf(stderr, "broker listened on port %u\n", static_cast<unsigned>(eps[0].port));
+  std::printf("brokerha %s\n", linked);
   return 0;
 }
