@@ -77,9 +77,14 @@ struct BrokerOptions {
   std::uint16_t receive_maximum = 1024;        // QoS 1/2 a client may have unacknowledged to us
   std::uint16_t max_inflight = 1024;           // our unacknowledged QoS 1/2 deliveries per session
   std::uint16_t topic_alias_maximum = 65535;   // aliases we accept from a client
-  std::uint32_t max_queued_messages = 1000;    // per session beyond in-flight
-  std::uint32_t max_connections = 0;           // 0 = unlimited
-  std::uint16_t max_keepalive = 65535;         // seconds; larger client values are lowered
+  /// Send topic aliases to v5 clients that announce a Topic Alias Maximum (the first message
+  /// on a topic carries topic + alias, later ones only the alias). Some clients announce a
+  /// maximum but cannot resolve aliases (libmosquitto 2.0.11, paho-mqtt 1.6.1): turn it off
+  /// for them.
+  bool send_topic_aliases = true;
+  std::uint32_t max_queued_messages = 1000;           // per session beyond in-flight
+  std::uint32_t max_connections = 0;                  // 0 = unlimited
+  std::uint16_t max_keepalive = 65535;                // seconds; larger client values are lowered
   std::uint32_t max_session_expiry = 4'294'967'295u;  // seconds
   std::uint32_t max_message_expiry = 0;               // seconds, 0 = none
   std::chrono::milliseconds connect_timeout{10'000};  // CONNECT must arrive within it

@@ -80,7 +80,9 @@ void Connection::start() {
 // ---- reading ---------------------------------------------------------------------------------
 
 void Connection::start_read() {
-  if (reading_ || state_ == State::closed || close_when_written_ || paused_) return;
+  if (reading_ || state_ == State::closed || close_when_written_ || paused_ || memory_paused_) {
+    return;
+  }
   reading_ = true;
   socket_.async_wait(
       asio::ip::tcp::socket::wait_read,
@@ -95,6 +97,7 @@ void Connection::on_readable(const std::error_code& ec) {
     return;
   }
   in_handler_ = true;
+  published_ = false;
   std::vector<char>& buffer = shard_->read_buffer;
   for (int round = 0; round < kReadRounds; ++round) {
     std::error_code rec;
@@ -118,6 +121,19 @@ void Connection::on_readable(const std::error_code& ec) {
   in_handler_ = false;
   core_.flush(*shard_);
   if (framer_.idle()) framer_.shrink();
+  if (published_ && core_.memory_over()) {
+    // Back-pressure: this publisher is not read again until the queues drain (or the next
+    // sweep), so TCP pushes back on it instead of the broker dropping messages.
+    memory_paused_ = true;
+    shard_->memory_paused.push_back(weak_from_this());
+    return;
+  }
+  start_read();
+}
+
+void Connection::resume_reading() {
+  if (!memory_paused_) return;
+  memory_paused_ = false;
   start_read();
 }
 
@@ -274,6 +290,7 @@ mqtt::Status Connection::on_connect(mqtt::Connect& c) {
       send_window_ = std::min<std::uint16_t>(opts.max_inflight, *p.receive_maximum);
     }
     if (p.maximum_packet_size) client_max_packet_ = *p.maximum_packet_size;
+    if (opts.send_topic_aliases) client_alias_max_ = p.topic_alias_maximum.value_or(0);
     const std::uint32_t requested = p.session_expiry_interval.value_or(0);
     info->session_expiry = std::min(requested, opts.max_session_expiry);
     info->session_expiry_lowered = info->session_expiry != requested;
@@ -497,6 +514,7 @@ mqtt::Status Connection::on_publish(mqtt::Publish& p) {
     }
   }
   shard_->counters.add(shard_->counters.messages_received);
+  published_ = true;
   MessagePtr message = Message::from_publish(p, topic, session_->state.client_id(),
                                              opts.max_message_expiry, Clock::now());
   const std::uint16_t packet_id = p.packet_id;
@@ -637,10 +655,13 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
     }
     send(ack);
     session::QueueLimits limits{core_.options().max_queued_messages};
+    const std::size_t before = session_->state.queued_bytes();
     for (session::Delivery& rd : retained) {
       shard_->counters.add(shard_->counters.messages_dropped,
                            session_->state.enqueue(std::move(rd), limits));
     }
+    shard_->account(static_cast<std::int64_t>(session_->state.queued_bytes()) -
+                    static_cast<std::int64_t>(before));
     pump();
   };
 
@@ -782,6 +803,7 @@ void Connection::pump() {
   if (!session_ || state_ != State::connected) return;
   const auto now = Clock::now();
   std::size_t expired = 0;
+  const std::size_t queued_before = session_->state.queued_bytes();
   while (backlog_bytes_ < kMaxBacklogBytes) {
     session::Delivery qos0;
     session::Inflight* inflight = nullptr;
@@ -795,6 +817,8 @@ void Connection::pump() {
     }
   }
   if (expired != 0) shard_->counters.add(shard_->counters.messages_dropped, expired);
+  shard_->account(static_cast<std::int64_t>(session_->state.queued_bytes()) -
+                  static_cast<std::int64_t>(queued_before));
 }
 
 bool Connection::send_delivery(const session::Delivery& d, std::uint16_t packet_id, bool dup) {
@@ -809,7 +833,8 @@ bool Connection::send_delivery(const session::Delivery& d, std::uint16_t packet_
     core_.notify([&](EventHook& h) { h.on_deliver(e); });
   }
   const bool per_subscriber =
-      version_ == ProtocolVersion::v5 && (!d.subscription_ids.empty() || m.expires_at);
+      version_ == ProtocolVersion::v5 &&
+      (!d.subscription_ids.empty() || m.expires_at || client_alias_max_ > 0);
   if (!per_subscriber) {
     if (const std::string* enc = m.encoded(version_, d.qos, d.retain)) {
       if (enc->size() > client_max_packet_) {
@@ -818,7 +843,7 @@ bool Connection::send_delivery(const session::Delivery& d, std::uint16_t packet_
       }
       if (d.qos == 0) {
         pending_.push_back(Chunk{d.message, enc, 0, 0});
-        backlog_bytes_ += enc->size();
+        add_backlog(enc->size());
         mark_dirty();
       } else {
         const std::size_t begin = pending_own_.size();
@@ -836,9 +861,25 @@ bool Connection::send_delivery(const session::Delivery& d, std::uint16_t packet_
   mqtt::Publish p = m.to_publish(d.qos, d.retain, packet_id, Clock::now());
   p.dup = dup && d.qos > 0;
   p.properties.subscription_identifiers = d.subscription_ids;
+  // Outgoing topic alias (MQTT 5.0 3.3.2.3.4): the first message on a topic carries the
+  // topic and a new alias, later ones only the alias, while the client's maximum allows.
+  bool new_alias = false;
+  if (client_alias_max_ > 0) {
+    auto it = out_aliases_.find(m.topic);
+    if (it != out_aliases_.end()) {
+      p.topic = {};
+      p.properties.topic_alias = it->second;
+    } else if (out_aliases_.size() < client_alias_max_) {
+      const auto alias = static_cast<std::uint16_t>(out_aliases_.size() + 1);
+      out_aliases_.emplace(m.topic, alias);
+      p.properties.topic_alias = alias;
+      new_alias = true;
+    }
+  }
   const mqtt::Packet packet(std::move(p));
   const std::size_t size = mqtt::encoded_size(packet, version_);
   if (size == 0 || size > client_max_packet_) {
+    if (new_alias) out_aliases_.erase(m.topic);
     shard_->counters.add(shard_->counters.messages_dropped);
     return false;
   }
@@ -861,8 +902,19 @@ void Connection::append_own(std::size_t begin) {
   } else {
     pending_.push_back(Chunk{nullptr, nullptr, begin, end});
   }
-  backlog_bytes_ += end - begin;
+  add_backlog(end - begin);
   mark_dirty();
+}
+
+void Connection::add_backlog(std::size_t bytes) {
+  backlog_bytes_ += bytes;
+  shard_->account(static_cast<std::int64_t>(bytes));
+}
+
+void Connection::remove_backlog(std::size_t bytes) {
+  bytes = std::min(bytes, backlog_bytes_);
+  backlog_bytes_ -= bytes;
+  shard_->account(-static_cast<std::int64_t>(bytes));
 }
 
 void Connection::mark_dirty() {
@@ -899,7 +951,7 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
   shard_->counters.add(shard_->counters.bytes_sent, bytes);
   std::size_t queued = 0;
   for (const Chunk& c : writing_) queued += c.shared ? c.shared->size() : c.end - c.begin;
-  backlog_bytes_ -= std::min(backlog_bytes_, queued);
+  remove_backlog(queued);
   writing_.clear();
   writing_own_.clear();
   if (writing_own_.capacity() > 64 * 1024) std::string().swap(writing_own_);
@@ -963,8 +1015,11 @@ void Connection::close() {
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
   parked_.clear();
+  std::size_t unsent = 0;
+  for (const Chunk& c : pending_) unsent += c.shared ? c.shared->size() : c.end - c.begin;
   pending_.clear();
   pending_own_.clear();
+  remove_backlog(unsent);  // what is being written is settled by on_written
 }
 
 void Connection::detach_session(bool publish_will) {
@@ -1002,7 +1057,10 @@ void Connection::detach_session(bool publish_will) {
     if (s->expiry_interval != 0xFFFFFFFFu) {
       s->expires_at = Clock::now() + std::chrono::seconds(s->expiry_interval);
     }
+    const std::size_t before = s->state.queued_bytes();
     s->state.drop_qos0();  // an offline session keeps QoS 1/2 only (as Mosquitto)
+    shard_->account(static_cast<std::int64_t>(s->state.queued_bytes()) -
+                    static_cast<std::int64_t>(before));
   }
 }
 

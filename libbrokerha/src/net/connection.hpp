@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "mqtt/codec.hpp"
@@ -44,6 +45,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void kick(ReasonCode reason);
   /// Closes for broker shutdown: v5 clients get DISCONNECT 0x8B.
   void shutdown();
+  /// Reads again after a pause for the global memory bound.
+  void resume_reading();
   /// Keep-alive and connect timeouts (called by the shard's sweep).
   void check_timeouts(Clock::time_point now);
 
@@ -115,6 +118,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool send_delivery(const session::Delivery& d, std::uint16_t packet_id, bool dup);
   void append_own(std::size_t begin);
   void mark_dirty();
+  void add_backlog(std::size_t bytes);
+  void remove_backlog(std::size_t bytes);
   void on_written(const std::error_code& ec, std::size_t bytes);
 
   // ---- ending ----
@@ -147,13 +152,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint16_t send_window_ = 0;  // min(our max_inflight, client Receive Maximum)
   std::uint32_t client_max_packet_ = mqtt::kMaxPacketSize;
   std::vector<std::string> topic_aliases_;  // alias -> topic (inbound, v5)
+  std::uint16_t client_alias_max_ = 0;      // aliases we may send (client's maximum, v5)
+  std::unordered_map<std::string, std::uint16_t> out_aliases_;  // topic -> alias we sent
   Clock::time_point last_activity_ = Clock::now();
   const Clock::time_point opened_at_ = Clock::now();
 
   // reading state
   bool reading_ = false;
   bool in_handler_ = false;
-  bool paused_ = false;  // a hook decision is pending
+  bool paused_ = false;         // a hook decision is pending
+  bool memory_paused_ = false;  // not read while the broker is over its memory bound
+  bool published_ = false;      // a PUBLISH arrived in the current read
   std::deque<Frame> parked_;
 
   // writing state

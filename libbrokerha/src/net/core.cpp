@@ -47,12 +47,7 @@ RouteResult Core::route(const MessagePtr& message, Shard& from) {
   const Message& m = *message;
   if (m.retain) {
     std::lock_guard<std::mutex> lock(retained_mutex_);
-    if (m.payload.empty()) {
-      auto it = retained_.find(m.topic);
-      if (it != retained_.end()) retained_.erase(it);
-    } else {
-      retained_[m.topic] = message;
-    }
+    retained_.write(message, {});
   }
   std::vector<const SubEntry*>& matches = from.match_scratch;
   matches.clear();
@@ -140,8 +135,11 @@ void Core::deliver(Shard& shard, Target& target) {
     return;
   }
   if (s.connection == nullptr && target.delivery.qos == 0) return;  // offline: QoS 1/2 only
+  const std::size_t before = s.state.queued_bytes();
   const std::size_t dropped =
       s.state.enqueue(std::move(target.delivery), {options_.max_queued_messages});
+  shard.account(static_cast<std::int64_t>(s.state.queued_bytes()) -
+                static_cast<std::int64_t>(before));
   if (dropped != 0) shard.counters.add(shard.counters.messages_dropped, dropped);
   if (s.connection != nullptr) s.connection->pump();
 }
@@ -182,6 +180,7 @@ void Core::set_rules(std::unique_ptr<access::Rules> rules) {
 void Core::discard_session(Shard& shard, const ClientSessionPtr& session) {
   if (session->removed) return;
   session->removed = true;
+  shard.account(-static_cast<std::int64_t>(session->state.queued_bytes()));
   if (session->will) {
     publish_will(shard, session->will->message);
     session->will.reset();
@@ -215,14 +214,7 @@ bool Core::unsubscribe(const ClientSessionPtr& session, const std::string& full_
 std::vector<MessagePtr> Core::retained_matching(std::string_view filter) const {
   std::vector<MessagePtr> out;
   std::lock_guard<std::mutex> lock(retained_mutex_);
-  if (!topic::has_wildcard(filter)) {
-    auto it = retained_.find(filter);
-    if (it != retained_.end()) out.push_back(it->second);
-    return out;
-  }
-  for (const auto& [name, message] : retained_) {
-    if (topic::matches(filter, name)) out.push_back(message);
-  }
+  out = retained_.matching(filter);
   return out;
 }
 
@@ -234,6 +226,21 @@ std::size_t Core::retained_count() const {
 std::size_t Core::subscription_count() const {
   std::shared_lock<std::shared_mutex> lock(tree_mutex_);
   return tree_.size();
+}
+
+bool Core::memory_over() const noexcept {
+  std::int64_t total = 0;
+  for (const auto& s : shards_) total += s->counters.queued_bytes.load(std::memory_order_relaxed);
+  return total > static_cast<std::int64_t>(options_.max_queued_bytes);
+}
+
+void Core::resume_paused(Shard& shard) {
+  if (shard.memory_paused.empty()) return;
+  std::vector<std::weak_ptr<Connection>> paused;
+  paused.swap(shard.memory_paused);
+  for (auto& w : paused) {
+    if (auto c = w.lock()) c->resume_reading();
+  }
 }
 
 void Core::publish_will(Shard& shard, const MessagePtr& will) { route(will, shard); }
@@ -332,6 +339,7 @@ void Core::sweep(Shard& shard) {
   }
   for (const auto& s : expired) discard_session(shard, s);
   shard.counters.inflight.store(inflight, std::memory_order_relaxed);
+  resume_paused(shard);  // over the bound, publishers still get one read per sweep
   flush(shard);
   shard.sweep_timer.expires_after(kSweepInterval);
   shard.sweep_timer.async_wait([this, &shard](const std::error_code& ec) {

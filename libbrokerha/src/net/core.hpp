@@ -33,6 +33,7 @@
 
 #include "access/rules.hpp"
 #include "broker/message.hpp"
+#include "broker/retained.hpp"
 #include "mqtt/packet.hpp"
 #include "net/asio.hpp"
 #include "session/session.hpp"
@@ -98,6 +99,7 @@ struct ShardCounters {
   std::atomic<std::uint64_t> clients_connected{0};  // gauge
   std::atomic<std::uint64_t> sessions{0};           // gauge
   std::atomic<std::uint64_t> inflight{0};           // gauge, refreshed by the sweep
+  std::atomic<std::int64_t> queued_bytes{0};        // session queues + write backlogs of the shard
 
   void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -117,9 +119,17 @@ struct Shard {
   std::vector<std::weak_ptr<Connection>> connections;          // for the sweep
   std::vector<std::vector<Target>> outbox;                     // per target shard
   std::vector<std::shared_ptr<Connection>> dirty;              // have unflushed output
+  std::vector<std::weak_ptr<Connection>> memory_paused;        // publishers not read: memory bound
   std::vector<const SubEntry*> match_scratch;
   std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // shared by all reads
   bool flush_scheduled = false;
+
+  /// Adds `delta` bytes to this shard's share of the queued-memory account (own thread only).
+  void account(std::int64_t delta) noexcept {
+    if (delta != 0)
+      counters.queued_bytes.store(counters.queued_bytes.load(std::memory_order_relaxed) + delta,
+                                  std::memory_order_relaxed);
+  }
   ShardCounters counters;
 };
 
@@ -190,6 +200,12 @@ class Core {
   std::atomic<bool> stopping{false};
   const Clock::time_point started_at = Clock::now();
 
+  /// True while the bytes queued in the whole broker exceed BrokerOptions::max_queued_bytes
+  /// (publishers are then read at most once per sweep: TCP back-pressure, not drops).
+  bool memory_over() const noexcept;
+  /// Resumes reading from the publishers this shard paused for memory.
+  void resume_paused(Shard& shard);
+
   std::size_t retained_count() const;
   std::size_t subscription_count() const;
   /// Counters summed over the shards plus the shared gauges (any thread).
@@ -209,7 +225,7 @@ class Core {
   std::vector<std::unique_ptr<access::Rules>> rules_history_;
 
   mutable std::mutex retained_mutex_;
-  std::map<std::string, MessagePtr, std::less<>> retained_;
+  broker::RetainedStore retained_;
 };
 
 }  // namespace brokerha::net

@@ -9,10 +9,13 @@ std::size_t Session::enqueue(Delivery d, const QueueLimits& limits) {
     auto oldest_qos0 =
         std::find_if(queue_.begin(), queue_.end(), [](const Delivery& q) { return q.qos == 0; });
     if (oldest_qos0 == queue_.end()) return 1;  // all QoS 1/2: drop the new one
+    queued_bytes_ -= size_of(*oldest_qos0);
     queue_.erase(oldest_qos0);
+    queued_bytes_ += size_of(d);
     queue_.push_back(std::move(d));
     return 1;
   }
+  queued_bytes_ += size_of(d);
   queue_.push_back(std::move(d));
   return 0;
 }
@@ -23,16 +26,18 @@ bool Session::next(std::uint16_t window, std::chrono::steady_clock::time_point n
   while (!queue_.empty()) {
     Delivery& front = queue_.front();
     if (front.message->expired(now)) {
+      queued_bytes_ -= size_of(front);
       queue_.pop_front();
       ++expired;
       continue;
     }
+    if (front.qos != 0 && inflight_.size() >= window) return false;
+    queued_bytes_ -= size_of(front);
     if (front.qos == 0) {
       out_qos0 = std::move(front);
       queue_.pop_front();
       return true;
     }
-    if (inflight_.size() >= window) return false;
     Inflight f;
     f.packet_id = allocate_packet_id();
     f.delivery = std::move(front);
@@ -82,9 +87,13 @@ void Session::connection_lost() noexcept {
 
 std::size_t Session::drop_qos0() noexcept {
   const auto before = queue_.size();
-  queue_.erase(
-      std::remove_if(queue_.begin(), queue_.end(), [](const Delivery& d) { return d.qos == 0; }),
-      queue_.end());
+  queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
+                              [this](const Delivery& d) {
+                                if (d.qos != 0) return false;
+                                queued_bytes_ -= size_of(d);
+                                return true;
+                              }),
+               queue_.end());
   return before - queue_.size();
 }
 

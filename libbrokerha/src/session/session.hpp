@@ -89,6 +89,8 @@ class Session {
   std::deque<Inflight>& inflight() noexcept { return inflight_; }
   const std::deque<Inflight>& inflight() const noexcept { return inflight_; }
   std::size_t queued() const noexcept { return queue_.size(); }
+  /// Bytes of the messages queued (topic + payload), for the broker's global memory bound.
+  std::size_t queued_bytes() const noexcept { return queued_bytes_; }
   const std::deque<Delivery>& queue() const noexcept { return queue_; }
 
   /// Marks every in-flight delivery as not sent (the connection went away).
@@ -106,6 +108,9 @@ class Session {
 
  private:
   std::uint16_t allocate_packet_id();
+  static std::size_t size_of(const Delivery& d) noexcept {
+    return d.message->topic.size() + d.message->payload.size();
+  }
 
   std::string client_id_;
   std::map<std::string, SubscriptionOptions> subscriptions_;
@@ -113,6 +118,7 @@ class Session {
   std::deque<Inflight> inflight_;
   std::unordered_set<std::uint16_t> incoming_qos2_;
   std::uint16_t last_packet_id_ = 0;
+  std::size_t queued_bytes_ = 0;
 };
 
 }  // namespace brokerha::session

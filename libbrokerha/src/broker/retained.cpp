@@ -1,0 +1,85 @@
+#include "broker/retained.hpp"
+
+#include "topic/topic.hpp"
+
+namespace brokerha::broker {
+
+std::uint64_t HybridClock::now() noexcept {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+  const std::uint64_t physical = static_cast<std::uint64_t>(ms) << 16;
+  last_ = physical > last_ ? physical : last_ + 1;
+  return last_;
+}
+
+void HybridClock::observe(std::uint64_t remote) noexcept {
+  if (remote > last_) last_ = remote;
+}
+
+RetainedVersion RetainedStore::write(const MessagePtr& message, std::string_view node) {
+  RetainedVersion v{clock_.now(), std::string(node)};
+  set(message->topic, message, v);
+  return v;
+}
+
+bool RetainedStore::apply(const std::string& topic, const MessagePtr& message,
+                          const RetainedVersion& version) {
+  clock_.observe(version.hlc);
+  auto it = entries_.find(topic);
+  if (it != entries_.end() && !version.newer_than(it->second.version)) return false;
+  set(topic, message, version);
+  return true;
+}
+
+void RetainedStore::set(const std::string& topic, const MessagePtr& message,
+                        const RetainedVersion& version) {
+  const bool deleting = !message || message->payload.empty();
+  auto it = entries_.find(topic);
+  const bool was_live = it != entries_.end() && it->second.message != nullptr;
+  if (deleting) {
+    if (was_live) --live_;
+    if (tombstone_ttl_.count() == 0) {
+      if (it != entries_.end()) entries_.erase(it);
+      return;
+    }
+    Entry& e = entries_[topic];
+    e.message = nullptr;
+    e.version = version;
+    e.deleted_at = Clock::now();
+    return;
+  }
+  if (!was_live) ++live_;
+  Entry& e = entries_[topic];
+  e.message = message;
+  e.version = version;
+}
+
+std::vector<MessagePtr> RetainedStore::matching(std::string_view filter) const {
+  std::vector<MessagePtr> out;
+  if (!topic::has_wildcard(filter)) {
+    auto it = entries_.find(filter);
+    if (it != entries_.end() && it->second.message) out.push_back(it->second.message);
+    return out;
+  }
+  for (const auto& [name, e] : entries_) {
+    if (e.message && topic::matches(filter, name)) out.push_back(e.message);
+  }
+  return out;
+}
+
+void RetainedStore::for_each(const std::function<void(const std::string&, const Entry&)>& f) const {
+  for (const auto& [name, e] : entries_) f(name, e);
+}
+
+void RetainedStore::prune(Clock::time_point now) {
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (!it->second.message && now - it->second.deleted_at >= tombstone_ttl_) {
+      it = entries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+}  // namespace brokerha::broker

@@ -1,0 +1,86 @@
+#pragma once
+// The retained-message store: topic -> the newest retained message, with a version on every
+// entry so that replicas can agree on the newest write (the cluster replicates it; a single
+// node uses the same rules).
+//
+// Versions are hybrid logical clock readings (milliseconds << 16 | logical counter) plus the
+// origin node's name: a write replaces an entry only if its version is newer, ties broken by
+// node name. A delete leaves a tombstone (an entry without a message) for `tombstone_ttl`,
+// so an older write arriving late cannot bring the message back.
+//
+// Not thread-safe: the owner locks it.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/message.hpp"
+
+namespace brokerha::broker {
+
+struct RetainedVersion {
+  std::uint64_t hlc = 0;
+  std::string node;  // origin node ("" on a single node)
+
+  bool newer_than(const RetainedVersion& other) const noexcept {
+    return hlc != other.hlc ? hlc > other.hlc : node > other.node;
+  }
+};
+
+/// A hybrid logical clock: monotonic, close to wall time, advanced by what it observes.
+class HybridClock {
+ public:
+  std::uint64_t now() noexcept;
+  void observe(std::uint64_t remote) noexcept;
+
+ private:
+  std::uint64_t last_ = 0;
+};
+
+class RetainedStore {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  struct Entry {
+    MessagePtr message;  // null: a tombstone
+    RetainedVersion version;
+    Clock::time_point deleted_at{};
+  };
+
+  explicit RetainedStore(std::chrono::milliseconds tombstone_ttl = std::chrono::milliseconds(0))
+      : tombstone_ttl_(tombstone_ttl) {}
+
+  /// A local write: stores `message` (empty payload: deletes) with a new version from the
+  /// clock. Returns that version.
+  RetainedVersion write(const MessagePtr& message, std::string_view node);
+
+  /// A replicated write: applies it only if `version` is newer than what is held. Returns
+  /// true when applied. `message` null or with an empty payload deletes.
+  bool apply(const std::string& topic, const MessagePtr& message, const RetainedVersion& version);
+
+  /// The live messages whose topic matches `filter`.
+  std::vector<MessagePtr> matching(std::string_view filter) const;
+
+  /// Calls `f(topic, entry)` for every entry, tombstones included (for snapshots/digests).
+  void for_each(const std::function<void(const std::string&, const Entry&)>& f) const;
+
+  /// Live messages (tombstones not counted).
+  std::size_t size() const noexcept { return live_; }
+
+  /// Drops tombstones older than the TTL.
+  void prune(Clock::time_point now);
+
+ private:
+  void set(const std::string& topic, const MessagePtr& message, const RetainedVersion& version);
+
+  std::map<std::string, Entry, std::less<>> entries_;
+  std::size_t live_ = 0;
+  std::chrono::milliseconds tombstone_ttl_;
+  HybridClock clock_;
+};
+
+}  // namespace brokerha::broker
