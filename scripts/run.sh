@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds brokerha-server (`release` preset) and runs it with the given arguments; without
-# arguments it starts on built-in defaults. Build output goes to stderr.
+# arguments it starts on built-in defaults (MQTT on 0.0.0.0:1883). Installs the Debian packages
+# first when run as root. Build output goes to stderr.
 #   scripts/run.sh [--config PATH] ...
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# The Debian packages the build needs (installs them as root; otherwise only checks).
+bash scripts/install-deps.sh >&2
 
 if [ ! -f build/release/build.ninja ]; then
   cmake --preset release >&2
