@@ -129,6 +129,10 @@ class ErrcCategory final : public std::error_category {
         return "address in use";
       case errc::timed_out:
         return "timed out";
+      case errc::session_in_use:
+        return "session in use";
+      case errc::malformed_input:
+        return "malformed input";
     }
     return "unknown brokerha error";
   }

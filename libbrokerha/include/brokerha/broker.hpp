@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -131,6 +132,16 @@ class BROKERHA_API Broker {
   /// subscribe and delivery uses the new rules; connected clients stay. Reads the password
   /// file; throws std::runtime_error naming the problem and keeps the old rules on error.
   void set_access_rules(const AccessRules& rules);
+
+  /// Exports a client's session (subscriptions, queued and in-flight messages, packet-id
+  /// state) in the format of docs/session-format.md, to move it to another broker. Nullopt
+  /// when there is no such session.
+  std::optional<std::string> export_session(const std::string& client_id) const;
+
+  /// Installs an exported session as an offline session that its client can resume. Errors:
+  /// errc::malformed_input, errc::session_in_use (a client with that id is connected),
+  /// errc::not_started, errc::timed_out.
+  std::error_code import_session(std::string_view bytes);
 
   /// Disconnects a client (v5: DISCONNECT 0x98 Administrative action). False if unknown.
   bool stop_client(const std::string& client_id);

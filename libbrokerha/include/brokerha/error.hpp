@@ -88,6 +88,8 @@ enum class errc {
   stopped = 4,           // the component was stopped
   address_in_use = 5,    // a listener could not bind
   timed_out = 6,         // a bounded wait ran out
+  session_in_use = 7,    // a session is connected and cannot be replaced
+  malformed_input = 8,   // bytes that do not parse (an imported session)
 };
 
 /// The category of brokerha::errc.

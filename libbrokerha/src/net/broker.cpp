@@ -371,6 +371,41 @@ void Broker::set_access_rules(const AccessRules& rules) {
   if (d.core) d.core->set_rules(std::move(compiled));
 }
 
+std::optional<std::string> Broker::export_session(const std::string& client_id) const {
+  const Impl& d = *impl_;
+  if (!d.core) return std::nullopt;
+  net::Shard* s = &d.core->shard(d.core->home_shard(client_id));
+  auto result = run_on(*s, d.running.load(), [s, client_id]() -> std::optional<std::string> {
+    auto it = s->sessions.find(client_id);
+    if (it == s->sessions.end()) return std::nullopt;
+    const net::ClientSession& cs = *it->second;
+    session::SessionMeta meta;
+    meta.protocol_version = static_cast<std::uint8_t>(cs.version);
+    meta.clean = cs.clean;
+    meta.username = cs.username;
+    meta.expiry_interval = cs.expiry_interval;
+    return session::export_session(cs.state, meta, net::Clock::now());
+  });
+  return result ? std::move(*result) : std::nullopt;
+}
+
+std::error_code Broker::import_session(std::string_view bytes) {
+  Impl& d = *impl_;
+  if (!d.core || !d.running) return make_error_code(errc::not_started);
+  std::string error;
+  auto imported = session::import_session(bytes, net::Clock::now(), error);
+  if (!imported) return make_error_code(errc::malformed_input);
+  net::Core* core = d.core.get();
+  net::Shard* s = &core->shard(core->home_shard(imported->session->client_id()));
+  auto shared = std::make_shared<session::ImportedSession>(std::move(*imported));
+  auto result = run_on(*s, true, [core, s, shared] {
+    std::error_code ec = core->install_session(*s, std::move(*shared));
+    core->flush(*s);
+    return ec;
+  });
+  return result ? *result : make_error_code(errc::timed_out);
+}
+
 bool Broker::stop_client(const std::string& client_id) {
   Impl& d = *impl_;
   if (!d.core) return false;

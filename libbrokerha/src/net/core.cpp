@@ -198,6 +198,31 @@ void Core::discard_session(Shard& shard, const ClientSessionPtr& session) {
                                 std::memory_order_relaxed);
 }
 
+std::error_code Core::install_session(Shard& shard, session::ImportedSession imported) {
+  const std::string id = imported.session->client_id();
+  auto it = shard.sessions.find(id);
+  if (it != shard.sessions.end()) {
+    if (it->second->connection != nullptr) return make_error_code(errc::session_in_use);
+    ClientSessionPtr old = it->second;
+    old->will.reset();  // replaced, not ended: its delayed will is not due
+    discard_session(shard, old);
+  }
+  auto s = std::make_shared<ClientSession>(id, shard.index);
+  s->state = std::move(*imported.session);
+  s->version = static_cast<mqtt::ProtocolVersion>(imported.meta.protocol_version);
+  s->username = std::move(imported.meta.username);
+  s->clean = imported.meta.clean;
+  s->expiry_interval = imported.meta.expiry_interval;
+  if (s->expiry_interval != 0xFFFFFFFFu) {
+    s->expires_at = Clock::now() + std::chrono::seconds(s->expiry_interval);
+  }
+  for (const auto& [filter, options] : s->state.subscriptions()) subscribe(s, filter, options);
+  shard.account(static_cast<std::int64_t>(s->state.queued_bytes()));
+  shard.sessions[id] = std::move(s);
+  shard.counters.add(shard.counters.sessions);
+  return {};
+}
+
 bool Core::subscribe(const ClientSessionPtr& session, const std::string& full_filter,
                      const session::SubscriptionOptions& options) {
   const auto [group, filter] = split_shared(full_filter);

@@ -36,6 +36,7 @@
 #include "broker/retained.hpp"
 #include "mqtt/packet.hpp"
 #include "net/asio.hpp"
+#include "session/export.hpp"
 #include "session/session.hpp"
 #include "topic/tree.hpp"
 
@@ -175,6 +176,8 @@ class Core {
   // ---- sessions (on their home shard) ----
   /// Removes a session: its subscriptions, its registration, its delayed will (published).
   void discard_session(Shard& shard, const ClientSessionPtr& session);
+  /// Installs an imported session on its home shard (the calling thread's).
+  std::error_code install_session(Shard& shard, session::ImportedSession imported);
   /// Subscribes and unsubscribes in the shared tree.
   bool subscribe(const ClientSessionPtr& session, const std::string& full_filter,
                  const session::SubscriptionOptions& options);

@@ -99,6 +99,18 @@ class Session {
   /// Drops every queued QoS 0 delivery (an offline session keeps only QoS 1/2).
   std::size_t drop_qos0() noexcept;
 
+  // ---- restoring an imported session (session/export.hpp) ----
+  void restore_inflight(Inflight f) { inflight_.push_back(std::move(f)); }
+  void restore_queued(Delivery d) {
+    queued_bytes_ += size_of(d);
+    queue_.push_back(std::move(d));
+  }
+  std::uint16_t last_packet_id() const noexcept { return last_packet_id_; }
+  void set_last_packet_id(std::uint16_t id) noexcept { last_packet_id_ = id; }
+  const std::unordered_set<std::uint16_t>& incoming_qos2_ids() const noexcept {
+    return incoming_qos2_;
+  }
+
   // ---- incoming QoS 2 ----
   /// Records a received QoS 2 packet id. False if it was already recorded (a duplicate).
   bool receive_qos2(std::uint16_t packet_id) { return incoming_qos2_.insert(packet_id).second; }

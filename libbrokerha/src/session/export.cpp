@@ -1,0 +1,263 @@
+#include "session/export.hpp"
+
+#include <cstring>
+
+#include "topic/topic.hpp"
+
+namespace brokerha::session {
+
+namespace {
+
+constexpr std::string_view kMagic = "BHS";
+constexpr std::uint8_t kFormatVersion = 1;
+
+class Writer {
+ public:
+  std::string out;
+  void u8(std::uint8_t v) { out.push_back(static_cast<char>(v)); }
+  void u16(std::uint16_t v) {
+    u8(static_cast<std::uint8_t>(v >> 8));
+    u8(static_cast<std::uint8_t>(v));
+  }
+  void u32(std::uint32_t v) {
+    u16(static_cast<std::uint16_t>(v >> 16));
+    u16(static_cast<std::uint16_t>(v));
+  }
+  void u64(std::uint64_t v) {
+    u32(static_cast<std::uint32_t>(v >> 32));
+    u32(static_cast<std::uint32_t>(v));
+  }
+  void bytes(std::string_view s) {
+    u32(static_cast<std::uint32_t>(s.size()));
+    out.append(s);
+  }
+  void opt(const std::optional<std::string>& s) {
+    u8(s ? 1 : 0);
+    if (s) bytes(*s);
+  }
+};
+
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  bool u8(std::uint8_t& v) {
+    if (pos_ + 1 > in_.size()) return false;
+    v = static_cast<std::uint8_t>(in_[pos_++]);
+    return true;
+  }
+  bool u16(std::uint16_t& v) {
+    std::uint8_t a, b;
+    if (!u8(a) || !u8(b)) return false;
+    v = static_cast<std::uint16_t>((a << 8) | b);
+    return true;
+  }
+  bool u32(std::uint32_t& v) {
+    std::uint16_t a, b;
+    if (!u16(a) || !u16(b)) return false;
+    v = (std::uint32_t{a} << 16) | b;
+    return true;
+  }
+  bool u64(std::uint64_t& v) {
+    std::uint32_t a, b;
+    if (!u32(a) || !u32(b)) return false;
+    v = (std::uint64_t{a} << 32) | b;
+    return true;
+  }
+  bool bytes(std::string& s) {
+    std::uint32_t n;
+    if (!u32(n) || n > in_.size() - pos_) return false;
+    s.assign(in_.substr(pos_, n));
+    pos_ += n;
+    return true;
+  }
+  bool opt(std::optional<std::string>& s) {
+    std::uint8_t present;
+    if (!u8(present) || present > 1) return false;
+    if (present == 0) return true;
+    return bytes(s.emplace());
+  }
+  bool done() const { return pos_ == in_.size(); }
+
+ private:
+  std::string_view in_;
+  std::size_t pos_ = 0;
+};
+
+void put_delivery(Writer& w, const Delivery& d, std::chrono::steady_clock::time_point now) {
+  const broker::Message& m = *d.message;
+  w.u8(d.qos);
+  w.u8(d.retain ? 1 : 0);
+  w.u32(static_cast<std::uint32_t>(d.subscription_ids.size()));
+  for (std::uint32_t id : d.subscription_ids) w.u32(id);
+  w.bytes(m.topic);
+  w.bytes(m.payload);
+  w.u8(m.qos);
+  w.u8(m.retain ? 1 : 0);
+  w.bytes(m.origin);
+  const auto remaining = m.remaining_expiry(now);
+  w.u8(remaining ? 1 : 0);
+  if (remaining) w.u32(*remaining);
+  w.u64(static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(m.created.time_since_epoch()).count()));
+  const broker::ForwardedProperties& p = m.properties;
+  w.u8(p.payload_format_indicator ? 1 : 0);
+  if (p.payload_format_indicator) w.u8(*p.payload_format_indicator);
+  w.opt(p.content_type);
+  w.opt(p.response_topic);
+  w.opt(p.correlation_data);
+  w.u32(static_cast<std::uint32_t>(p.user_properties.size()));
+  for (const auto& [k, v] : p.user_properties) {
+    w.bytes(k);
+    w.bytes(v);
+  }
+}
+
+bool get_delivery(Reader& r, Delivery& d, std::chrono::steady_clock::time_point now) {
+  std::uint8_t retain, msg_retain, has_expiry, has_pfi;
+  std::uint32_t n;
+  if (!r.u8(d.qos) || d.qos > 2 || !r.u8(retain) || retain > 1 || !r.u32(n)) return false;
+  d.retain = retain == 1;
+  if (n > 65535) return false;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    std::uint32_t id;
+    if (!r.u32(id) || id == 0 || id > 268'435'455) return false;
+    d.subscription_ids.push_back(id);
+  }
+  auto m = std::make_shared<broker::Message>();
+  if (!r.bytes(m->topic) || !topic::is_valid_name(m->topic) || !r.bytes(m->payload) ||
+      !r.u8(m->qos) || m->qos > 2 || !r.u8(msg_retain) || msg_retain > 1 || !r.bytes(m->origin) ||
+      !r.u8(has_expiry) || has_expiry > 1) {
+    return false;
+  }
+  m->retain = msg_retain == 1;
+  if (has_expiry) {
+    std::uint32_t seconds;
+    if (!r.u32(seconds)) return false;
+    m->expires_at = now + std::chrono::seconds(seconds);
+  }
+  std::uint64_t created_ms;
+  if (!r.u64(created_ms)) return false;
+  m->created = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::milliseconds(static_cast<std::int64_t>(created_ms))));
+  broker::ForwardedProperties& p = m->properties;
+  if (!r.u8(has_pfi) || has_pfi > 1) return false;
+  if (has_pfi) {
+    std::uint8_t v;
+    if (!r.u8(v) || v > 1) return false;
+    p.payload_format_indicator = v;
+  }
+  if (!r.opt(p.content_type) || !r.opt(p.response_topic) || !r.opt(p.correlation_data) ||
+      !r.u32(n) || n > 1'000'000) {
+    return false;
+  }
+  for (std::uint32_t i = 0; i < n; ++i) {
+    std::string k, v;
+    if (!r.bytes(k) || !r.bytes(v)) return false;
+    p.user_properties.emplace_back(std::move(k), std::move(v));
+  }
+  d.message = std::move(m);
+  return true;
+}
+
+}  // namespace
+
+std::string export_session(const Session& s, const SessionMeta& meta,
+                           std::chrono::steady_clock::time_point now) {
+  Writer w;
+  w.out.append(kMagic);
+  w.u8(kFormatVersion);
+  w.bytes(s.client_id());
+  w.u8(meta.protocol_version);
+  w.u8(meta.clean ? 1 : 0);
+  w.opt(meta.username);
+  w.u32(meta.expiry_interval);
+  w.u32(static_cast<std::uint32_t>(s.subscriptions().size()));
+  for (const auto& [filter, o] : s.subscriptions()) {
+    w.bytes(filter);
+    w.u8(o.qos);
+    w.u8(static_cast<std::uint8_t>((o.no_local ? 1 : 0) | (o.retain_as_published ? 2 : 0)));
+    w.u8(o.retain_handling);
+    w.u32(o.identifier);
+  }
+  w.u16(s.last_packet_id());
+  w.u32(static_cast<std::uint32_t>(s.inflight().size()));
+  for (const Inflight& f : s.inflight()) {
+    w.u16(f.packet_id);
+    w.u8(f.released ? 1 : 0);
+    put_delivery(w, f.delivery, now);
+  }
+  w.u32(static_cast<std::uint32_t>(s.queue().size()));
+  for (const Delivery& d : s.queue()) put_delivery(w, d, now);
+  w.u32(static_cast<std::uint32_t>(s.incoming_qos2_ids().size()));
+  for (std::uint16_t id : s.incoming_qos2_ids()) w.u16(id);
+  return std::move(w.out);
+}
+
+std::optional<ImportedSession> import_session(std::string_view bytes,
+                                              std::chrono::steady_clock::time_point now,
+                                              std::string& error) {
+  auto fail = [&](const char* what) {
+    error = what;
+    return std::nullopt;
+  };
+  if (bytes.substr(0, kMagic.size()) != kMagic) return fail("not an exported session");
+  Reader r(bytes.substr(kMagic.size()));
+  std::uint8_t version, clean;
+  if (!r.u8(version)) return fail("truncated");
+  if (version != kFormatVersion) return fail("unknown session format version");
+  std::string client_id;
+  ImportedSession out;
+  if (!r.bytes(client_id) || client_id.empty() || !r.u8(out.meta.protocol_version) ||
+      out.meta.protocol_version < 3 || out.meta.protocol_version > 5 || !r.u8(clean) || clean > 1 ||
+      !r.opt(out.meta.username) || !r.u32(out.meta.expiry_interval)) {
+    return fail("malformed session header");
+  }
+  out.meta.clean = clean == 1;
+  out.session = std::make_unique<Session>(std::move(client_id));
+  std::uint32_t n;
+  if (!r.u32(n)) return fail("truncated subscriptions");
+  for (std::uint32_t i = 0; i < n; ++i) {
+    std::string filter;
+    SubscriptionOptions o;
+    std::uint8_t flags;
+    if (!r.bytes(filter) || !topic::is_valid_filter(filter) || !r.u8(o.qos) || o.qos > 2 ||
+        !r.u8(flags) || flags > 3 || !r.u8(o.retain_handling) || o.retain_handling > 2 ||
+        !r.u32(o.identifier)) {
+      return fail("malformed subscription");
+    }
+    o.no_local = flags & 1;
+    o.retain_as_published = flags & 2;
+    out.session->subscriptions()[filter] = o;
+  }
+  std::uint16_t last_id;
+  if (!r.u16(last_id)) return fail("truncated");
+  out.session->set_last_packet_id(last_id);
+  if (!r.u32(n) || n > 65535) return fail("malformed in-flight list");
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Inflight f;
+    std::uint8_t released;
+    if (!r.u16(f.packet_id) || f.packet_id == 0 || !r.u8(released) || released > 1 ||
+        !get_delivery(r, f.delivery, now) || f.delivery.qos == 0) {
+      return fail("malformed in-flight message");
+    }
+    f.released = released == 1;
+    out.session->restore_inflight(std::move(f));
+  }
+  if (!r.u32(n)) return fail("truncated queue");
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Delivery d;
+    if (!get_delivery(r, d, now)) return fail("malformed queued message");
+    out.session->restore_queued(std::move(d));
+  }
+  if (!r.u32(n) || n > 65535) return fail("malformed QoS 2 list");
+  for (std::uint32_t i = 0; i < n; ++i) {
+    std::uint16_t id;
+    if (!r.u16(id) || id == 0) return fail("malformed QoS 2 packet id");
+    out.session->receive_qos2(id);
+  }
+  if (!r.done()) return fail("bytes after the end of the session");
+  return out;
+}
+
+}  // namespace brokerha::session
