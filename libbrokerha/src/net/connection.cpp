@@ -410,7 +410,11 @@ void Connection::attach(std::shared_ptr<ConnectInfo> info) {
   if (it != shard.sessions.end()) {
     ClientSessionPtr existing = it->second;
     if (existing->connection != nullptr) existing->connection->kick(ReasonCode::session_taken_over);
-    if (info->clean_start) {
+    // The old connection's session may have ended with it (clean session, expiry 0): then
+    // there is nothing to resume or discard.
+    if (existing->removed) {
+      present = false;
+    } else if (info->clean_start) {
       core_.discard_session(shard, existing);  // publishes a will still waiting for its delay
     } else {
       present = true;
