@@ -642,7 +642,9 @@ TEST_CASE("malformed CONNECT still reports the protocol version it read") {
     ProtocolVersion version;
   };
   const Row rows[] = {
-      {"MQTT level 6", "10 0C 00 04 'MQTT' 06 02 00 3C 00 00", k84, v311},
+      // A level above 5 is answered in the newest format we know (CONNACK 0x84, MQTT 5.0);
+      // a lower one in the MQTT 3.1.1 format (return code 1).
+      {"MQTT level 6", "10 0C 00 04 'MQTT' 06 02 00 3C 00 00", k84, v5},
       {"MQTT level 3", "10 0C 00 04 'MQTT' 03 02 00 3C 00 00", k84, v311},
       {"MQIsdp level 4", "10 0E 00 06 'MQIsdp' 04 02 00 3C 00 00", k84, v31},
       {"MQIsdp level 5", "10 0E 00 06 'MQIsdp' 05 02 00 3C 00 00", k84, v31},

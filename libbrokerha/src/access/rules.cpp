@@ -50,6 +50,7 @@ bool identity_matches(const std::optional<std::string>& username,
 
 // Parses "a.b.c.d" or an IPv6 address into 16 bytes (IPv4 as ::ffff:a.b.c.d).
 bool parse_ip(std::string_view text, unsigned char out[16]) {
+  if (text.find('\0') != std::string_view::npos) return false;
   const std::string s(text);
   in_addr v4{};
   if (inet_pton(AF_INET, s.c_str(), &v4) == 1) {
@@ -79,7 +80,10 @@ std::unordered_map<std::string, PasswordHash> parse_password_file(std::string_vi
     std::string_view line = text.substr(pos, end - pos);
     pos = end + 1;
     ++line_no;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) {
+      line.remove_suffix(1);
+    }
+    while (!line.empty() && (line.front() == ' ' || line.front() == '\t')) line.remove_prefix(1);
     if (line.empty() || line[0] == '#') continue;
     auto fail = [&](const char* what) {
       throw std::runtime_error("line " + std::to_string(line_no) + ": " + what);
@@ -156,13 +160,21 @@ bool glob_match(std::string_view pattern, std::string_view value) noexcept {
 }
 
 bool remote_match(std::string_view pattern, std::string_view ip, std::uint16_t port) {
+  // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; rules are written for a.b.c.d.
+  constexpr std::string_view kMapped = "::ffff:";
+  if (ip.size() > kMapped.size() && ip.substr(0, kMapped.size()) == kMapped &&
+      ip.find('.') != std::string_view::npos) {
+    ip.remove_prefix(kMapped.size());
+  }
   const std::size_t slash = pattern.find('/');
   if (slash != std::string_view::npos) {
     unsigned char net[16];
     unsigned char addr[16];
     if (!parse_ip(pattern.substr(0, slash), net) || !parse_ip(ip, addr)) return false;
+    const std::string_view length = pattern.substr(slash + 1);
+    if (length.empty() || length.size() > 3) return false;  // "10.0.0.0/" is not "/0"
     int bits = 0;
-    for (char c : pattern.substr(slash + 1)) {
+    for (char c : length) {
       if (c < '0' || c > '9') return false;
       bits = bits * 10 + (c - '0');
       if (bits > 128) return false;

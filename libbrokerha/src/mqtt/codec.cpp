@@ -359,7 +359,9 @@ Status decode_connect(Reader& r, Connect& c) {
   std::uint8_t level;
   if (!r.u8(level)) return malformed("truncated protocol level");
   if (name == "MQTT") {
-    c.version = level == 5 ? ProtocolVersion::v5 : ProtocolVersion::v311;
+    // An unknown level is answered in the nearest format we know: above 5 as MQTT 5.0
+    // (CONNACK 0x84), below as MQTT 3.1.1 (return code 1).
+    c.version = level >= 5 ? ProtocolVersion::v5 : ProtocolVersion::v311;
     if (level != 4 && level != 5) {
       return {ReasonCode::unsupported_protocol_version, "unsupported protocol level"};
     }

@@ -70,6 +70,30 @@ MessageInfo message_info(const broker::Message& m, net::Clock::time_point now) {
 
 }  // namespace
 
+// Stops a shard's io_context once none of its connections is open, or after 2 s.
+struct Drain : std::enable_shared_from_this<Drain> {
+  explicit Drain(net::Shard* shard)
+      : s(shard), timer(shard->ctx), deadline(net::Clock::now() + std::chrono::seconds(2)) {}
+
+  void check() {
+    const bool open = std::any_of(s->connections.begin(), s->connections.end(),
+                                  [](const std::weak_ptr<net::Connection>& w) {
+                                    auto c = w.lock();
+                                    return c && !c->closed();
+                                  });
+    if (!open || net::Clock::now() >= deadline) {
+      s->ctx.stop();
+      return;
+    }
+    timer.expires_after(std::chrono::milliseconds(10));
+    timer.async_wait([self = shared_from_this()](const std::error_code&) { self->check(); });
+  }
+
+  net::Shard* s;
+  asio::steady_timer timer;
+  net::Clock::time_point deadline;
+};
+
 struct Broker::Impl {
   explicit Impl(BrokerOptions o) : options(std::move(o)) {}
 
@@ -222,8 +246,9 @@ void Broker::stop() noexcept {
         if (auto c = w.lock()) c->shutdown();
       }
       core.flush(*s);
-      auto grace = std::make_shared<asio::steady_timer>(s->ctx, std::chrono::seconds(2));
-      grace->async_wait([s, grace](const std::error_code&) { s->ctx.stop(); });
+      // Let the last writes (DISCONNECT 0x8B) go out, but no longer than the grace period:
+      // the thread ends as soon as no connection is left open.
+      std::make_shared<Drain>(s)->check();
     });
   }
   d.guards.clear();

@@ -60,7 +60,11 @@ Connection::Connection(Core& core, Shard& shard, asio::ip::tcp::socket socket)
   socket_.non_blocking(true, ec);
   const auto peer = socket_.remote_endpoint(ec);
   if (!ec) {
-    remote_address_ = peer.address().to_string();
+    const asio::ip::address a = peer.address();
+    // IPv4 peers of a dual-stack listener are reported as IPv4 (for rules, logs and the API).
+    remote_address_ = a.is_v6() && a.to_v6().is_v4_mapped()
+                          ? asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string()
+                          : a.to_string();
     remote_port_ = peer.port();
   }
   send_window_ = core.options().max_inflight;

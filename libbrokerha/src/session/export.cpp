@@ -1,6 +1,8 @@
 #include "session/export.hpp"
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "topic/topic.hpp"
 
@@ -189,8 +191,11 @@ std::string export_session(const Session& s, const SessionMeta& meta,
   }
   w.u32(static_cast<std::uint32_t>(s.queue().size()));
   for (const Delivery& d : s.queue()) put_delivery(w, d, now);
-  w.u32(static_cast<std::uint32_t>(s.incoming_qos2_ids().size()));
-  for (std::uint16_t id : s.incoming_qos2_ids()) w.u16(id);
+  // Sorted, so one session always exports to the same bytes.
+  std::vector<std::uint16_t> ids(s.incoming_qos2_ids().begin(), s.incoming_qos2_ids().end());
+  std::sort(ids.begin(), ids.end());
+  w.u32(static_cast<std::uint32_t>(ids.size()));
+  for (std::uint16_t id : ids) w.u16(id);
   return std::move(w.out);
 }
 
@@ -223,7 +228,7 @@ std::optional<ImportedSession> import_session(std::string_view bytes,
     std::uint8_t flags;
     if (!r.bytes(filter) || !topic::is_valid_filter(filter) || !r.u8(o.qos) || o.qos > 2 ||
         !r.u8(flags) || flags > 3 || !r.u8(o.retain_handling) || o.retain_handling > 2 ||
-        !r.u32(o.identifier)) {
+        !r.u32(o.identifier) || o.identifier > 268'435'455) {
       return fail("malformed subscription");
     }
     o.no_local = flags & 1;
@@ -242,6 +247,10 @@ std::optional<ImportedSession> import_session(std::string_view bytes,
       return fail("malformed in-flight message");
     }
     f.released = released == 1;
+    if (f.released && f.delivery.qos != 2) return fail("a released in-flight QoS 1 delivery");
+    for (const Inflight& other : out.session->inflight()) {
+      if (other.packet_id == f.packet_id) return fail("two in-flight deliveries share a packet id");
+    }
     out.session->restore_inflight(std::move(f));
   }
   if (!r.u32(n)) return fail("truncated queue");
