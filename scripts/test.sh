@@ -91,6 +91,9 @@ ci() {
   cmake --preset ci
   cmake --build --preset ci
   ctest --preset ci
+  # Every benchmark scenario briefly, against brokerha and Mosquitto: zero loss, duplicates
+  # and reordering (no timing is asserted).
+  bash bench/smoke.sh build/ci
 }
 
 headers() {

@@ -6,6 +6,8 @@
 // A translation unit that includes <asio.hpp> first would disagree with one that includes a
 // standard header first (an ODR violation that ASan reports as alloc-dealloc-mismatch), so a
 // standard header always comes first here.
-#include <asio.hpp>
-
+// The order of the two includes is the point of this header: keep clang-format away.
+// clang-format off
 #include <cstddef>
+#include <asio.hpp>
+// clang-format on
