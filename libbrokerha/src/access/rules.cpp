@@ -162,10 +162,14 @@ bool glob_match(std::string_view pattern, std::string_view value) noexcept {
 bool remote_match(std::string_view pattern, std::string_view ip, std::uint16_t port) {
   // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; rules are written for a.b.c.d.
   constexpr std::string_view kMapped = "::ffff:";
-  if (ip.size() > kMapped.size() && ip.substr(0, kMapped.size()) == kMapped &&
-      ip.find('.') != std::string_view::npos) {
-    ip.remove_prefix(kMapped.size());
-  }
+  auto unmap = [&](std::string_view& a) {
+    if (a.size() > kMapped.size() && a.substr(0, kMapped.size()) == kMapped &&
+        a.find('.') != std::string_view::npos) {
+      a.remove_prefix(kMapped.size());
+    }
+  };
+  unmap(ip);
+  if (pattern.find('/') == std::string_view::npos) unmap(pattern);
   const std::size_t slash = pattern.find('/');
   if (slash != std::string_view::npos) {
     unsigned char net[16];

@@ -633,8 +633,12 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
     for (std::size_t i = 0; i < p.subs.size(); ++i) {
       const auto& [filter, o] = p.subs[i];
       const Decision d = i < p.decisions.size() ? p.decisions[i] : Decision::defer;
+      // The rules see the filter a "$share/{group}/" subscription receives from.
+      topic::SharedFilter share;
+      const bool is_shared = topic::parse_shared(filter, share);
+      const std::string_view acl_filter = is_shared ? share.filter : std::string_view(filter);
       const bool allowed =
-          d == Decision::defer ? rules_allow(filter, Access::read, true) : d == Decision::allow;
+          d == Decision::defer ? rules_allow(acl_filter, Access::read, true) : d == Decision::allow;
       if (!allowed) {
         shard_->counters.add(shard_->counters.acl_denials);
         ack.reason_codes.push_back(version_ == ProtocolVersion::v5 ? ReasonCode::not_authorized
@@ -648,11 +652,14 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
         SubscriptionEvent e{session_->state.client_id(), filter, o.qos};
         core_.notify([&](EventHook& h) { h.on_subscribe(e); });
       }
-      topic::SharedFilter shared;
-      if (topic::parse_shared(filter, shared)) continue;  // no retained for shared subs
+      if (is_shared) continue;  // no retained messages for shared subscriptions
       if (o.retain_handling == 2 || (o.retain_handling == 1 && existed)) continue;
       for (MessagePtr& m : core_.retained_matching(filter)) {
-        if (m->expired(now) || !core_.delivery_allowed(*session_, m->topic)) continue;
+        if (m->expired(now)) continue;
+        if (!core_.delivery_allowed(*session_, m->topic)) {
+          shard_->counters.add(shard_->counters.acl_denials);
+          continue;
+        }
         session::Delivery rd;
         rd.qos = std::min(m->qos, o.qos);
         rd.retain = true;
