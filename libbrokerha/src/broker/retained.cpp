@@ -37,8 +37,12 @@ void RetainedStore::set(const std::string& topic, const MessagePtr& message,
   const bool deleting = !message || message->payload.empty();
   auto it = entries_.find(topic);
   const bool was_live = it != entries_.end() && it->second.message != nullptr;
+  const bool dollar = !topic.empty() && topic[0] == '$';
   if (deleting) {
-    if (was_live) --live_;
+    if (was_live) {
+      --live_;
+      if (dollar) --live_dollar_;
+    }
     if (tombstone_ttl_.count() == 0) {
       if (it != entries_.end()) entries_.erase(it);
       return;
@@ -49,7 +53,10 @@ void RetainedStore::set(const std::string& topic, const MessagePtr& message,
     e.deleted_at = Clock::now();
     return;
   }
-  if (!was_live) ++live_;
+  if (!was_live) {
+    ++live_;
+    if (dollar) ++live_dollar_;
+  }
   Entry& e = entries_[topic];
   e.message = message;
   e.version = version;
@@ -59,11 +66,17 @@ std::vector<MessagePtr> RetainedStore::matching(std::string_view filter) const {
   std::vector<MessagePtr> out;
   if (!topic::has_wildcard(filter)) {
     auto it = entries_.find(filter);
-    if (it != entries_.end() && it->second.message) out.push_back(it->second.message);
+    if (it != entries_.end() && it->second.message &&
+        !it->second.message->expired(Message::Clock::now())) {
+      out.push_back(it->second.message);
+    }
     return out;
   }
+  const auto now = Message::Clock::now();
   for (const auto& [name, e] : entries_) {
-    if (e.message && topic::matches(filter, name)) out.push_back(e.message);
+    if (e.message && !e.message->expired(now) && topic::matches(filter, name)) {
+      out.push_back(e.message);
+    }
   }
   return out;
 }
@@ -74,7 +87,13 @@ void RetainedStore::for_each(const std::function<void(const std::string&, const 
 
 void RetainedStore::prune(Clock::time_point now) {
   for (auto it = entries_.begin(); it != entries_.end();) {
-    if (!it->second.message && now - it->second.deleted_at >= tombstone_ttl_) {
+    if (it->second.message && it->second.message->expired(now)) {
+      // Expired: gone for good, as if deleted at its expiry (no tombstone needed: every
+      // replica expires it at the same moment).
+      --live_;
+      if (!it->first.empty() && it->first[0] == '$') --live_dollar_;
+      it = entries_.erase(it);
+    } else if (!it->second.message && now - it->second.deleted_at >= tombstone_ttl_) {
       it = entries_.erase(it);
     } else {
       ++it;

@@ -68,10 +68,10 @@ class RetainedStore {
   /// Calls `f(topic, entry)` for every entry, tombstones included (for snapshots/digests).
   void for_each(const std::function<void(const std::string&, const Entry&)>& f) const;
 
-  /// Live messages (tombstones not counted).
-  std::size_t size() const noexcept { return live_; }
+  /// Live messages (tombstones and `$` topics such as $SYS not counted).
+  std::size_t size() const noexcept { return live_ - live_dollar_; }
 
-  /// Drops tombstones older than the TTL.
+  /// Drops tombstones older than the TTL and messages whose expiry has passed.
   void prune(Clock::time_point now);
 
  private:
@@ -79,6 +79,7 @@ class RetainedStore {
 
   std::map<std::string, Entry, std::less<>> entries_;
   std::size_t live_ = 0;
+  std::size_t live_dollar_ = 0;  // of live_, topics starting with '$'
   std::chrono::milliseconds tombstone_ttl_;
   HybridClock clock_;
 };

@@ -76,7 +76,8 @@ Connection::~Connection() {
 }
 
 void Connection::start() {
-  shard_->connections.push_back(weak_from_this());
+  link_ = shard_->connections.insert(shard_->connections.end(), weak_from_this());
+  linked_ = true;
   shard_->counters.add(shard_->counters.connections_total);
   start_read();
 }
@@ -125,6 +126,11 @@ void Connection::on_readable(const std::error_code& ec) {
   in_handler_ = false;
   core_.flush(*shard_);
   if (framer_.idle()) framer_.shrink();
+  if (backlog_bytes_ >= kMaxBacklogBytes) {
+    // The client does not read what it asks for (PINGRESP, acks, deliveries): stop reading
+    // it until its backlog drains, so its output cannot grow without bound.
+    return;
+  }
   if (published_ && core_.memory_over()) {
     // Back-pressure: this publisher is not read again until the queues drain (or the next
     // sweep), so TCP pushes back on it instead of the broker dropping messages.
@@ -361,6 +367,48 @@ void Connection::finish_connect(std::shared_ptr<ConnectInfo> info, Decision deci
     return;
   }
   paused_ = true;  // park whatever follows CONNECT until the session is attached
+  if (!info->will) {
+    proceed_connect(std::move(info));
+    return;
+  }
+  // A will is a publish made late: the write check applies to it now, while the client's
+  // identity is at hand (else a client could publish anywhere through its will).
+  auto with_rules = [self = shared_from_this(), info](Decision d) {
+    bool allowed = d == Decision::allow;
+    if (d == Decision::defer) {
+      access::Identity who;
+      who.client_id = info->client_id;
+      if (info->username) who.username = *info->username;
+      who.remote_ip = self->remote_address_;
+      who.remote_port = self->remote_port_;
+      allowed = self->core_.rules().allows(who, info->will->message->topic, Access::write, false);
+    }
+    if (!allowed) {
+      self->shard_->counters.add(self->shard_->counters.acl_denials);
+      info->will.reset();
+    }
+    self->proceed_connect(info);
+  };
+  if (core_.acl_hooks.empty()) {
+    with_rules(Decision::defer);
+    return;
+  }
+  decide(
+      core_.acl_hooks,
+      [info, this](AclHook& hook, std::function<void(Decision)> done) {
+        AclRequest req;
+        req.client_id = info->client_id;
+        if (info->username) req.username = *info->username;
+        req.remote_address = remote_address_;
+        req.topic = info->will->message->topic;
+        req.access = Access::write;
+        hook.check(req, std::move(done));
+      },
+      std::move(with_rules));
+}
+
+void Connection::proceed_connect(std::shared_ptr<ConnectInfo> info) {
+  if (state_ == State::closed) return;
   const unsigned home = core_.home_shard(info->client_id);
   if (home == shard_->index) {
     attach(std::move(info));
@@ -388,21 +436,26 @@ void Connection::migrate_and_attach(std::shared_ptr<ConnectInfo> info) {
     return;
   }
   Shard& target = core_.shard(core_.home_shard(info->client_id));
+  if (linked_) {
+    shard_->connections.erase(link_);
+    linked_ = false;
+  }
   shard_ = &target;
-  asio::post(target.ctx,
-             [self = shared_from_this(), fd, protocol, info = std::move(info)]() mutable {
-               std::error_code aec;
-               self->socket_ = asio::ip::tcp::socket(self->shard_->ctx);
-               self->socket_.assign(protocol, fd, aec);
-               if (aec) {
-                 ::close(fd);
-                 self->state_ = State::closed;
-                 return;
-               }
-               self->socket_.non_blocking(true, aec);
-               self->shard_->connections.push_back(self);
-               self->attach(std::move(info));
-             });
+  asio::post(
+      target.ctx, [self = shared_from_this(), fd, protocol, info = std::move(info)]() mutable {
+        std::error_code aec;
+        self->socket_ = asio::ip::tcp::socket(self->shard_->ctx);
+        self->socket_.assign(protocol, fd, aec);
+        if (aec) {
+          ::close(fd);
+          self->state_ = State::closed;
+          return;
+        }
+        self->socket_.non_blocking(true, aec);
+        self->link_ = self->shard_->connections.insert(self->shard_->connections.end(), self);
+        self->linked_ = true;
+        self->attach(std::move(info));
+      });
 }
 
 void Connection::attach(std::shared_ptr<ConnectInfo> info) {
@@ -498,10 +551,9 @@ mqtt::Status Connection::on_publish(mqtt::Publish& p) {
         return {ReasonCode::topic_alias_invalid, "topic alias above the maximum"};
       }
       if (!topic.empty()) {
-        if (topic_aliases_.size() <= alias) topic_aliases_.resize(alias + 1u);
         topic_aliases_[alias].assign(topic);
-      } else if (alias < topic_aliases_.size() && !topic_aliases_[alias].empty()) {
-        topic = topic_aliases_[alias];
+      } else if (auto it = topic_aliases_.find(alias); it != topic_aliases_.end()) {
+        topic = it->second;
       } else {
         fail(ReasonCode::protocol_error);
         return {ReasonCode::protocol_error, "unknown topic alias"};
@@ -509,7 +561,8 @@ mqtt::Status Connection::on_publish(mqtt::Publish& p) {
     }
   }
   if (p.qos == 2) {
-    if (session_->state.incoming_qos2() >= opts.receive_maximum) {
+    if (!session_->state.has_qos2(p.packet_id) &&
+        session_->state.incoming_qos2() >= opts.receive_maximum) {
       fail(ReasonCode::receive_maximum_exceeded);
       return {ReasonCode::receive_maximum_exceeded, "receive maximum exceeded"};
     }
@@ -981,6 +1034,7 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
   }
   pump();
   flush();
+  if (!reading_ && backlog_bytes_ < kMaxBacklogBytes / 2) start_read();
 }
 
 // ---- ending ----------------------------------------------------------------------------------
@@ -1087,6 +1141,10 @@ void Connection::check_timeouts(Clock::time_point now) {
   }
   if (state_ == State::awaiting_connect || state_ == State::connecting) {
     if (now - opened_at_ > core_.options().connect_timeout) close();
+    return;
+  }
+  if (memory_paused_ || backlog_bytes_ >= kMaxBacklogBytes) {
+    last_activity_ = now;  // not read on purpose: the silence is ours, not the client's
     return;
   }
   if (keep_alive_ != 0 &&

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -51,6 +52,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void check_timeouts(Clock::time_point now);
 
   Shard& shard() const noexcept { return *shard_; }
+  /// The shard's sweep dropped this (closed) connection from its list.
+  void unlinked() noexcept { linked_ = false; }
   bool closed() const noexcept { return state_ == State::closed; }
   const std::string& remote_address() const noexcept { return remote_address_; }
   std::uint16_t remote_port() const noexcept { return remote_port_; }
@@ -97,6 +100,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // ---- packets ----
   mqtt::Status on_connect(mqtt::Connect& c);
   void finish_connect(std::shared_ptr<ConnectInfo> info, Decision decision);
+  void proceed_connect(std::shared_ptr<ConnectInfo> info);
   void migrate_and_attach(std::shared_ptr<ConnectInfo> info);
   void attach(std::shared_ptr<ConnectInfo> info);
   mqtt::Status on_publish(mqtt::Publish& p);
@@ -132,6 +136,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Core& core_;
   Shard* shard_;
+  std::list<std::weak_ptr<Connection>>::iterator link_;  // in shard_->connections
+  bool linked_ = false;
   asio::ip::tcp::socket socket_;
   std::string remote_address_;
   std::uint16_t remote_port_ = 0;
@@ -151,8 +157,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint16_t keep_alive_ = 0;
   std::uint16_t send_window_ = 0;  // min(our max_inflight, client Receive Maximum)
   std::uint32_t client_max_packet_ = mqtt::kMaxPacketSize;
-  std::vector<std::string> topic_aliases_;  // alias -> topic (inbound, v5)
-  std::uint16_t client_alias_max_ = 0;      // aliases we may send (client's maximum, v5)
+  std::unordered_map<std::uint16_t, std::string> topic_aliases_;  // alias -> topic (inbound, v5)
+  std::uint16_t client_alias_max_ = 0;  // aliases we may send (client's maximum, v5)
   std::unordered_map<std::string, std::uint16_t> out_aliases_;  // topic -> alias we sent
   Clock::time_point last_activity_ = Clock::now();
   const Clock::time_point opened_at_ = Clock::now();

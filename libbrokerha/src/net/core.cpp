@@ -268,6 +268,11 @@ void Core::resume_paused(Shard& shard) {
   }
 }
 
+void Core::prune_retained() {
+  std::lock_guard<std::mutex> lock(retained_mutex_);
+  retained_.prune(Clock::now());
+}
+
 void Core::publish_will(Shard& shard, const MessagePtr& will) { route(will, shard); }
 
 // ---- the sweep: timeouts, expiries, delayed wills ------------------------------------------
@@ -342,14 +347,15 @@ void Core::sweep(Shard& shard) {
   if (stopping.load()) return;
   const auto now = Clock::now();
   auto& conns = shard.connections;
-  conns.erase(std::remove_if(conns.begin(), conns.end(),
-                             [&](const std::weak_ptr<Connection>& w) {
-                               auto c = w.lock();
-                               return !c || c->closed() || &c->shard() != &shard;
-                             }),
-              conns.end());
-  for (std::size_t i = 0; i < conns.size(); ++i) {
-    if (auto c = conns[i].lock()) c->check_timeouts(now);
+  for (auto it = conns.begin(); it != conns.end();) {
+    auto c = it->lock();
+    if (!c || c->closed()) {
+      if (c) c->unlinked();
+      it = conns.erase(it);
+      continue;
+    }
+    ++it;
+    c->check_timeouts(now);  // may close it: unlinked at the next sweep
   }
   std::vector<ClientSessionPtr> expired;
   std::uint64_t inflight = 0;
@@ -365,6 +371,7 @@ void Core::sweep(Shard& shard) {
   for (const auto& s : expired) discard_session(shard, s);
   shard.counters.inflight.store(inflight, std::memory_order_relaxed);
   resume_paused(shard);  // over the bound, publishers still get one read per sweep
+  if (shard.index == 0) prune_retained();
   flush(shard);
   shard.sweep_timer.expires_after(kSweepInterval);
   shard.sweep_timer.async_wait([this, &shard](const std::error_code& ec) {

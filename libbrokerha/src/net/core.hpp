@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -117,10 +118,12 @@ struct Shard {
   asio::steady_timer sys_timer;  // shard 0 only: $SYS statistics
 
   std::unordered_map<std::string, ClientSessionPtr> sessions;  // by client id
-  std::vector<std::weak_ptr<Connection>> connections;          // for the sweep
-  std::vector<std::vector<Target>> outbox;                     // per target shard
-  std::vector<std::shared_ptr<Connection>> dirty;              // have unflushed output
-  std::vector<std::weak_ptr<Connection>> memory_paused;        // publishers not read: memory bound
+  // The connections living on this shard (for the sweep and stop). A connection that moves
+  // to its session's shard unlinks itself here and links itself there, on each thread.
+  std::list<std::weak_ptr<Connection>> connections;
+  std::vector<std::vector<Target>> outbox;               // per target shard
+  std::vector<std::shared_ptr<Connection>> dirty;        // have unflushed output
+  std::vector<std::weak_ptr<Connection>> memory_paused;  // publishers not read: memory bound
   std::vector<const SubEntry*> match_scratch;
   std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // shared by all reads
   bool flush_scheduled = false;
@@ -198,6 +201,8 @@ class Core {
   void start_sweeps();
   void sweep(Shard& shard);
   void publish_will(Shard& shard, const MessagePtr& will);
+  /// Drops expired retained messages (shard 0's sweep).
+  void prune_retained();
 
   std::atomic<std::uint64_t> connection_count{0};
   std::atomic<bool> stopping{false};

@@ -114,6 +114,7 @@ class Session {
   // ---- incoming QoS 2 ----
   /// Records a received QoS 2 packet id. False if it was already recorded (a duplicate).
   bool receive_qos2(std::uint16_t packet_id) { return incoming_qos2_.insert(packet_id).second; }
+  bool has_qos2(std::uint16_t packet_id) const { return incoming_qos2_.count(packet_id) != 0; }
   /// PUBREL: forgets the packet id. False if it was not known.
   bool release_qos2(std::uint16_t packet_id) { return incoming_qos2_.erase(packet_id) != 0; }
   std::size_t incoming_qos2() const noexcept { return incoming_qos2_.size(); }
