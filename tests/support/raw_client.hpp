@@ -319,7 +319,8 @@ class Client {
   }
 
   /// Reads (and keeps, in `seen` when given) whatever arrives until the server closes the
-  /// connection; true when it did within `timeout`. Also true if it had already.
+  /// connection; true when it did within `timeout`, or had already. False when it did not,
+  /// or when our end is not open.
   bool wait_closed(Millis timeout = kDefaultTimeout, std::vector<Incoming>* seen = nullptr) {
     const auto deadline = Clock::now() + timeout;
     for (;;) {
@@ -329,7 +330,8 @@ class Client {
         in.status = mqtt::decode(in.first, *in.body, version_, in.packet);
         if (seen != nullptr) seen->push_back(std::move(in));
       }
-      if (eof_ || fd_ < 0) return true;
+      if (eof_) return true;
+      if (fd_ < 0) return false;
       if (!fill(deadline)) {
         if (eof_) return true;
         if (Clock::now() >= deadline) return false;
