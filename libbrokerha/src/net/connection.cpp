@@ -135,7 +135,7 @@ void Connection::on_readable(const std::error_code& ec) {
     // Back-pressure: this publisher is not read again until the queues drain (or the next
     // sweep), so TCP pushes back on it instead of the broker dropping messages.
     memory_paused_ = true;
-    shard_->memory_paused.push_back(weak_from_this());
+    shard_->memory_paused.push_back(shared_from_this());
     return;
   }
   start_read();

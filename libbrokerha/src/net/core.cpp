@@ -261,11 +261,9 @@ bool Core::memory_over() const noexcept {
 
 void Core::resume_paused(Shard& shard) {
   if (shard.memory_paused.empty()) return;
-  std::vector<std::weak_ptr<Connection>> paused;
+  std::vector<std::shared_ptr<Connection>> paused;
   paused.swap(shard.memory_paused);
-  for (auto& w : paused) {
-    if (auto c = w.lock()) c->resume_reading();
-  }
+  for (const auto& c : paused) c->resume_reading();
 }
 
 void Core::prune_retained() {

@@ -121,9 +121,11 @@ struct Shard {
   // The connections living on this shard (for the sweep and stop). A connection that moves
   // to its session's shard unlinks itself here and links itself there, on each thread.
   std::list<std::weak_ptr<Connection>> connections;
-  std::vector<std::vector<Target>> outbox;               // per target shard
-  std::vector<std::shared_ptr<Connection>> dirty;        // have unflushed output
-  std::vector<std::weak_ptr<Connection>> memory_paused;  // publishers not read: memory bound
+  std::vector<std::vector<Target>> outbox;         // per target shard
+  std::vector<std::shared_ptr<Connection>> dirty;  // have unflushed output
+  // Publishers not read while over the memory bound. Owning: a paused connection has no
+  // operation pending, so this list is what keeps it alive until it is resumed.
+  std::vector<std::shared_ptr<Connection>> memory_paused;
   std::vector<const SubEntry*> match_scratch;
   std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // shared by all reads
   bool flush_scheduled = false;
