@@ -590,6 +590,10 @@ TEST_CASE("features: memory back-pressure throttles a publisher, others keep goi
   CHECK(rss_kib() < rss_before + 128 * 1024);
 #endif
 
+  // Its output did not move, but only for 2 s: well under stuck_consumer_timeout (10 s).
+  CHECK(brokerha::test::is_connected(tb.broker, "slow-sub"));
+  CHECK(tb.broker.stats().stuck_consumers_closed == 0);
+
   // The slow subscriber goes away: the flooding publisher is read again.
   slow.close();
   REQUIRE(wait_until([&] { return !find_client(tb.broker, "slow-sub").has_value(); }, kWait));
@@ -619,6 +623,69 @@ TEST_CASE("features: memory back-pressure throttles a publisher, others keep goi
     ctl_sub.acknowledge(*got->as<mqtt::Publish>());
     CHECK(Clock::now() - t0 < (std::string(payload) == "final-1" ? 2000ms : 500ms));
   }
+}
+
+TEST_CASE(
+    "features: a subscriber that never reads is closed when it holds the broker over its bound") {
+  constexpr std::uint64_t kBound = 64 * 1024;
+  TestBroker tb(options([](BrokerOptions& o) {
+    o.max_queued_bytes = kBound;
+    o.stuck_consumer_timeout = 1000ms;
+  }));
+
+  raw::Client stuck(ProtocolVersion::v5);
+  REQUIRE(stuck.open(tb.port, raw::kDefaultTimeout, 4096));
+  mqtt::Connect sc = stuck.connect_packet("stuck-sub", 600);
+  sc.clean_start = false;
+  sc.properties.session_expiry_interval = 600;
+  const auto stuck_ack = stuck.handshake(sc);
+  REQUIRE(stuck_ack);
+  REQUIRE(stuck_ack->is(mqtt::PacketType::connack));
+  const auto stuck_suback = stuck.subscribe("big/#", 1);
+  REQUIRE(stuck_suback);
+  REQUIRE(stuck_suback->is(mqtt::PacketType::suback));
+
+  // A subscriber that does read: it keeps receiving once the stuck one is gone.
+  MqttClient reader(ProtocolVersion::v311);
+  REQUIRE(reader.open_and_connect(tb.port, make_connect(ProtocolVersion::v311, "reader")) == 0);
+  REQUIRE(reader.subscribe("big/after", 0));
+
+  raw::Client flood_conn(ProtocolVersion::v311);
+  REQUIRE(flood_conn.open(tb.port));
+  const auto flood_ack = flood_conn.handshake(flood_conn.connect_packet("flooder2", 600));
+  REQUIRE(flood_ack);
+  REQUIRE(flood_ack->is(mqtt::PacketType::connack));
+  const std::uint64_t received_before = tb.broker.stats().messages_received;
+
+  Flooder flooder(flood_conn.fd());
+  std::atomic<bool> stop{false};
+  std::thread flood_thread([&] { flooder.flood(6000ms, stop); });
+  // The stuck subscriber is closed within a few sweeps of the broker going over its bound.
+  const bool closed =
+      wait_until([&] { return !brokerha::test::is_connected(tb.broker, "stuck-sub"); }, 8000ms);
+  stop = true;
+  flood_thread.join();
+  REQUIRE(closed);
+  CHECK(tb.broker.stats().stuck_consumers_closed >= 1);
+  INFO("flooder socket error: " << flooder.error());
+  CHECK_FALSE(flooder.failed());
+  CHECK(brokerha::test::is_connected(tb.broker, "flooder2"));
+  // Its session stays (it asked for one), bounded by max_queued_messages.
+  const auto info = find_client(tb.broker, "stuck-sub");
+  REQUIRE(info.has_value());
+  CHECK(info->queued <= 1000);
+
+  // The publisher is read again: everything it wrote arrives, then a message to the reader.
+  CHECK(wait_until(
+      [&] { return tb.broker.stats().messages_received - received_before == flooder.completed(); },
+      kWait));
+  mqtt::Publish last;
+  last.topic = "big/after";
+  last.payload = "after the stuck one";
+  REQUIRE(flooder.send_whole(raw::encode(last, ProtocolVersion::v311), 10000ms));
+  const auto after = reader.await<mqtt::Publish>(10000ms);
+  REQUIRE(after);
+  CHECK(sv(after->as<mqtt::Publish>()->payload) == "after the stuck one");
 }
 
 // ---- event hooks ------------------------------------------------------------------------------

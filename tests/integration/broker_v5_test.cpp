@@ -291,8 +291,80 @@ TEST_CASE("MQTT 5.0 topic alias errors: unknown alias, 0, above the maximum -> D
     INFO(brokerha::test::describe(*closing));
     REQUIRE(closing->size() == 1);
     REQUIRE((*closing)[0].is<mqtt::Disconnect>());
-    CHECK(static_cast<int>((*closing)[0].as<mqtt::Disconnect>()->reason_code) == c.reason);
+    const auto* d = (*closing)[0].as<mqtt::Disconnect>();
+    CHECK(static_cast<int>(d->reason_code) == c.reason);
+    // The DISCONNECT says why in a Reason String.
+    REQUIRE(d->properties.reason_string);
+    CHECK_FALSE(d->properties.reason_string->empty());
   }
+}
+
+TEST_CASE("MQTT 5.0 reason strings follow Request Problem Information and Maximum Packet Size") {
+  TestBroker tb([] {
+    BrokerOptions o;
+    brokerha::AclRule rule;
+    rule.filters = {{"private/#", 0}};
+    o.access.acl.push_back(rule);
+    return o;
+  }());
+  auto denied_subscribe = [&](const mqtt::Connect& c) {
+    MqttClient cl(ProtocolVersion::v5);
+    REQUIRE(cl.open_and_connect(tb.port, c) == 0);
+    mqtt::Subscription s;
+    s.filter = "private/#";
+    s.qos = 1;
+    auto ack = cl.subscribe({s});
+    REQUIRE(ack);
+    REQUIRE(ack->as<mqtt::Suback>()->reason_codes.size() == 1);
+    CHECK(static_cast<int>(ack->as<mqtt::Suback>()->reason_codes[0]) == 0x87);
+    auto pub = cl.publish(make_publish("private/x", "no", 1));
+    REQUIRE(pub);
+    REQUIRE(pub->as<mqtt::Puback>());
+    CHECK(static_cast<int>(pub->as<mqtt::Puback>()->reason_code) == 0x87);
+    return std::make_pair(ack->as<mqtt::Suback>()->properties.reason_string.has_value(),
+                          pub->as<mqtt::Puback>()->properties.reason_string.has_value());
+  };
+  // Default (problem information requested): the refusals say why.
+  CHECK(denied_subscribe(make_connect(ProtocolVersion::v5, "rpi-default")) ==
+        std::make_pair(true, true));
+  // Request Problem Information 0: no reason string on SUBACK or PUBACK.
+  mqtt::Connect quiet = make_connect(ProtocolVersion::v5, "rpi-0");
+  quiet.properties.request_problem_information = 0;
+  CHECK(denied_subscribe(quiet) == std::make_pair(false, false));
+
+  // A DISCONNECT with the reason string would exceed the client's Maximum Packet Size: the
+  // reason string is left out, the DISCONNECT still sent.
+  MqttClient small(ProtocolVersion::v5);
+  REQUIRE(small.open(tb.port));
+  mqtt::Connect sc = make_connect(ProtocolVersion::v5, "rpi-small");
+  sc.properties.maximum_packet_size = 8;
+  REQUIRE(small.connect(sc));
+  mqtt::Publish p = make_publish("", "x", 0);
+  p.properties.topic_alias = 3;  // unknown alias
+  REQUIRE(small.send(p));
+  const auto closing = small.wait_closed(kWait);
+  REQUIRE(closing);
+  REQUIRE(closing->size() == 1);
+  const auto* d = (*closing)[0].as<mqtt::Disconnect>();
+  REQUIRE(d);
+  CHECK(static_cast<int>(d->reason_code) == 0x82);
+  CHECK_FALSE(d->properties.reason_string.has_value());
+}
+
+TEST_CASE("MQTT 5.0 enhanced authentication is refused with 0x8C and a reason string") {
+  TestBroker tb;
+  MqttClient cl(ProtocolVersion::v5);
+  REQUIRE(cl.open(tb.port));
+  mqtt::Connect c = make_connect(ProtocolVersion::v5, "enhanced-auth");
+  c.properties.authentication_method = "SCRAM-SHA-256";
+  c.properties.authentication_data = "n,,n=user,r=abc";
+  const auto ack = cl.connect(c);
+  REQUIRE(ack);
+  REQUIRE(ack->as<mqtt::Connack>());
+  CHECK(static_cast<int>(ack->as<mqtt::Connack>()->code) == 0x8C);
+  CHECK(ack->as<mqtt::Connack>()->properties.reason_string.has_value());
+  CHECK(cl.wait_closed(kWait));
+  CHECK_FALSE(find_client(tb.broker, "enhanced-auth").has_value());
 }
 
 TEST_CASE("paho v5: user properties, content type, response topic, correlation data pass through") {

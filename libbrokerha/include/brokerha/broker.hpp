@@ -87,7 +87,9 @@ struct BrokerStats {
   std::uint64_t connections_total = 0;
   std::uint64_t auth_failures = 0;
   std::uint64_t acl_denials = 0;
-  std::uint64_t protocol_errors = 0;  // connections closed for malformed or invalid input
+  std::uint64_t protocol_errors = 0;         // connections closed for malformed or invalid input
+  std::uint64_t keepalive_timeouts = 0;      // connections closed for silence past 1.5x keep alive
+  std::uint64_t stuck_consumers_closed = 0;  // closed to get the broker under its memory bound
   std::chrono::seconds uptime{0};
 };
 

@@ -92,6 +92,10 @@ struct BrokerOptions {
   /// Bytes of messages queued in the whole broker above which it stops reading from
   /// publishers until the queues drain (TCP back-pressure instead of dropping).
   std::uint64_t max_queued_bytes = 512ull * 1024 * 1024;
+  /// While the broker is over max_queued_bytes, a subscriber connection whose output has not
+  /// moved for this long is closed (its will published, its session kept), so one client
+  /// that never reads cannot hold every publisher back. Checked once a second.
+  std::chrono::milliseconds stuck_consumer_timeout{10'000};
   /// Publish `$SYS/broker/...` statistics every this often; 0 = never.
   std::chrono::milliseconds sys_interval{10'000};
   /// Authentication and ACL rules from the configuration (replaceable at run time with

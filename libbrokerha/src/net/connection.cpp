@@ -33,6 +33,23 @@ std::string random_client_id() {
   return id;
 }
 
+// Sets `why` as the Reason String of a v5 packet unless that would make it larger than the
+// client's Maximum Packet Size (MQTT 5.0 3.1.2.11.4, 3.2.2.3.7: then it is left out).
+template <typename P>
+void add_reason_string(P& packet, std::string_view why, std::uint32_t max_packet) {
+  if (why.empty()) return;
+  packet.properties.reason_string = why;
+  if (mqtt::encoded_size(mqtt::Packet(packet), mqtt::ProtocolVersion::v5) > max_packet) {
+    packet.properties.reason_string.reset();
+  }
+}
+
+// The same on an acknowledgement, only when the client asked for problem information.
+template <typename P>
+void add_problem(P& packet, std::string_view why, bool wanted, std::uint32_t max_packet) {
+  if (wanted) add_reason_string(packet, why, max_packet);
+}
+
 mqtt::ConnackReturnCode v3_code(ReasonCode r) {
   switch (r) {
     case ReasonCode::unsupported_protocol_version:
@@ -118,7 +135,7 @@ void Connection::on_readable(const std::error_code& ec) {
         std::string_view(buffer.data(), n),
         [this](std::uint8_t first, std::string_view body) { return on_frame(first, body); });
     if (!s.ok()) {
-      if (state_ != State::closed && !close_when_written_) fail(s.code);
+      if (state_ != State::closed && !close_when_written_) fail(s.code, s.detail);
       break;
     }
     if (state_ == State::closed || close_when_written_ || n < buffer.size()) break;
@@ -183,6 +200,7 @@ mqtt::Status Connection::handle(std::uint8_t first, std::string_view body) {
       if (version_ == ProtocolVersion::v5) {
         mqtt::Connack ack;
         ack.code = static_cast<std::uint8_t>(s.code);
+        add_reason_string(ack, s.detail, client_max_packet_);
         send(ack);
       } else if (s.code == ReasonCode::unsupported_protocol_version) {
         mqtt::Connack ack;
@@ -192,7 +210,7 @@ mqtt::Status Connection::handle(std::uint8_t first, std::string_view body) {
       close_after_write();
       return s;
     }
-    fail(s.code);
+    fail(s.code, s.detail);
     return s;
   }
   if (state_ == State::awaiting_connect) {
@@ -248,7 +266,7 @@ mqtt::Status Connection::handle(std::uint8_t first, std::string_view body) {
     default:
       // A second CONNECT, AUTH (no enhanced authentication is offered), or a packet only a
       // server sends.
-      fail(ReasonCode::protocol_error);
+      fail(ReasonCode::protocol_error, "unexpected packet");
       return {ReasonCode::protocol_error, "unexpected packet"};
   }
 }
@@ -260,13 +278,14 @@ mqtt::Status Connection::on_connect(mqtt::Connect& c) {
   version_ = c.version;
   state_ = State::connecting;
   const bool v5 = version_ == ProtocolVersion::v5;
-  auto refuse = [this](ReasonCode code) {
+  auto refuse = [this](ReasonCode code, const char* why) {
     mqtt::Connack ack;
     ack.code = version_ == ProtocolVersion::v5 ? static_cast<std::uint8_t>(code)
                                                : static_cast<std::uint8_t>(v3_code(code));
+    if (version_ == ProtocolVersion::v5) add_reason_string(ack, why, client_max_packet_);
     send(ack);
     close_after_write();
-    return mqtt::Status{code, "CONNECT refused"};
+    return mqtt::Status{code, why};
   };
 
   auto info = std::make_shared<ConnectInfo>();
@@ -275,7 +294,8 @@ mqtt::Status Connection::on_connect(mqtt::Connect& c) {
   info->client_id.assign(c.client_id);
   if (info->client_id.empty()) {
     if (!v5 && (!c.clean_start || version_ == ProtocolVersion::v31)) {
-      return refuse(ReasonCode::client_identifier_not_valid);
+      return refuse(ReasonCode::client_identifier_not_valid,
+                    "an empty client id needs a clean session");
     }
     // Assign an id whose session lives on this shard, so the connection need not move.
     do {
@@ -287,7 +307,9 @@ mqtt::Status Connection::on_connect(mqtt::Connect& c) {
   info->keep_alive = c.keep_alive;
   if (c.keep_alive > opts.max_keepalive || (c.keep_alive == 0 && opts.max_keepalive < 65535)) {
     // MQTT 3.x cannot be told a lower keep alive: refused, as Mosquitto does.
-    if (!v5) return refuse(ReasonCode::client_identifier_not_valid);
+    if (!v5) {
+      return refuse(ReasonCode::client_identifier_not_valid, "keep alive above the maximum");
+    }
     info->keep_alive = opts.max_keepalive;
     info->keep_alive_lowered = true;
   }
@@ -295,11 +317,17 @@ mqtt::Status Connection::on_connect(mqtt::Connect& c) {
   if (c.password) info->password.emplace(*c.password);
   if (v5) {
     const mqtt::Properties& p = c.properties;
-    if (p.authentication_method) return refuse(ReasonCode::bad_authentication_method);
+    if (p.maximum_packet_size) client_max_packet_ = *p.maximum_packet_size;
+    problem_info_ = p.request_problem_information.value_or(1) != 0;
+    // Enhanced authentication (AUTH exchanges) is not offered: refused as Mosquitto does
+    // without an auth plugin, so the client can fall back to username/password.
+    if (p.authentication_method) {
+      return refuse(ReasonCode::bad_authentication_method,
+                    "enhanced authentication is not supported");
+    }
     if (p.receive_maximum) {
       send_window_ = std::min<std::uint16_t>(opts.max_inflight, *p.receive_maximum);
     }
-    if (p.maximum_packet_size) client_max_packet_ = *p.maximum_packet_size;
     if (opts.send_topic_aliases) client_alias_max_ = p.topic_alias_maximum.value_or(0);
     const std::uint32_t requested = p.session_expiry_interval.value_or(0);
     info->session_expiry = std::min(requested, opts.max_session_expiry);
@@ -541,30 +569,34 @@ mqtt::Status Connection::on_publish(mqtt::Publish& p) {
   std::string_view topic = p.topic;
   if (version_ == ProtocolVersion::v5) {
     if (!p.properties.subscription_identifiers.empty()) {
-      fail(ReasonCode::protocol_error);
-      return {ReasonCode::protocol_error, "subscription identifier in a client's PUBLISH"};
+      constexpr const char* why = "subscription identifier in a client's PUBLISH";
+      fail(ReasonCode::protocol_error, why);
+      return {ReasonCode::protocol_error, why};
     }
     if (p.properties.topic_alias) {
       const std::uint16_t alias = *p.properties.topic_alias;
       if (alias > opts.topic_alias_maximum) {
-        fail(ReasonCode::topic_alias_invalid);
-        return {ReasonCode::topic_alias_invalid, "topic alias above the maximum"};
+        constexpr const char* why = "topic alias above the maximum";
+        fail(ReasonCode::topic_alias_invalid, why);
+        return {ReasonCode::topic_alias_invalid, why};
       }
       if (!topic.empty()) {
         topic_aliases_[alias].assign(topic);
       } else if (auto it = topic_aliases_.find(alias); it != topic_aliases_.end()) {
         topic = it->second;
       } else {
-        fail(ReasonCode::protocol_error);
-        return {ReasonCode::protocol_error, "unknown topic alias"};
+        constexpr const char* why = "unknown topic alias";
+        fail(ReasonCode::protocol_error, why);
+        return {ReasonCode::protocol_error, why};
       }
     }
   }
   if (p.qos == 2) {
     if (!session_->state.has_qos2(p.packet_id) &&
         session_->state.incoming_qos2() >= opts.receive_maximum) {
-      fail(ReasonCode::receive_maximum_exceeded);
-      return {ReasonCode::receive_maximum_exceeded, "receive maximum exceeded"};
+      constexpr const char* why = "receive maximum exceeded";
+      fail(ReasonCode::receive_maximum_exceeded, why);
+      return {ReasonCode::receive_maximum_exceeded, why};
     }
     if (!session_->state.receive_qos2(p.packet_id)) {
       // A resend of a message already received and routed: acknowledge again only.
@@ -635,11 +667,17 @@ void Connection::finish_publish(const MessagePtr& message, std::uint16_t packet_
     mqtt::Puback ack;
     ack.packet_id = packet_id;
     ack.reason_code = code;
+    if (!allowed)
+      add_problem(ack, "not authorized to publish to this topic", problem_info(),
+                  client_max_packet_);
     send(ack);
   } else {
     mqtt::Pubrec rec;
     rec.packet_id = packet_id;
     rec.reason_code = code;
+    if (!allowed)
+      add_problem(rec, "not authorized to publish to this topic", problem_info(),
+                  client_max_packet_);
     if (static_cast<std::uint8_t>(code) >= 0x80) session_->state.release_qos2(packet_id);
     send(rec);
   }
@@ -696,6 +734,8 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
         shard_->counters.add(shard_->counters.acl_denials);
         ack.reason_codes.push_back(version_ == ProtocolVersion::v5 ? ReasonCode::not_authorized
                                                                    : ReasonCode::unspecified_error);
+        add_problem(ack, "not authorized to subscribe to a filter", problem_info(),
+                    client_max_packet_);
         continue;
       }
       const bool existed = core_.subscribe(session_, filter, o);
@@ -797,8 +837,9 @@ mqtt::Status Connection::on_disconnect(const mqtt::Disconnect& d) {
   if (version_ == ProtocolVersion::v5) {
     if (d.properties.session_expiry_interval) {
       if (session_->expiry_interval == 0 && *d.properties.session_expiry_interval != 0) {
-        fail(ReasonCode::protocol_error);  // MQTT 5.0 3.14.2.2.2
-        return {ReasonCode::protocol_error, "session expiry set on DISCONNECT after 0"};
+        constexpr const char* why = "session expiry set on DISCONNECT after 0";
+        fail(ReasonCode::protocol_error, why);  // MQTT 5.0 3.14.2.2.2
+        return {ReasonCode::protocol_error, why};
       }
       session_->expiry_interval =
           std::min(*d.properties.session_expiry_interval, core_.options().max_session_expiry);
@@ -975,6 +1016,7 @@ void Connection::append_own(std::size_t begin) {
 }
 
 void Connection::add_backlog(std::size_t bytes) {
+  if (backlog_bytes_ == 0) output_moved_ = shard_->sweeps;
   backlog_bytes_ += bytes;
   shard_->account(static_cast<std::int64_t>(bytes));
 }
@@ -1008,7 +1050,17 @@ void Connection::flush() {
     }
   }
   write_active_ = true;
-  asio::async_write(socket_, buffers_,
+  // The completion condition runs after every partial write: a consumer that reads slowly
+  // but steadily is not mistaken for a stuck one (see check_timeouts()).
+  auto progress = [this, last = std::size_t{0}](const std::error_code& ec,
+                                                std::size_t n) mutable -> std::size_t {
+    if (n != last) {
+      last = n;
+      output_moved_ = shard_->sweeps;
+    }
+    return asio::transfer_all()(ec, n);
+  };
+  asio::async_write(socket_, buffers_, progress,
                     [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
                       self->on_written(ec, n);
                     });
@@ -1039,25 +1091,31 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
 
 // ---- ending ----------------------------------------------------------------------------------
 
-void Connection::fail(ReasonCode reason) {
+void Connection::fail(ReasonCode reason, std::string_view why) {
   if (state_ == State::closed || close_when_written_) return;
-  shard_->counters.add(shard_->counters.protocol_errors);
+  shard_->counters.add(reason == ReasonCode::keep_alive_timeout
+                           ? shard_->counters.keepalive_timeouts
+                           : shard_->counters.protocol_errors);
   close_reason_ = reason;
-  if (state_ == State::connected && version_ == ProtocolVersion::v5) {
-    mqtt::Disconnect d;
-    d.reason_code = reason;
-    send(d);
-  }
+  if (state_ == State::connected && version_ == ProtocolVersion::v5) send_disconnect(reason, why);
   close_after_write();
+}
+
+void Connection::send_disconnect(ReasonCode reason, std::string_view why) {
+  mqtt::Disconnect d;
+  d.reason_code = reason;
+  add_reason_string(d, why, client_max_packet_);
+  send(d);
 }
 
 void Connection::kick(ReasonCode reason) {
   if (state_ == State::closed) return;
   close_reason_ = reason;
   if (state_ == State::connected && version_ == ProtocolVersion::v5) {
-    mqtt::Disconnect d;
-    d.reason_code = reason;
-    send(d);
+    send_disconnect(reason, reason == ReasonCode::session_taken_over
+                                ? "another connection took over the session"
+                            : reason == ReasonCode::server_shutting_down ? "server shutting down"
+                                                                         : "");
   }
   detach_session(reason != ReasonCode::server_shutting_down);
   close_after_write();
@@ -1143,13 +1201,24 @@ void Connection::check_timeouts(Clock::time_point now) {
     if (now - opened_at_ > core_.options().connect_timeout) close();
     return;
   }
+  if (backlog_bytes_ != 0 && state_ == State::connected) {
+    const auto stuck_for = std::chrono::seconds(shard_->sweeps - output_moved_);
+    if (stuck_for >= core_.options().stuck_consumer_timeout && core_.memory_over()) {
+      // Its output has not moved for the timeout and the broker is over its memory bound:
+      // keeping it would keep every publisher paused. It cannot read a DISCONNECT either.
+      shard_->counters.add(shard_->counters.stuck_consumers_closed);
+      close_reason_ = ReasonCode::quota_exceeded;
+      close();
+      return;
+    }
+  }
   if (memory_paused_ || backlog_bytes_ >= kMaxBacklogBytes) {
     last_activity_ = now;  // not read on purpose: the silence is ours, not the client's
     return;
   }
   if (keep_alive_ != 0 &&
       now - last_activity_ > std::chrono::milliseconds(std::uint64_t{keep_alive_} * 1500)) {
-    fail(ReasonCode::keep_alive_timeout);
+    fail(ReasonCode::keep_alive_timeout, "no packet within 1.5 times the keep alive");
   }
 }
 

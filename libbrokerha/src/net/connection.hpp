@@ -129,7 +129,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // ---- ending ----
   /// Protocol violation: v5 gets DISCONNECT (or CONNACK before CONNECT completes) with the
   /// reason code; then the connection closes once the output is written.
-  void fail(ReasonCode reason);
+  void fail(ReasonCode reason, std::string_view why = {});
+  /// v5: sends DISCONNECT with the reason code and, when it fits the client's Maximum Packet
+  /// Size, `why` as its Reason String.
+  void send_disconnect(ReasonCode reason, std::string_view why);
+  /// v5 and the client did not turn problem information off (Request Problem Information
+  /// 0): reason strings may go on acknowledgements.
+  bool problem_info() const noexcept {
+    return version_ == mqtt::ProtocolVersion::v5 && problem_info_;
+  }
   void close_after_write();
   void close();
   void detach_session(bool publish_will);
@@ -149,7 +157,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ClientSessionPtr session_;
   std::optional<PendingWill> will_;
   std::uint32_t will_delay_ = 0;
-  bool graceful_ = false;  // DISCONNECT received (no will unless v5 reason 0x04)
+  bool problem_info_ = true;  // v5 Request Problem Information (reason strings on acks)
+  bool graceful_ = false;     // DISCONNECT received (no will unless v5 reason 0x04)
   // Why the connection ends (event hooks): the client's DISCONNECT reason, or ours.
   ReasonCode close_reason_ = ReasonCode::unspecified_error;
 
@@ -172,6 +181,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<Frame> parked_;
 
   // writing state
+  std::uint64_t output_moved_ = 0;  // shard_->sweeps when the backlog last shrank or began
   std::vector<Chunk> pending_;
   std::string pending_own_;
   std::vector<Chunk> writing_;

@@ -303,6 +303,8 @@ BrokerStats Core::stats() const {
     st.auth_failures += get(c.auth_failures);
     st.acl_denials += get(c.acl_denials);
     st.protocol_errors += get(c.protocol_errors);
+    st.keepalive_timeouts += get(c.keepalive_timeouts);
+    st.stuck_consumers_closed += get(c.stuck_consumers_closed);
   }
   st.subscriptions = subscription_count();
   st.retained_messages = retained_count();
@@ -344,6 +346,7 @@ void Core::publish_sys(Shard& shard) {
 void Core::sweep(Shard& shard) {
   if (stopping.load()) return;
   const auto now = Clock::now();
+  ++shard.sweeps;
   auto& conns = shard.connections;
   for (auto it = conns.begin(); it != conns.end();) {
     auto c = it->lock();

@@ -98,6 +98,8 @@ struct ShardCounters {
   std::atomic<std::uint64_t> auth_failures{0};
   std::atomic<std::uint64_t> acl_denials{0};
   std::atomic<std::uint64_t> protocol_errors{0};
+  std::atomic<std::uint64_t> keepalive_timeouts{0};
+  std::atomic<std::uint64_t> stuck_consumers_closed{0};
   std::atomic<std::uint64_t> clients_connected{0};  // gauge
   std::atomic<std::uint64_t> sessions{0};           // gauge
   std::atomic<std::uint64_t> inflight{0};           // gauge, refreshed by the sweep
@@ -126,6 +128,8 @@ struct Shard {
   // Publishers not read while over the memory bound. Owning: a paused connection has no
   // operation pending, so this list is what keeps it alive until it is resumed.
   std::vector<std::shared_ptr<Connection>> memory_paused;
+  // Sweeps run so far: a coarse clock (1 s) for "has this connection's output moved".
+  std::uint64_t sweeps = 0;
   std::vector<const SubEntry*> match_scratch;
   std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // shared by all reads
   bool flush_scheduled = false;
