@@ -14,6 +14,8 @@ packages=(
   mosquitto mosquitto-clients python3 python3-paho-mqtt libpaho-mqtt-dev
   # tools the checks use
   clang-format
+  # promtool (checks /metrics in the HTTP API tests)
+  prometheus
 )
 
 missing=()
