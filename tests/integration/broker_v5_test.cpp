@@ -299,6 +299,36 @@ TEST_CASE("MQTT 5.0 topic alias errors: unknown alias, 0, above the maximum -> D
   }
 }
 
+TEST_CASE("MQTT 5.0 topic aliases may pin at most 1 MiB of topic names") {
+  TestBroker tb;
+  MqttClient cl(ProtocolVersion::v5);
+  REQUIRE(cl.open(tb.port));
+  REQUIRE(cl.connect(make_connect(ProtocolVersion::v5, "alias-hog")));
+  // Re-pointing one alias does not add up: the old topic's bytes are released.
+  for (int i = 0; i < 40; ++i) {
+    const std::string topic = "hog/" + std::string(60'000, static_cast<char>('a' + i % 26));
+    mqtt::Publish p = make_publish(topic, "x", 0);  // views `topic`
+    p.properties.topic_alias = 1;
+    INFO("publish " << i);
+    REQUIRE_MESSAGE(cl.send(p), cl.error());
+  }
+  REQUIRE(cl.ping());
+  // Twenty aliases of 60 kB topics exceed the cap.
+  for (std::uint16_t alias = 2; alias < 40; ++alias) {
+    const std::string topic = "hog/" + std::string(60'000, 'b');
+    mqtt::Publish p = make_publish(topic, "x", 0);  // views `topic`
+    p.properties.topic_alias = alias;
+    if (!cl.send(p)) break;
+  }
+  const auto closing = cl.wait_closed(kWait);
+  REQUIRE(closing);
+  REQUIRE(closing->size() == 1);
+  const auto* d = (*closing)[0].as<mqtt::Disconnect>();
+  REQUIRE(d);
+  CHECK(static_cast<int>(d->reason_code) == 0x97);
+  CHECK(tb.broker.stats().protocol_errors >= 1);
+}
+
 TEST_CASE("MQTT 5.0 reason strings follow Request Problem Information and Maximum Packet Size") {
   TestBroker tb([] {
     BrokerOptions o;

@@ -16,6 +16,8 @@ using mqtt::ProtocolVersion;
 // Output queued beyond this stops taking deliveries off the session queue (QoS 0 then waits
 // in the bounded session queue instead of growing the write queue without bound).
 constexpr std::size_t kMaxBacklogBytes = 1 << 20;
+// Bytes of topic names a client may pin with inbound topic aliases.
+constexpr std::size_t kMaxAliasBytes = 1 << 20;
 // A connection that is closing but whose peer does not read is closed after this long.
 constexpr auto kCloseGrace = std::chrono::seconds(5);
 // Read rounds per readiness event before yielding to other connections on the shard.
@@ -581,7 +583,16 @@ mqtt::Status Connection::on_publish(mqtt::Publish& p) {
         return {ReasonCode::topic_alias_invalid, why};
       }
       if (!topic.empty()) {
-        topic_aliases_[alias].assign(topic);
+        std::string& slot = topic_aliases_[alias];
+        alias_bytes_ += topic.size();
+        alias_bytes_ -= slot.size();
+        slot.assign(topic);
+        if (alias_bytes_ > kMaxAliasBytes) {
+          // 65535 aliases of 64 KiB topics would pin 4 GiB: the total is capped.
+          constexpr const char* why = "topic aliases hold more than 1 MiB of topic names";
+          fail(ReasonCode::quota_exceeded, why);
+          return {ReasonCode::quota_exceeded, why};
+        }
       } else if (auto it = topic_aliases_.find(alias); it != topic_aliases_.end()) {
         topic = it->second;
       } else {

@@ -167,6 +167,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint16_t send_window_ = 0;  // min(our max_inflight, client Receive Maximum)
   std::uint32_t client_max_packet_ = mqtt::kMaxPacketSize;
   std::unordered_map<std::uint16_t, std::string> topic_aliases_;  // alias -> topic (inbound, v5)
+  std::size_t alias_bytes_ = 0;  // topic bytes held by topic_aliases_
   std::uint16_t client_alias_max_ = 0;  // aliases we may send (client's maximum, v5)
   std::unordered_map<std::string, std::uint16_t> out_aliases_;  // topic -> alias we sent
   Clock::time_point last_activity_ = Clock::now();
