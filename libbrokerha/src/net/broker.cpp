@@ -120,7 +120,7 @@ struct Broker::Impl {
     net::Shard& target = core->shard(next_shard);
     next_shard = (next_shard + 1) % core->shard_count();
     acceptor.async_accept(
-        target.ctx, [this, i, &target](const std::error_code& ec, asio::ip::tcp::socket socket) {
+        target.ctx, [this, i, &target](const std::error_code& ec, net::Socket socket) {
           if (ec == asio::error::operation_aborted || core->stopping.load()) return;
           if (!ec) {
             const auto count = core->connection_count.fetch_add(1, std::memory_order_relaxed) + 1;

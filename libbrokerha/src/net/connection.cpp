@@ -69,7 +69,7 @@ mqtt::ConnackReturnCode v3_code(ReasonCode r) {
 
 }  // namespace
 
-Connection::Connection(Core& core, Shard& shard, asio::ip::tcp::socket socket)
+Connection::Connection(Core& core, Shard& shard, Socket socket)
     : core_(core),
       shard_(&shard),
       socket_(std::move(socket)),
@@ -168,7 +168,7 @@ void Connection::resume_reading() {
 
 mqtt::Status Connection::on_frame(std::uint8_t first, std::string_view body) {
   if (paused_) {
-    parked_.push_back(Frame{first, std::string(body)});
+    parked().push_back(Frame{first, std::string(body)});
     return mqtt::Status::success();
   }
   return handle(first, body);
@@ -177,9 +177,9 @@ mqtt::Status Connection::on_frame(std::uint8_t first, std::string_view body) {
 void Connection::resume() {
   paused_ = false;
   in_handler_ = true;
-  while (!paused_ && !parked_.empty() && state_ != State::closed && !close_when_written_) {
-    Frame f = std::move(parked_.front());
-    parked_.pop_front();
+  while (!paused_ && has_parked() && state_ != State::closed && !close_when_written_) {
+    Frame f = std::move(parked_->front());
+    parked_->pop_front();
     const mqtt::Status s = handle(f.first, f.body);
     if (!s.ok()) break;
   }
@@ -474,7 +474,16 @@ void Connection::migrate_and_attach(std::shared_ptr<ConnectInfo> info) {
   asio::post(
       target.ctx, [self = shared_from_this(), fd, protocol, info = std::move(info)]() mutable {
         std::error_code aec;
-        self->socket_ = asio::ip::tcp::socket(self->shard_->ctx);
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 sees Asio's move of a just-constructed, closed socket as reading uninitialized
+// reactor data (it is not read for a closed socket).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+        self->socket_ = Socket(self->shard_->ctx);
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
         self->socket_.assign(protocol, fd, aec);
         if (aec) {
           ::close(fd);
@@ -511,7 +520,7 @@ void Connection::attach(std::shared_ptr<ConnectInfo> info) {
   }
   if (!session_) {
     session_ = std::make_shared<ClientSession>(info->client_id, shard.index);
-    shard.sessions[info->client_id] = session_;
+    shard.register_session(session_);
     shard.counters.add(shard.counters.sessions);
   }
   ClientSession& s = *session_;
@@ -522,7 +531,7 @@ void Connection::attach(std::shared_ptr<ConnectInfo> info) {
   s.expiry_interval = info->session_expiry;
   s.expires_at.reset();
   keep_alive_ = info->keep_alive;
-  will_ = std::move(info->will);
+  if (info->will) will_ = std::move(info->will->message);
   will_delay_ = info->will_delay;
   state_ = State::connected;
   shard.counters.add(shard.counters.clients_connected);
@@ -583,17 +592,18 @@ mqtt::Status Connection::on_publish(mqtt::Publish& p) {
         return {ReasonCode::topic_alias_invalid, why};
       }
       if (!topic.empty()) {
-        std::string& slot = topic_aliases_[alias];
-        alias_bytes_ += topic.size();
-        alias_bytes_ -= slot.size();
+        Aliases& a = aliases();
+        std::string& slot = a.in[alias];
+        a.in_bytes += topic.size();
+        a.in_bytes -= slot.size();
         slot.assign(topic);
-        if (alias_bytes_ > kMaxAliasBytes) {
+        if (a.in_bytes > kMaxAliasBytes) {
           // 65535 aliases of 64 KiB topics would pin 4 GiB: the total is capped.
           constexpr const char* why = "topic aliases hold more than 1 MiB of topic names";
           fail(ReasonCode::quota_exceeded, why);
           return {ReasonCode::quota_exceeded, why};
         }
-      } else if (auto it = topic_aliases_.find(alias); it != topic_aliases_.end()) {
+      } else if (auto it = aliases().in.find(alias); it != aliases_->in.end()) {
         topic = it->second;
       } else {
         constexpr const char* why = "unknown topic alias";
@@ -961,17 +971,19 @@ bool Connection::send_delivery(const session::Delivery& d, std::uint16_t packet_
         shard_->counters.add(shard_->counters.messages_dropped);
         return false;
       }
+      Output& o = out();
       if (d.qos == 0) {
-        pending_.push_back(Chunk{d.message, enc, 0, 0});
+        o.pending.push_back(Chunk{d.message, enc, 0, 0});
         add_backlog(enc->size());
         mark_dirty();
       } else {
-        const std::size_t begin = pending_own_.size();
-        pending_own_.append(*enc);
+        std::string& own = o.pending_own;
+        const std::size_t begin = own.size();
+        own.append(*enc);
         const std::size_t at = begin + mqtt::publish_packet_id_offset(*enc);
-        pending_own_[at] = static_cast<char>(packet_id >> 8);
-        pending_own_[at + 1] = static_cast<char>(packet_id & 0xFF);
-        if (dup) pending_own_[begin] = static_cast<char>(pending_own_[begin] | 0x08);
+        own[at] = static_cast<char>(packet_id >> 8);
+        own[at + 1] = static_cast<char>(packet_id & 0xFF);
+        if (dup) own[begin] = static_cast<char>(own[begin] | 0x08);
         append_own(begin);
       }
       shard_->counters.add(shard_->counters.messages_sent);
@@ -985,13 +997,16 @@ bool Connection::send_delivery(const session::Delivery& d, std::uint16_t packet_
   // topic and a new alias, later ones only the alias, while the client's maximum allows.
   bool new_alias = false;
   if (client_alias_max_ > 0) {
-    auto it = out_aliases_.find(m.topic);
-    if (it != out_aliases_.end()) {
+    Aliases& a = aliases();
+    auto it = a.out.find(m.topic);
+    if (it != a.out.end()) {
       p.topic = {};
       p.properties.topic_alias = it->second;
-    } else if (out_aliases_.size() < client_alias_max_) {
-      const auto alias = static_cast<std::uint16_t>(out_aliases_.size() + 1);
-      out_aliases_.emplace(m.topic, alias);
+    } else if (a.out.size() < client_alias_max_ && a.out_bytes + m.topic.size() <= kMaxAliasBytes) {
+      // (The byte cap bounds what publishers' topics can pin here, as for inbound aliases.)
+      const auto alias = static_cast<std::uint16_t>(a.out.size() + 1);
+      a.out.emplace(m.topic, alias);
+      a.out_bytes += m.topic.size();
       p.properties.topic_alias = alias;
       new_alias = true;
     }
@@ -999,7 +1014,10 @@ bool Connection::send_delivery(const session::Delivery& d, std::uint16_t packet_
   const mqtt::Packet packet(std::move(p));
   const std::size_t size = mqtt::encoded_size(packet, version_);
   if (size == 0 || size > client_max_packet_) {
-    if (new_alias) out_aliases_.erase(m.topic);
+    if (new_alias) {
+      aliases_->out.erase(m.topic);
+      aliases_->out_bytes -= m.topic.size();
+    }
     shard_->counters.add(shard_->counters.messages_dropped);
     return false;
   }
@@ -1010,17 +1028,19 @@ bool Connection::send_delivery(const session::Delivery& d, std::uint16_t packet_
 
 void Connection::send(const mqtt::Packet& packet) {
   if (state_ == State::closed) return;
-  const std::size_t begin = pending_own_.size();
-  if (!mqtt::encode(packet, version_, pending_own_)) return;
+  std::string& own = out().pending_own;
+  const std::size_t begin = own.size();
+  if (!mqtt::encode(packet, version_, own)) return;
   append_own(begin);
 }
 
 void Connection::append_own(std::size_t begin) {
-  const std::size_t end = pending_own_.size();
-  if (!pending_.empty() && pending_.back().shared == nullptr && pending_.back().end == begin) {
-    pending_.back().end = end;
+  Output& o = *out_;
+  const std::size_t end = o.pending_own.size();
+  if (!o.pending.empty() && o.pending.back().shared == nullptr && o.pending.back().end == begin) {
+    o.pending.back().end = end;
   } else {
-    pending_.push_back(Chunk{nullptr, nullptr, begin, end});
+    o.pending.push_back(Chunk{nullptr, nullptr, begin, end});
   }
   add_backlog(end - begin);
   mark_dirty();
@@ -1047,17 +1067,18 @@ void Connection::mark_dirty() {
 
 void Connection::flush() {
   dirty_ = false;
-  if (write_active_ || pending_.empty() || state_ == State::closed) return;
-  writing_.swap(pending_);
-  writing_own_.swap(pending_own_);
-  pending_.clear();
-  pending_own_.clear();
-  buffers_.clear();
-  for (const Chunk& c : writing_) {
+  if (write_active_ || !has_pending() || state_ == State::closed) return;
+  Output& o = *out_;
+  o.writing.swap(o.pending);
+  o.writing_own.swap(o.pending_own);
+  o.pending.clear();
+  o.pending_own.clear();
+  o.buffers.clear();
+  for (const Chunk& c : o.writing) {
     if (c.shared != nullptr) {
-      buffers_.push_back(asio::buffer(*c.shared));
+      o.buffers.push_back(asio::buffer(*c.shared));
     } else {
-      buffers_.push_back(asio::buffer(writing_own_.data() + c.begin, c.end - c.begin));
+      o.buffers.push_back(asio::buffer(o.writing_own.data() + c.begin, c.end - c.begin));
     }
   }
   write_active_ = true;
@@ -1071,7 +1092,7 @@ void Connection::flush() {
     }
     return asio::transfer_all()(ec, n);
   };
-  asio::async_write(socket_, buffers_, progress,
+  asio::async_write(socket_, o.buffers, progress,
                     [self = shared_from_this()](const std::error_code& ec, std::size_t n) {
                       self->on_written(ec, n);
                     });
@@ -1081,21 +1102,29 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
   write_active_ = false;
   shard_->counters.add(shard_->counters.bytes_sent, bytes);
   std::size_t queued = 0;
-  for (const Chunk& c : writing_) queued += c.shared ? c.shared->size() : c.end - c.begin;
+  Output& o = *out_;  // kept while a write is active
+  for (const Chunk& c : o.writing) queued += c.shared ? c.shared->size() : c.end - c.begin;
   remove_backlog(queued);
-  writing_.clear();
-  writing_own_.clear();
-  if (writing_own_.capacity() > 64 * 1024) std::string().swap(writing_own_);
+  o.writing.clear();
+  o.writing_own.clear();
+  if (o.writing_own.capacity() > 64 * 1024) std::string().swap(o.writing_own);
   if (state_ == State::closed) return;
   if (ec) {
     close();
     return;
   }
-  if (close_when_written_ && pending_.empty()) {
+  if (close_when_written_ && !has_pending()) {
     close();
     return;
   }
   pump();
+  if (!has_pending() && last_write_sweep_ != shard_->sweeps) {
+    // The first write since the last sweep, and nothing follows it: a quiet connection (a
+    // CONNACK, a PINGRESP). Its buffers go back now, while the allocator can hand them to
+    // the next connection; a busy one keeps them (at most one allocation per sweep).
+    out_.reset();
+  }
+  last_write_sweep_ = shard_->sweeps;
   flush();
   if (!reading_ && backlog_bytes_ < kMaxBacklogBytes / 2) start_read();
 }
@@ -1136,9 +1165,9 @@ void Connection::shutdown() { kick(ReasonCode::server_shutting_down); }
 
 void Connection::close_after_write() {
   if (state_ == State::closed) return;
-  if (!close_when_written_) close_requested_at_ = Clock::now();
+  if (!close_when_written_) since_ = Clock::now();
   close_when_written_ = true;
-  if (!write_active_ && pending_.empty()) {
+  if (!write_active_ && !has_pending()) {
     close();
     return;
   }
@@ -1152,11 +1181,14 @@ void Connection::close() {
   std::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
-  parked_.clear();
+  parked_.reset();
   std::size_t unsent = 0;
-  for (const Chunk& c : pending_) unsent += c.shared ? c.shared->size() : c.end - c.begin;
-  pending_.clear();
-  pending_own_.clear();
+  if (out_) {
+    for (const Chunk& c : out_->pending) unsent += c.shared ? c.shared->size() : c.end - c.begin;
+    out_->pending.clear();
+    out_->pending_own.clear();
+    if (!write_active_) out_.reset();
+  }
   remove_backlog(unsent);  // what is being written is settled by on_written
 }
 
@@ -1183,9 +1215,9 @@ void Connection::detach_session(bool publish_will) {
   const bool session_ends = s->expiry_interval == 0;
   if (publish_will && will_) {
     if (will_delay_ == 0 || session_ends) {
-      core_.publish_will(*shard_, will_->message);
+      core_.publish_will(*shard_, will_);
     } else {
-      s->will = PendingWill{will_->message, Clock::now() + std::chrono::seconds(will_delay_)};
+      s->will = PendingWill{will_, Clock::now() + std::chrono::seconds(will_delay_)};
     }
   }
   will_.reset();
@@ -1205,15 +1237,15 @@ void Connection::detach_session(bool publish_will) {
 void Connection::check_timeouts(Clock::time_point now) {
   if (state_ == State::closed) return;
   if (close_when_written_) {
-    if (now - close_requested_at_ > kCloseGrace) close();
+    if (now - since_ > kCloseGrace) close();
     return;
   }
   if (state_ == State::awaiting_connect || state_ == State::connecting) {
-    if (now - opened_at_ > core_.options().connect_timeout) close();
+    if (now - since_ > core_.options().connect_timeout) close();
     return;
   }
   if (backlog_bytes_ != 0 && state_ == State::connected) {
-    const auto stuck_for = std::chrono::seconds(shard_->sweeps - output_moved_);
+    const auto stuck_for = std::chrono::seconds(std::uint32_t(shard_->sweeps - output_moved_));
     if (stuck_for >= core_.options().stuck_consumer_timeout && core_.memory_over()) {
       // Its output has not moved for the timeout and the broker is over its memory bound:
       // keeping it would keep every publisher paused. It cannot read a DISCONNECT either.
@@ -1223,6 +1255,9 @@ void Connection::check_timeouts(Clock::time_point now) {
       return;
     }
   }
+  // Idle output: hand the buffers back (an active connection re-allocates at most once per
+  // sweep; an idle one holds none).
+  if (out_ && !write_active_ && out_->pending.empty()) out_.reset();
   if (memory_paused_ || backlog_bytes_ >= kMaxBacklogBytes) {
     last_activity_ = now;  // not read on purpose: the silence is ours, not the client's
     return;

@@ -15,7 +15,6 @@
 // batch, at the end of the handler that produced them; one write in flight at a time.
 
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
@@ -27,12 +26,18 @@
 #include "mqtt/codec.hpp"
 #include "net/asio.hpp"
 #include "net/core.hpp"
+#include "util/ring.hpp"
 
 namespace brokerha::net {
 
+/// A client socket bound to its shard's io_context. The concrete executor type (instead of
+/// the type-erased any_io_executor of asio::ip::tcp::socket) makes the socket and every
+/// pending operation smaller: it matters per idle connection.
+using Socket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::executor_type>;
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Core& core, Shard& shard, asio::ip::tcp::socket socket);
+  Connection(Core& core, Shard& shard, Socket socket);
   ~Connection();
 
   /// Starts reading; on the shard thread.
@@ -142,57 +147,84 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close();
   void detach_session(bool publish_will);
 
+  // Topic aliases (v5), allocated on first use: most connections never use them.
+  struct Aliases {
+    std::unordered_map<std::uint16_t, std::string> in;   // alias -> topic (inbound)
+    std::size_t in_bytes = 0;                            // topic bytes held by `in`
+    std::unordered_map<std::string, std::uint16_t> out;  // topic -> alias we sent
+    std::size_t out_bytes = 0;                           // topic bytes held by `out`
+  };
+  Aliases& aliases() {
+    if (!aliases_) aliases_ = std::make_unique<Aliases>();
+    return *aliases_;
+  }
+
+  // Output buffers, allocated on the first send and handed back while nothing is pending or
+  // being written (see on_written() and check_timeouts()): idle connections hold none.
+  struct Output {
+    std::vector<Chunk> pending;  // queued since the last write started
+    std::string pending_own;     // bytes encoded for this connection only
+    std::vector<Chunk> writing;  // what the active write sends
+    std::string writing_own;
+    std::vector<asio::const_buffer> buffers;
+  };
+  Output& out() {
+    if (!out_) out_ = std::make_unique<Output>();
+    return *out_;
+  }
+  bool has_pending() const noexcept { return out_ && !out_->pending.empty(); }
+
+  // Frames that arrived while a hook decision is pending (allocated when first needed).
+  util::Ring<Frame>& parked() {
+    if (!parked_) parked_ = std::make_unique<util::Ring<Frame>>();
+    return *parked_;
+  }
+  bool has_parked() const noexcept { return parked_ && !parked_->empty(); }
+
+  // Members grouped by size, largest first: one Connection exists per client, and its size is
+  // a good part of the memory of an idle connection (STYLE.md 4).
   Core& core_;
   Shard* shard_;
   std::list<std::weak_ptr<Connection>>::iterator link_;  // in shard_->connections
-  bool linked_ = false;
-  asio::ip::tcp::socket socket_;
+  Socket socket_;
   std::string remote_address_;
+  mqtt::Framer framer_;
+  ClientSessionPtr session_;
+  MessagePtr will_;  // published when the connection is lost (after will_delay_)
+  std::unique_ptr<Aliases> aliases_;
+  std::unique_ptr<util::Ring<Frame>> parked_;
+  std::unique_ptr<Output> out_;
+  Clock::time_point last_activity_ = Clock::now();
+  // Until CONNECT completes: when the connection was opened (connect_timeout). Once a close is
+  // requested: when it was (kCloseGrace).
+  Clock::time_point since_ = Clock::now();
+  std::size_t backlog_bytes_ = 0;  // pending + writing
+  // shard_->sweeps (a 1 s clock) when the backlog last shrank or began, and at the last write.
+  std::uint32_t output_moved_ = 0;
+  std::uint32_t last_write_sweep_ = ~std::uint32_t{0};
+  std::uint32_t will_delay_ = 0;
+  std::uint32_t client_max_packet_ = mqtt::kMaxPacketSize;
   std::uint16_t remote_port_ = 0;
+  std::uint16_t keep_alive_ = 0;
+  std::uint16_t send_window_ = 0;       // min(our max_inflight, client Receive Maximum)
+  std::uint16_t client_alias_max_ = 0;  // aliases we may send (client's maximum, v5)
   State state_ = State::awaiting_connect;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::v311;
-  mqtt::Framer framer_;
-
-  // session
-  ClientSessionPtr session_;
-  std::optional<PendingWill> will_;
-  std::uint32_t will_delay_ = 0;
-  bool problem_info_ = true;  // v5 Request Problem Information (reason strings on acks)
-  bool graceful_ = false;     // DISCONNECT received (no will unless v5 reason 0x04)
   // Why the connection ends (event hooks): the client's DISCONNECT reason, or ours.
   ReasonCode close_reason_ = ReasonCode::unspecified_error;
-
-  // limits agreed in CONNECT
-  std::uint16_t keep_alive_ = 0;
-  std::uint16_t send_window_ = 0;  // min(our max_inflight, client Receive Maximum)
-  std::uint32_t client_max_packet_ = mqtt::kMaxPacketSize;
-  std::unordered_map<std::uint16_t, std::string> topic_aliases_;  // alias -> topic (inbound, v5)
-  std::size_t alias_bytes_ = 0;  // topic bytes held by topic_aliases_
-  std::uint16_t client_alias_max_ = 0;  // aliases we may send (client's maximum, v5)
-  std::unordered_map<std::string, std::uint16_t> out_aliases_;  // topic -> alias we sent
-  Clock::time_point last_activity_ = Clock::now();
-  const Clock::time_point opened_at_ = Clock::now();
-
-  // reading state
+  bool linked_ = false;
+  bool problem_info_ = true;  // v5 Request Problem Information (reason strings on acks)
+  bool graceful_ = false;     // DISCONNECT received (no will unless v5 reason 0x04)
+  // reading
   bool reading_ = false;
   bool in_handler_ = false;
   bool paused_ = false;         // a hook decision is pending
   bool memory_paused_ = false;  // not read while the broker is over its memory bound
   bool published_ = false;      // a PUBLISH arrived in the current read
-  std::deque<Frame> parked_;
-
-  // writing state
-  std::uint64_t output_moved_ = 0;  // shard_->sweeps when the backlog last shrank or began
-  std::vector<Chunk> pending_;
-  std::string pending_own_;
-  std::vector<Chunk> writing_;
-  std::string writing_own_;
-  std::vector<asio::const_buffer> buffers_;
+  // writing
   bool write_active_ = false;
   bool dirty_ = false;
   bool close_when_written_ = false;
-  Clock::time_point close_requested_at_{};
-  std::size_t backlog_bytes_ = 0;  // pending + writing
 };
 
 }  // namespace brokerha::net

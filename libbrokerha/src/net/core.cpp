@@ -218,7 +218,7 @@ std::error_code Core::install_session(Shard& shard, session::ImportedSession imp
   }
   for (const auto& [filter, options] : s->state.subscriptions()) subscribe(s, filter, options);
   shard.account(static_cast<std::int64_t>(s->state.queued_bytes()));
-  shard.sessions[id] = std::move(s);
+  shard.register_session(s);
   shard.counters.add(shard.counters.sessions);
   return {};
 }
@@ -362,6 +362,7 @@ void Core::sweep(Shard& shard) {
   std::uint64_t inflight = 0;
   for (auto& [id, s] : shard.sessions) {
     inflight += s->state.inflight().size();
+    s->state.shrink_if_empty();
     if (s->connection != nullptr) continue;
     if (s->will && now >= s->will->due) {
       publish_will(shard, s->will->message);

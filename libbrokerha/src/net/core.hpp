@@ -61,16 +61,17 @@ struct ClientSession {
   explicit ClientSession(std::string id, unsigned shard_index)
       : state(std::move(id)), shard(shard_index) {}
 
+  // (Ordered largest first: one of these exists per session, idle memory counts.)
   session::Session state;
-  const unsigned shard;
   Connection* connection = nullptr;  // the attached connection (same shard), or null
-  mqtt::ProtocolVersion version = mqtt::ProtocolVersion::v311;
   std::optional<std::string> username;
-  bool clean = true;
-  std::uint32_t expiry_interval = 0;            // seconds after disconnect (v5; v3: 0 or inf)
   std::optional<Clock::time_point> expires_at;  // set while offline
   std::optional<PendingWill> will;              // a delayed will waiting for its time
-  bool removed = false;                         // discarded: no longer registered
+  const unsigned shard;
+  std::uint32_t expiry_interval = 0;  // seconds after disconnect (v5; v3: 0 or inf)
+  mqtt::ProtocolVersion version = mqtt::ProtocolVersion::v311;
+  bool clean = true;
+  bool removed = false;  // discarded: no longer registered
 };
 using ClientSessionPtr = std::shared_ptr<ClientSession>;
 
@@ -119,7 +120,13 @@ struct Shard {
   asio::steady_timer sweep_timer;
   asio::steady_timer sys_timer;  // shard 0 only: $SYS statistics
 
-  std::unordered_map<std::string, ClientSessionPtr> sessions;  // by client id
+  // By client id. The key views the session's own client id (stable: the session is on the
+  // heap and its id never changes while registered), so the id is stored once; add entries
+  // only with register_session() below.
+  std::unordered_map<std::string_view, ClientSessionPtr> sessions;
+  void register_session(const ClientSessionPtr& s) {
+    sessions.emplace(std::string_view(s->state.client_id()), s);
+  }
   // The connections living on this shard (for the sweep and stop). A connection that moves
   // to its session's shard unlinks itself here and links itself there, on each thread.
   std::list<std::weak_ptr<Connection>> connections;
@@ -129,7 +136,7 @@ struct Shard {
   // operation pending, so this list is what keeps it alive until it is resumed.
   std::vector<std::shared_ptr<Connection>> memory_paused;
   // Sweeps run so far: a coarse clock (1 s) for "has this connection's output moved".
-  std::uint64_t sweeps = 0;
+  std::uint32_t sweeps = 0;  // wraps after 136 years; compared by unsigned difference
   std::vector<const SubEntry*> match_scratch;
   std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // shared by all reads
   bool flush_scheduled = false;

@@ -86,15 +86,11 @@ void Session::connection_lost() noexcept {
 }
 
 std::size_t Session::drop_qos0() noexcept {
-  const auto before = queue_.size();
-  queue_.erase(std::remove_if(queue_.begin(), queue_.end(),
-                              [this](const Delivery& d) {
-                                if (d.qos != 0) return false;
-                                queued_bytes_ -= size_of(d);
-                                return true;
-                              }),
-               queue_.end());
-  return before - queue_.size();
+  return queue_.erase_if([this](const Delivery& d) {
+    if (d.qos != 0) return false;
+    queued_bytes_ -= size_of(d);
+    return true;
+  });
 }
 
 std::uint16_t Session::allocate_packet_id() {

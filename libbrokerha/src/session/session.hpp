@@ -7,18 +7,18 @@
 // Thread: a session belongs to one shard (I/O thread), chosen by its client id; only that
 // thread touches it.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_set>
 #include <vector>
 
 #include "broker/message.hpp"
 #include "mqtt/packet.hpp"
+#include "util/ring.hpp"
 
 namespace brokerha::session {
 
@@ -86,12 +86,18 @@ class Session {
   bool released(std::uint16_t packet_id);
 
   /// The deliveries in flight, oldest first (resent on reconnect: PUBLISH with DUP, or PUBREL).
-  std::deque<Inflight>& inflight() noexcept { return inflight_; }
-  const std::deque<Inflight>& inflight() const noexcept { return inflight_; }
+  util::Ring<Inflight>& inflight() noexcept { return inflight_; }
+  const util::Ring<Inflight>& inflight() const noexcept { return inflight_; }
   std::size_t queued() const noexcept { return queue_.size(); }
   /// Bytes of the messages queued (topic + payload), for the broker's global memory bound.
   std::size_t queued_bytes() const noexcept { return queued_bytes_; }
-  const std::deque<Delivery>& queue() const noexcept { return queue_; }
+  const util::Ring<Delivery>& queue() const noexcept { return queue_; }
+
+  /// Gives the arrays of empty queues back (called for idle sessions by the sweep).
+  void shrink_if_empty() noexcept {
+    queue_.shrink_to_fit();
+    inflight_.shrink_to_fit();
+  }
 
   /// Marks every in-flight delivery as not sent (the connection went away).
   void connection_lost() noexcept;
@@ -107,16 +113,27 @@ class Session {
   }
   std::uint16_t last_packet_id() const noexcept { return last_packet_id_; }
   void set_last_packet_id(std::uint16_t id) noexcept { last_packet_id_ = id; }
-  const std::unordered_set<std::uint16_t>& incoming_qos2_ids() const noexcept {
-    return incoming_qos2_;
-  }
+  const std::vector<std::uint16_t>& incoming_qos2_ids() const noexcept { return incoming_qos2_; }
 
   // ---- incoming QoS 2 ----
   /// Records a received QoS 2 packet id. False if it was already recorded (a duplicate).
-  bool receive_qos2(std::uint16_t packet_id) { return incoming_qos2_.insert(packet_id).second; }
-  bool has_qos2(std::uint16_t packet_id) const { return incoming_qos2_.count(packet_id) != 0; }
+  bool receive_qos2(std::uint16_t packet_id) {
+    auto it = std::lower_bound(incoming_qos2_.begin(), incoming_qos2_.end(), packet_id);
+    if (it != incoming_qos2_.end() && *it == packet_id) return false;
+    incoming_qos2_.insert(it, packet_id);
+    return true;
+  }
+  bool has_qos2(std::uint16_t packet_id) const {
+    return std::binary_search(incoming_qos2_.begin(), incoming_qos2_.end(), packet_id);
+  }
   /// PUBREL: forgets the packet id. False if it was not known.
-  bool release_qos2(std::uint16_t packet_id) { return incoming_qos2_.erase(packet_id) != 0; }
+  bool release_qos2(std::uint16_t packet_id) {
+    auto it = std::lower_bound(incoming_qos2_.begin(), incoming_qos2_.end(), packet_id);
+    if (it == incoming_qos2_.end() || *it != packet_id) return false;
+    incoming_qos2_.erase(it);
+    if (incoming_qos2_.empty()) incoming_qos2_.shrink_to_fit();
+    return true;
+  }
   std::size_t incoming_qos2() const noexcept { return incoming_qos2_.size(); }
 
  private:
@@ -127,9 +144,11 @@ class Session {
 
   std::string client_id_;
   std::map<std::string, SubscriptionOptions> subscriptions_;
-  std::deque<Delivery> queue_;
-  std::deque<Inflight> inflight_;
-  std::unordered_set<std::uint16_t> incoming_qos2_;
+  util::Ring<Delivery> queue_;
+  util::Ring<Inflight> inflight_;
+  // QoS 2 packet ids received and not yet released, sorted: at most receive_maximum (1024
+  // by default), usually a handful; a sorted vector is 24 bytes where a hash set is 56.
+  std::vector<std::uint16_t> incoming_qos2_;
   std::uint16_t last_packet_id_ = 0;
   std::size_t queued_bytes_ = 0;
 };
