@@ -100,6 +100,14 @@ void check_error(const httplib::Result& r, int status, const std::string& error)
   if (!error.empty()) CHECK(str(doc["error"]) == error);
 }
 
+// GETs `path`, checks the status and returns the parsed JSON body.
+rapidjson::Document get_json(httplib::Client& c, const char* path, int status = 200) {
+  auto r = c.Get(path);
+  REQUIRE(r);
+  CHECK(r->status == status);
+  return parse(r->body);
+}
+
 bool connect_client(raw::Client& c, std::uint16_t port, const std::string& id) {
   if (!c.open(port)) return false;
   auto ack = c.handshake(c.connect_packet(id));
@@ -152,18 +160,12 @@ struct SseReader {
 TEST_CASE("http api: probes are up on a single node") {
   Node n;
   auto c = n.client();
-  auto r = c.Get("/ready");
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  auto doc = parse(r->body);
+  auto doc = get_json(c, "/ready");
   CHECK(str(doc["status"]) == "up");
   CHECK(str(doc["details"]["readiness_cluster_health"]["status"]) == "up");
   CHECK(doc["details"]["readiness_cluster_health"]["timestamp"].GetStringLength() > 20);
   CHECK_FALSE(doc["details"]["readiness_cluster_health"].HasMember("error"));
-  r = c.Get("/healthz");
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  doc = parse(r->body);
+  doc = get_json(c, "/healthz");
   CHECK(str(doc["status"]) == "up");
   for (const char* check : {"liveness_cluster_health", "liveness_cluster_discovered_members",
                             "liveness_member_in_cluster"}) {
@@ -183,16 +185,10 @@ TEST_CASE("http api: probes report the cluster hook") {
   };
   Node n(o);
   auto c = n.client();
-  auto r = c.Get("/ready");
-  REQUIRE(r);
-  CHECK(r->status == 503);
-  auto doc = parse(r->body);
+  auto doc = get_json(c, "/ready", 503);
   CHECK(str(doc["status"]) == "down");
   CHECK(str(doc["details"]["readiness_cluster_health"]["error"]) == "not joined yet");
-  r = c.Get("/healthz");
-  REQUIRE(r);
-  CHECK(r->status == 503);
-  doc = parse(r->body);
+  doc = get_json(c, "/healthz", 503);
   CHECK(str(doc["details"]["liveness_cluster_discovered_members"]["status"]) == "down");
   CHECK(str(doc["details"]["liveness_member_in_cluster"]["status"]) == "up");
 }
@@ -249,10 +245,7 @@ TEST_CASE("http api: clients and inflight and stop") {
   REQUIRE(ack);
   auto c = n.client();
 
-  auto r = c.Get("/api/mqtt/clients");
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  auto doc = parse(r->body);
+  auto doc = get_json(c, "/api/mqtt/clients");
   REQUIRE(doc.IsArray());
   REQUIRE(doc.Size() == 1);
   const auto& cl = doc[0];
@@ -269,7 +262,7 @@ TEST_CASE("http api: clients and inflight and stop") {
     CHECK(sub.HasMember(k));
   }
 
-  r = c.Post("/api/mqtt/client/inflight", R"({"client_id":"c1"})", kJson);
+  auto r = c.Post("/api/mqtt/client/inflight", R"({"client_id":"c1"})", kJson);
   REQUIRE(r);
   CHECK(r->status == 200);
   CHECK(parse(r->body).IsArray());
@@ -369,18 +362,15 @@ TEST_CASE("http api: basic auth guards api and proxy and debug") {
   auto r = c.Get("/api/mqtt/client/stop");
   REQUIRE(r);
   CHECK(r->status == 401);
-  c.set_basic_auth("admin", "wrong");
-  r = c.Get("/api/mqtt/clients");
-  REQUIRE(r);
-  CHECK(r->status == 401);
-  c.set_basic_auth("admin", "secre");
-  r = c.Get("/api/mqtt/clients");
-  REQUIRE(r);
-  CHECK(r->status == 401);
-  c.set_basic_auth("ops", "other");
-  r = c.Get("/api/mqtt/clients");
-  REQUIRE(r);
-  CHECK(r->status == 200);
+  auto status_as = [&](const char* user, const char* pass) {
+    c.set_basic_auth(user, pass);
+    auto res = c.Get("/api/mqtt/clients");
+    return res ? res->status : 0;
+  };
+  CHECK(status_as("admin", "wrong") == 401);
+  CHECK(status_as("admin", "secre") == 401);
+  CHECK(status_as("nobody", "secret") == 401);
+  CHECK(status_as("ops", "other") == 200);
   c.set_basic_auth("admin", "secret");
   r = c.Get("/proxy/api/mqtt/clients");
   REQUIRE(r);
@@ -404,25 +394,16 @@ TEST_CASE("http api: basic auth guards api and proxy and debug") {
 TEST_CASE("http api: debug endpoints") {
   Node n;
   auto c = n.client();
-  auto r = c.Get("/debug/stats");
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  auto doc = parse(r->body);
+  auto doc = get_json(c, "/debug/stats");
   CHECK(str(doc["node"]) == "node-a");
   CHECK(doc["broker"]["clients_connected"].IsUint64());
   CHECK(doc["bus"]["cluster:message_to"]["dropped"].GetUint64() == 0);
-  r = c.Get("/debug/threads");
-  REQUIRE(r);
-  doc = parse(r->body);
+  doc = get_json(c, "/debug/threads");
   CHECK(doc["count"].GetUint64() > 2);
-  r = c.Get("/debug/memory");
-  REQUIRE(r);
-  doc = parse(r->body);
+  doc = get_json(c, "/debug/memory");
   CHECK(doc["resident_bytes"].GetUint64() > 0);
   CHECK(doc["open_fds"].GetUint64() > 0);
-  r = c.Get("/debug");
-  REQUIRE(r);
-  CHECK(r->status == 200);
+  CHECK(get_json(c, "/debug")["endpoints"].IsArray());
 }
 
 TEST_CASE("http api: members and proxy fan-out with a dead member") {
@@ -456,10 +437,7 @@ TEST_CASE("http api: members and proxy fan-out with a dead member") {
   REQUIRE(connect_client(m, b.tb.port, "on-b"));
   auto c = a.client();
 
-  auto r = c.Get("/api/discovery/members");
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  auto doc = parse(r->body);
+  auto doc = get_json(c, "/api/discovery/members");
   REQUIRE(doc.Size() == 3);
   CHECK(str(doc[0]["Name"]) == "node-a");
   CHECK(str(doc[0]["Addr"]) == "127.0.0.1");
@@ -469,10 +447,7 @@ TEST_CASE("http api: members and proxy fan-out with a dead member") {
     CHECK(doc[0].HasMember(k));
   }
 
-  r = c.Get("/proxy/api/mqtt/clients");
-  REQUIRE(r);
-  CHECK(r->status == 200);
-  doc = parse(r->body);
+  doc = get_json(c, "/proxy/api/mqtt/clients");
   REQUIRE(doc.IsObject());
   CHECK(doc["node-a"].IsArray());
   REQUIRE(doc["node-b"].IsArray());
@@ -480,7 +455,7 @@ TEST_CASE("http api: members and proxy fan-out with a dead member") {
   REQUIRE(doc["node-dead"].IsObject());
   CHECK(doc["node-dead"]["error"].IsString());
 
-  r = c.Post("/proxy/api/mqtt/topic/messages", R"({"topic":"#"})", kJson);
+  auto r = c.Post("/proxy/api/mqtt/topic/messages", R"({"topic":"#"})", kJson);
   REQUIRE(r);
   CHECK(r->status == 200);
   doc = parse(r->body);

@@ -415,8 +415,7 @@ struct ApiServer::Impl {
     }
   }
 
-  // ---- /api
-  // --------------------------------------------------------------------------------------
+  // ---- /api -------------------------------------------------------------------------------------
 
   Reply members_route(const httplib::Request&) {
     rapidjson::StringBuffer buf;
@@ -476,25 +475,29 @@ struct ApiServer::Impl {
     return Reply{200, buf.GetString()};
   }
 
-  // The `client_id` of a {"client_id"} body, or an error reply.
-  std::variant<std::string, Reply> client_id_of(const httplib::Request& req) {
+  // The one string field of a {"<field>": "..."} body (required, non-empty), or an error reply.
+  // `valid`, when given, checks the value (`invalid` is then the error).
+  static std::variant<std::string, Reply> required_string(
+      const httplib::Request& req, const char* field,
+      bool (*valid)(std::string_view) noexcept = nullptr, const char* invalid = nullptr) {
     rapidjson::Document doc;
-    const std::string error = parse_body(req, doc, {{"client_id", FieldType::string}});
+    const std::string error = parse_body(req, doc, {{field, FieldType::string}});
     if (!error.empty()) return error_reply(400, error);
-    std::string id = string_field(doc, "client_id");
-    if (id.empty()) return error_reply(400, "client_id is required");
-    return id;
+    std::string value = string_field(doc, field);
+    if (value.empty()) return error_reply(400, std::string(field) + " is required");
+    if (valid != nullptr && !valid(value)) return error_reply(400, invalid);
+    return value;
   }
 
   Reply client_stop(const httplib::Request& req) {
-    auto id = client_id_of(req);
+    auto id = required_string(req, "client_id");
     if (auto* r = std::get_if<Reply>(&id)) return *r;
     if (!broker.stop_client(std::get<std::string>(id))) return error_reply(500, "unknown client");
     return Reply{200, ""};
   }
 
   Reply client_inflight(const httplib::Request& req) {
-    auto id = client_id_of(req);
+    auto id = required_string(req, "client_id");
     if (auto* r = std::get_if<Reply>(&id)) return *r;
     const std::string& client_id = std::get<std::string>(id);
     const auto all = broker.clients();
@@ -505,30 +508,16 @@ struct ApiServer::Impl {
     return Reply{200, messages_json(broker.inflight(client_id))};
   }
 
-  // The `topic` of a {"topic"} body, or an error reply.
-  std::variant<std::string, Reply> topic_of(const httplib::Request& req) {
-    rapidjson::Document doc;
-    const std::string error = parse_body(req, doc, {{"topic", FieldType::string}});
-    if (!error.empty()) return error_reply(400, error);
-    std::string topic = string_field(doc, "topic");
-    if (topic.empty()) return error_reply(400, "topic is required");
-    return topic;
-  }
-
   Reply topic_messages(const httplib::Request& req) {
-    auto t = topic_of(req);
+    auto t = required_string(req, "topic", &topic::is_valid_filter, "invalid topic filter");
     if (auto* r = std::get_if<Reply>(&t)) return *r;
-    const std::string& filter = std::get<std::string>(t);
-    if (!topic::is_valid_filter(filter)) return error_reply(400, "invalid topic filter");
-    return Reply{200, messages_json(broker.retained(filter))};
+    return Reply{200, messages_json(broker.retained(std::get<std::string>(t)))};
   }
 
   Reply topic_subscribers(const httplib::Request& req) {
-    auto t = topic_of(req);
+    auto t = required_string(req, "topic", &topic::is_valid_name, "invalid topic name");
     if (auto* r = std::get_if<Reply>(&t)) return *r;
-    const std::string& name = std::get<std::string>(t);
-    if (!topic::is_valid_name(name)) return error_reply(400, "invalid topic name");
-    const TopicSubscribers subs = broker.subscribers(name);
+    const TopicSubscribers subs = broker.subscribers(std::get<std::string>(t));
     rapidjson::StringBuffer buf;
     JsonWriter w(buf);
     w.StartObject();
@@ -551,8 +540,7 @@ struct ApiServer::Impl {
     return Reply{200, buf.GetString()};
   }
 
-  // ---- /proxy
-  // ------------------------------------------------------------------------------------
+  // ---- /proxy -----------------------------------------------------------------------------------
 
   struct Part {
     std::string name;
@@ -656,8 +644,7 @@ struct ApiServer::Impl {
     return Reply{200, buf.GetString()};
   }
 
-  // ---- SSE
-  // ---------------------------------------------------------------------------------------
+  // ---- SSE --------------------------------------------------------------------------------------
 
   struct SseStream {
     Impl* impl;
@@ -773,8 +760,7 @@ struct ApiServer::Impl {
     });
   }
 
-  // ---- probes
-  // ------------------------------------------------------------------------------------
+  // ---- probes -----------------------------------------------------------------------------------
 
   Reply health(bool liveness) {
     ClusterHealth h = options.cluster_health ? options.cluster_health() : ClusterHealth{};
@@ -823,90 +809,86 @@ struct ApiServer::Impl {
   Reply ready(const httplib::Request&) { return health(false); }
   Reply healthz(const httplib::Request&) { return health(true); }
 
-  // ---- /metrics
-  // ----------------------------------------------------------------------------------
+  // ---- /metrics ---------------------------------------------------------------------------------
 
   Reply metrics(const httplib::Request&) {
     const BrokerStats s = broker.stats();
     const std::vector<ApiMember> members = member_list();
     const http::ProcessStats p = http::read_process_stats();
-    std::string out;
-    auto metric = [&](const char* name, const char* type, const char* help, auto value) {
-      out += "# HELP ";
-      out += name;
-      out.push_back(' ');
-      out += help;
-      out += "\n# TYPE ";
-      out += name;
-      out.push_back(' ');
-      out += type;
-      out.push_back('\n');
-      out += name;
-      out.push_back(' ');
-      out += std::to_string(value);
-      out.push_back('\n');
-    };
-    // broker-ha's gauges, same names and meaning.
-    metric("broker_clients_connected", "gauge", "Connected MQTT clients.", s.clients_connected);
-    metric("broker_cluster_members", "gauge", "Members of the cluster, this node included.",
-           members.size());
     std::size_t suspect = 0;
     for (const ApiMember& m : members) suspect += m.state != 0 ? 1 : 0;
-    metric("broker_cluster_member_health", "gauge",
-           "Health score of this member (0 = healthy; suspect members seen).", suspect);
-    metric("broker_retained_messages", "gauge", "Retained messages stored.", s.retained_messages);
-    metric("broker_subscriptions", "gauge", "Subscriptions of all sessions.", s.subscriptions);
-    metric("broker_uptime", "gauge", "Seconds since the broker started.", s.uptime.count());
-    metric("broker_messages_recv", "gauge", "PUBLISH packets received from clients.",
-           s.messages_received);
-    metric("broker_messages_sent", "gauge", "PUBLISH packets sent to clients.", s.messages_sent);
-    metric("broker_messages_dropped", "gauge", "Deliveries dropped (queue full, expired).",
-           s.messages_dropped);
-    metric("broker_inflight_messages", "gauge", "Unacknowledged QoS 1/2 deliveries.",
-           s.inflight_messages);
-    // Improved: counters.
-    metric("broker_sessions", "gauge", "Sessions, connected or not.", s.sessions);
-    metric("broker_received_bytes_total", "counter", "Bytes received from MQTT clients.",
-           s.bytes_received);
-    metric("broker_sent_bytes_total", "counter", "Bytes sent to MQTT clients.", s.bytes_sent);
-    metric("broker_connections_total", "counter", "MQTT connections accepted.",
-           s.connections_total);
-    metric("broker_auth_failures_total", "counter", "MQTT connections refused by authentication.",
-           s.auth_failures);
-    metric("broker_acl_denials_total", "counter", "Publishes and deliveries denied by the ACL.",
-           s.acl_denials);
-    metric("broker_protocol_errors_total", "counter",
-           "Connections closed for malformed or invalid input.", s.protocol_errors);
+    auto n = [](auto v) { return std::to_string(v); };
+    struct Metric {
+      const char* name;
+      const char* type;
+      const char* help;
+      std::string value;
+    };
+    const Metric table[] = {
+        // broker-ha's gauges, same names and meaning.
+        {"broker_clients_connected", "gauge", "Connected MQTT clients.", n(s.clients_connected)},
+        {"broker_cluster_members", "gauge", "Members of the cluster, this node included.",
+         n(members.size())},
+        {"broker_cluster_member_health", "gauge",
+         "Health score of this member (0 = healthy; suspect members seen).", n(suspect)},
+        {"broker_retained_messages", "gauge", "Retained messages stored.", n(s.retained_messages)},
+        {"broker_subscriptions", "gauge", "Subscriptions of all sessions.", n(s.subscriptions)},
+        {"broker_uptime", "gauge", "Seconds since the broker started.", n(s.uptime.count())},
+        {"broker_messages_recv", "gauge", "PUBLISH packets received from clients.",
+         n(s.messages_received)},
+        {"broker_messages_sent", "gauge", "PUBLISH packets sent to clients.", n(s.messages_sent)},
+        {"broker_messages_dropped", "gauge", "Deliveries dropped (queue full, expired).",
+         n(s.messages_dropped)},
+        {"broker_inflight_messages", "gauge", "Unacknowledged QoS 1/2 deliveries.",
+         n(s.inflight_messages)},
+        // Improved.
+        {"broker_sessions", "gauge", "Sessions, connected or not.", n(s.sessions)},
+        {"broker_received_bytes_total", "counter", "Bytes received from MQTT clients.",
+         n(s.bytes_received)},
+        {"broker_sent_bytes_total", "counter", "Bytes sent to MQTT clients.", n(s.bytes_sent)},
+        {"broker_connections_total", "counter", "MQTT connections accepted.",
+         n(s.connections_total)},
+        {"broker_auth_failures_total", "counter", "MQTT connections refused by authentication.",
+         n(s.auth_failures)},
+        {"broker_acl_denials_total", "counter", "Publishes and deliveries denied by the ACL.",
+         n(s.acl_denials)},
+        {"broker_protocol_errors_total", "counter",
+         "Connections closed for malformed or invalid input.", n(s.protocol_errors)},
+        {"broker_api_sse_clients", "gauge", "Open SSE streams.", n(sse_clients.load())},
+        {"broker_api_sse_events_total", "counter", "Events written to SSE streams.",
+         n(sse_events.load())},
+        {"broker_api_requests_total", "counter", "HTTP API requests.", n(requests.load())},
+        {"broker_api_auth_failures_total", "counter", "HTTP API requests refused (401).",
+         n(auth_failures.load())},
+        // Process (the names of the Prometheus client libraries).
+        {"process_cpu_seconds_total", "counter", "User and system CPU time in seconds.",
+         n(p.cpu_seconds)},
+        {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+         n(p.resident_bytes)},
+        {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
+         n(p.virtual_bytes)},
+        {"process_open_fds", "gauge", "Open file descriptors.", n(p.open_fds)},
+        {"process_max_fds", "gauge", "Maximum number of open file descriptors.", n(p.max_fds)},
+        {"process_threads", "gauge", "Threads of the process.", n(p.threads)},
+        {"process_start_time_seconds", "gauge", "Start time of the process (unix seconds).",
+         n(p.start_time_seconds)},
+    };
+    std::string out;
+    for (const Metric& m : table) {
+      out += std::string("# HELP ") + m.name + ' ' + m.help + "\n# TYPE " + m.name + ' ' + m.type +
+             '\n' + m.name + ' ' + m.value + '\n';
+    }
     out +=
         "# HELP broker_bus_dropped_total Bus events dropped because a subscriber's buffer was "
         "full.\n# TYPE broker_bus_dropped_total counter\n";
-    for (const auto& [channel, n] : bus.dropped_by_channel()) {
-      out += "broker_bus_dropped_total{channel=\"" + label_value(channel) + "\"} " +
-             std::to_string(n) + "\n";
+    for (const auto& [channel, dropped] : bus.dropped_by_channel()) {
+      out +=
+          "broker_bus_dropped_total{channel=\"" + label_value(channel) + "\"} " + n(dropped) + "\n";
     }
-    metric("broker_api_sse_clients", "gauge", "Open SSE streams.", sse_clients.load());
-    metric("broker_api_sse_events_total", "counter", "Events written to SSE streams.",
-           sse_events.load());
-    metric("broker_api_requests_total", "counter", "HTTP API requests.", requests.load());
-    metric("broker_api_auth_failures_total", "counter", "HTTP API requests refused (401).",
-           auth_failures.load());
-    // Process (the Prometheus client libraries' names).
-    metric("process_cpu_seconds_total", "counter", "User and system CPU time in seconds.",
-           p.cpu_seconds);
-    metric("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
-           p.resident_bytes);
-    metric("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.",
-           p.virtual_bytes);
-    metric("process_open_fds", "gauge", "Open file descriptors.", p.open_fds);
-    metric("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.max_fds);
-    metric("process_threads", "gauge", "Threads of the process.", p.threads);
-    metric("process_start_time_seconds", "gauge", "Start time of the process (unix seconds).",
-           p.start_time_seconds);
     return Reply{200, std::move(out), "text/plain; version=0.0.4; charset=utf-8"};
   }
 
-  // ---- /debug
-  // ------------------------------------------------------------------------------------
+  // ---- /debug -----------------------------------------------------------------------------------
 
   Reply debug_index(const httplib::Request&) {
     return Reply{200, R"({"endpoints":["/debug/stats","/debug/threads","/debug/memory"]})"};
