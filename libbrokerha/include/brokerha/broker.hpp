@@ -93,6 +93,15 @@ struct BrokerStats {
   std::chrono::seconds uptime{0};
 };
 
+/// The subscriptions matching one topic name (broker-ha's `/api/mqtt/topic/subscribers`).
+/// A client with several matching filters appears once, with its highest-QoS subscription.
+struct TopicSubscribers {
+  std::map<std::string, std::map<std::string, SubscriptionInfo>> shared;  // group -> client id
+  std::map<std::string, SubscriptionInfo> subscriptions;                  // client id
+};
+
+class Bus;
+
 class BROKERHA_API Broker {
  public:
   explicit Broker(BrokerOptions options);
@@ -104,6 +113,12 @@ class BROKERHA_API Broker {
   void add_auth_hook(std::shared_ptr<AuthHook> hook);
   void add_acl_hook(std::shared_ptr<AclHook> hook);
   void add_event_hook(std::shared_ptr<EventHook> hook);
+
+  /// Attaches the bus the broker publishes `cluster:message_to` on (a copy of each message
+  /// its clients publish, rendered on the publisher's I/O thread only while the channel has a
+  /// subscriber). Before start() only; null detaches.
+  void set_bus(std::shared_ptr<Bus> bus);
+  std::shared_ptr<Bus> bus() const;
 
   /// Validates the options, binds every listener and starts the I/O threads. Throws
   /// std::system_error (bind failures, already started) or std::invalid_argument (options).
@@ -129,6 +144,8 @@ class BROKERHA_API Broker {
   std::vector<MessageInfo> retained(const std::string& filter = "#") const;
   std::vector<MessageInfo> inflight(const std::string& client_id) const;
   BrokerStats stats() const;
+  /// The subscriptions whose filter matches the topic name `topic` (empty when invalid).
+  TopicSubscribers subscribers(const std::string& topic) const;
 
   /// Replaces the built-in auth/ACL rules (SIGHUP reload): every later connect, publish,
   /// subscribe and delivery uses the new rules; connected clients stay. Reads the password

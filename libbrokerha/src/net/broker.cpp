@@ -1,6 +1,7 @@
 // brokerha::Broker: listeners, I/O threads, and the thread-safe snapshot and command API.
 
 #include <brokerha/broker.hpp>
+#include <brokerha/bus.hpp>
 
 #include <condition_variable>
 #include <cstdio>
@@ -101,6 +102,7 @@ struct Broker::Impl {
   std::vector<std::shared_ptr<AuthHook>> auth_hooks;
   std::vector<std::shared_ptr<AclHook>> acl_hooks;
   std::vector<std::shared_ptr<EventHook>> event_hooks;
+  std::shared_ptr<Bus> bus;
 
   std::mutex lifecycle_mutex;  // start/stop
   std::unique_ptr<net::Core> core;
@@ -155,6 +157,16 @@ void Broker::add_event_hook(std::shared_ptr<EventHook> hook) {
   if (hook) impl_->event_hooks.push_back(std::move(hook));
 }
 
+void Broker::set_bus(std::shared_ptr<Bus> bus) {
+  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
+  impl_->bus = std::move(bus);
+}
+
+std::shared_ptr<Bus> Broker::bus() const {
+  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
+  return impl_->bus;
+}
+
 void Broker::start() {
   // Validate first so a bad option or password file comes back with its message.
   impl_->options.validate();
@@ -183,6 +195,10 @@ void Broker::start(std::error_code& ec) noexcept {
     d.core->auth_hooks = d.auth_hooks;
     d.core->acl_hooks = d.acl_hooks;
     d.core->event_hooks = d.event_hooks;
+    if (d.bus) {
+      d.core->bus = d.bus;
+      d.core->message_to = d.bus->channel(bus_channels::kMessageTo);
+    }
     for (const ListenerOptions& l : d.options.listeners) {
       const asio::ip::tcp::endpoint ep(asio::ip::make_address(l.bind), l.port);
       auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(d.core->shard(0).ctx);
@@ -386,6 +402,24 @@ std::vector<MessageInfo> Broker::inflight(const std::string& client_id) const {
 BrokerStats Broker::stats() const {
   const Impl& d = *impl_;
   return d.core ? d.core->stats() : BrokerStats{};
+}
+
+TopicSubscribers Broker::subscribers(const std::string& topic_name) const {
+  TopicSubscribers out;
+  if (!topic::is_valid_name(topic_name)) return out;
+  auto keep = [](std::map<std::string, SubscriptionInfo>& m, const std::string& id,
+                 const SubscriptionInfo& s) {
+    auto [it, added] = m.emplace(id, s);
+    if (!added && s.qos > it->second.qos) it->second = s;
+  };
+  for (const ClientInfo& c : clients()) {
+    for (const auto& entry : c.subscriptions) {
+      const SubscriptionInfo& s = entry.second;
+      if (!topic::matches(s.filter, topic_name)) continue;
+      keep(s.share_name.empty() ? out.subscriptions : out.shared[s.share_name], c.id, s);
+    }
+  }
+  return out;
 }
 
 void Broker::set_access_rules(const AccessRules& rules) {

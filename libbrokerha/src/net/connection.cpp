@@ -664,6 +664,7 @@ void Connection::finish_publish(const MessagePtr& message, std::uint16_t packet_
   std::size_t targets = 0;
   if (allowed) {
     targets = core_.route(message, *shard_).targets;
+    if (core_.message_to.active()) core_.emit_message_to(*message, version_, packet_id);
     if (!core_.event_hooks.empty()) {
       MessageEvent e;
       e.client_id = message->origin;

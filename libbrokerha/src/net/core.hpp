@@ -15,6 +15,7 @@
 //  - Counters are per shard (one writer each, relaxed atomics), summed by stats().
 
 #include <brokerha/broker.hpp>
+#include <brokerha/bus.hpp>
 #include <brokerha/hooks.hpp>
 #include <brokerha/options.hpp>
 
@@ -169,6 +170,13 @@ class Core {
   std::vector<std::shared_ptr<AuthHook>> auth_hooks;
   std::vector<std::shared_ptr<AclHook>> acl_hooks;
   std::vector<std::shared_ptr<EventHook>> event_hooks;
+
+  /// The bus (set before start, may stay null) and its `cluster:message_to` channel, whose
+  /// active() is the one load a publish costs while nobody subscribes.
+  std::shared_ptr<Bus> bus;
+  BusChannel message_to;
+  /// Renders a client's message and publishes it on `cluster:message_to` (net/bus_tap.cpp).
+  void emit_message_to(const Message& m, mqtt::ProtocolVersion version, std::uint16_t packet_id);
 
   /// Calls `f(hook)` on every event hook.
   template <class F>
