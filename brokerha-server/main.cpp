@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include "config.hpp"
 #include "log.hpp"
@@ -54,12 +55,50 @@ int config_error(const std::string& message) {
   return kExitConfig;
 }
 
-// Checks what only the library can check (listener types it serves, the rules compiled,
-// the password file read) without starting anything. Throws std::exception.
-void check_with_library(const brokerha::BrokerOptions& options) {
-  options.validate();
-  brokerha::Broker probe(options);
-  probe.set_access_rules(options.access);
+const char* type_name(brokerha::ListenerType type) {
+  switch (type) {
+    case brokerha::ListenerType::tcp:
+      return "tcp";
+    case brokerha::ListenerType::tls:
+      return "tls";
+    case brokerha::ListenerType::ws:
+      return "ws";
+    case brokerha::ListenerType::wss:
+      return "wss";
+  }
+  return "?";
+}
+
+// Checks what only the library can check (its option ranges, the access rules compiled and
+// the password file read) without starting anything. Returns the listeners this version
+// cannot serve yet (TLS and WebSocket land with their issue). Throws ConfigError.
+std::vector<std::string> check_with_library(const brokerha::BrokerOptions& options) {
+  brokerha::BrokerOptions served = options;
+  served.listeners.clear();
+  std::vector<std::string> unserved;
+  for (const brokerha::ListenerOptions& l : options.listeners) {
+    if (l.type == brokerha::ListenerType::tcp) {
+      served.listeners.push_back(l);
+    } else {
+      unserved.push_back(std::string(type_name(l.type)) + " listener on " + l.bind + ":" +
+                         std::to_string(l.port) +
+                         " (mqtt.tls.port, mqtt.websocket.port or mqtt.listeners) is not served "
+                         "by this version yet");
+    }
+  }
+  try {
+    served.validate();
+  } catch (const std::invalid_argument& e) {
+    throw server::ConfigError(std::string("mqtt: ") + e.what());
+  }
+  try {
+    brokerha::Broker probe(served);
+    probe.set_access_rules(options.access);
+  } catch (const std::exception& e) {
+    throw server::ConfigError(
+        std::string("access rules (mqtt.auth, mqtt.acl, mqtt.password_file): ") + e.what());
+  }
+  return unserved;
 }
 
 // SIGHUP: re-reads the configuration and replaces the access rules; the old rules stay on
@@ -113,13 +152,12 @@ int main(int argc, char** argv) {
 
   server::ServerConfig config;
   brokerha::BrokerOptions options;
+  std::vector<std::string> unserved;
   try {
     config = server::load_config(load, server::process_environment());
     options = server::to_broker_options(config);
-    check_with_library(options);
+    unserved = check_with_library(options);
   } catch (const server::ConfigError& e) {
-    return config_error(e.what());
-  } catch (const std::exception& e) {
     return config_error(e.what());
   }
   server::configure_log(config.log.level, config.log.format);
@@ -128,9 +166,14 @@ int main(int argc, char** argv) {
     for (const std::string& w : config.warnings) {
       std::fprintf(stderr, "brokerha-server: config warning: %s\n", w.c_str());
     }
+    for (const std::string& w : unserved) {
+      std::fprintf(stderr, "brokerha-server: config warning: %s: the server refuses to start\n",
+                   w.c_str());
+    }
     std::fputs(server::render_config(config).c_str(), stdout);
     return 0;
   }
+  if (!unserved.empty()) return config_error(unserved.front());
   for (const std::string& w : config.warnings) server::log_warn("config: " + w);
   server::log_info("configuration: " +
                    (config.source.empty() ? std::string("built-in defaults") : config.source));
