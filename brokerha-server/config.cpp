@@ -21,6 +21,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <type_traits>
@@ -295,10 +296,16 @@ struct Loader {
 
 // ---- key builders ------------------------------------------------------------------------
 
-template <class Get>
-Key uint_key(std::string path, Get get, std::uint64_t min, std::uint64_t max) {
+Key new_key(std::string path, bool structured) {
   Key k;
   k.path = std::move(path);
+  k.structured = structured;
+  return k;
+}
+
+template <class Get>
+Key uint_key(std::string path, Get get, std::uint64_t min, std::uint64_t max) {
+  Key k = new_key(std::move(path), false);
   k.parse = [get, min, max](Loader& l, const Node& n, const std::string& p) {
     auto& field = get(l.cfg);
     field = static_cast<std::remove_reference_t<decltype(field)>>(l.uint(n, p, min, max));
@@ -309,8 +316,7 @@ Key uint_key(std::string path, Get get, std::uint64_t min, std::uint64_t max) {
 
 template <class Get>
 Key bool_key(std::string path, Get get) {
-  Key k;
-  k.path = std::move(path);
+  Key k = new_key(std::move(path), false);
   k.parse = [get](Loader& l, const Node& n, const std::string& p) { get(l.cfg) = l.boolean(n, p); };
   k.render = [get](const ServerConfig& c) { return Node(get(c)); };
   return k;
@@ -320,8 +326,7 @@ using StringCheck = std::function<std::string(const std::string&)>;  // "" = fin
 
 template <class Get>
 Key string_key(std::string path, Get get, StringCheck check = {}) {
-  Key k;
-  k.path = std::move(path);
+  Key k = new_key(std::move(path), false);
   k.parse = [get, check](Loader& l, const Node& n, const std::string& p) {
     const std::string v = l.string(n, p);
     if (check) {
@@ -352,9 +357,7 @@ StringCheck ip_address(bool allow_empty) {
 
 template <class Get>
 Key string_list_key(std::string path, Get get, bool ip_only) {
-  Key k;
-  k.path = std::move(path);
-  k.structured = true;
+  Key k = new_key(std::move(path), true);
   k.parse = [get, ip_only](Loader& l, const Node& n, const std::string& p) {
     std::vector<std::string> out;
     l.each_item(n, p, [&](const Node& item, const std::string& ip) {
@@ -380,9 +383,7 @@ Key string_list_key(std::string path, Get get, bool ip_only) {
 // `*.subscription_size`: bus channel -> buffer size; merged per channel over the defaults.
 template <class Get>
 Key channel_sizes_key(std::string path, Get get) {
-  Key k;
-  k.path = std::move(path);
-  k.structured = true;
+  Key k = new_key(std::move(path), true);
   k.parse = [get](Loader& l, const Node& n, const std::string& p) {
     static const std::vector<std::string> kChannels{"cluster:message_to", "cluster:message_from",
                                                     "cluster:new_member"};
@@ -405,9 +406,7 @@ Key channel_sizes_key(std::string path, Get get) {
 }
 
 Key api_user_key() {
-  Key k;
-  k.path = "api.user";
-  k.structured = true;
+  Key k = new_key("api.user", true);
   k.parse = [](Loader& l, const Node& n, const std::string& p) {
     std::map<std::string, std::string> users;
     l.each_entry(n, p, [&](const std::string& name, const Node&, const Node& value) {
@@ -424,152 +423,151 @@ Key api_user_key() {
   return k;
 }
 
-Key auth_key() {
-  Key k;
-  k.path = "mqtt.auth";
-  k.structured = true;
-  k.parse = [](Loader& l, const Node& n, const std::string& p) {
-    static const std::vector<std::string> kFields{"username", "password", "client", "remote",
-                                                  "allow"};
-    std::vector<AuthRule> rules;
-    l.each_item(n, p, [&](const Node& item, const std::string& ip) {
-      AuthRule r;
-      l.each_field(item, ip, kFields,
-                   [&](const std::string& f, const Node& v, const std::string& fp) {
-                     if (f == "allow") {
-                       r.allow = l.boolean(v, fp);
-                       return;
-                     }
-                     std::string s = l.scalar(v, fp, "a string");
-                     if (f == "username") r.username = std::move(s);
-                     if (f == "password") r.password = std::move(s);
-                     if (f == "client") r.client = std::move(s);
-                     if (f == "remote") r.remote = std::move(s);
-                   });
-      rules.push_back(std::move(r));
+// A list of objects (rules, listeners): each item's fields go to `field(item, name, node,
+// path)` (names lower-cased; unknown ones refused with a suggestion).
+template <class T, class Field>
+std::vector<T> parse_objects(Loader& l, const Node& n, const std::string& p,
+                             const std::vector<std::string>& fields, Field field) {
+  std::vector<T> out;
+  l.each_item(n, p, [&](const Node& item, const std::string& ip) {
+    T t;
+    l.each_field(item, ip, fields, [&](const std::string& f, const Node& v, const std::string& fp) {
+      field(t, f, v, fp);
     });
-    l.cfg.mqtt.auth = std::move(rules);
+    out.push_back(std::move(t));
+  });
+  return out;
+}
+
+// Renders each item with `to_map(item, map)` as one flow-style list.
+template <class T, class ToMap>
+Node render_objects(const std::vector<T>& items, ToMap to_map) {
+  Node list(YAML::NodeType::Sequence);
+  for (const T& item : items) {
+    Node m(YAML::NodeType::Map);
+    to_map(item, m);
+    list.push_back(m);
+  }
+  list.SetStyle(YAML::EmitterStyle::Flow);
+  return list;
+}
+
+// The identity fields auth and ACL rules share; false when `f` is not one of them.
+template <class Rule>
+bool parse_identity(const Loader& l, Rule& r, const std::string& f, const Node& v,
+                    const std::string& fp) {
+  std::optional<std::string>* field = f == "username" ? &r.username
+                                      : f == "client" ? &r.client
+                                      : f == "remote" ? &r.remote
+                                                      : nullptr;
+  if (field == nullptr) return false;
+  *field = l.scalar(v, fp, "a string");
+  return true;
+}
+
+template <class Rule>
+void render_identity(const Rule& r, Node& m) {
+  if (r.username) m["username"] = *r.username;
+  if (r.client) m["client"] = *r.client;
+  if (r.remote) m["remote"] = *r.remote;
+}
+
+Key auth_key() {
+  Key k = new_key("mqtt.auth", true);
+  k.parse = [](Loader& l, const Node& n, const std::string& p) {
+    l.cfg.mqtt.auth = parse_objects<AuthRule>(
+        l, n, p, {"username", "password", "client", "remote", "allow"},
+        [&](AuthRule& r, const std::string& f, const Node& v, const std::string& fp) {
+          if (parse_identity(l, r, f, v, fp)) return;
+          if (f == "password") r.password = l.scalar(v, fp, "a string");
+          if (f == "allow") r.allow = l.boolean(v, fp);
+        });
   };
   k.render = [](const ServerConfig& c) {
-    Node list(YAML::NodeType::Sequence);
-    for (const AuthRule& r : c.mqtt.auth) {
-      Node m(YAML::NodeType::Map);
-      if (r.username) m["username"] = *r.username;
+    return render_objects(c.mqtt.auth, [](const AuthRule& r, Node& m) {
+      render_identity(r, m);
       if (r.password) m["password"] = kRedacted;
-      if (r.client) m["client"] = *r.client;
-      if (r.remote) m["remote"] = *r.remote;
       m["allow"] = r.allow;
-      list.push_back(m);
-    }
-    list.SetStyle(YAML::EmitterStyle::Flow);
-    return list;
+    });
   };
   return k;
 }
 
 Key acl_key() {
-  Key k;
-  k.path = "mqtt.acl";
-  k.structured = true;
+  Key k = new_key("mqtt.acl", true);
   k.parse = [](Loader& l, const Node& n, const std::string& p) {
-    static const std::vector<std::string> kFields{"username", "client", "remote", "filters"};
-    std::vector<AclRule> rules;
-    l.each_item(n, p, [&](const Node& item, const std::string& ip) {
-      AclRule r;
-      l.each_field(
-          item, ip, kFields, [&](const std::string& f, const Node& v, const std::string& fp) {
-            if (f == "filters") {
-              l.each_entry(v, fp,
-                           [&](const std::string& filter, const Node& key, const Node& access) {
-                             if (!valid_filter(filter)) {
-                               l.fail(key, fp, "not a valid MQTT topic filter: " + quoted(filter));
-                             }
-                             r.filters.emplace_back(
-                                 filter, static_cast<int>(l.uint(access, fp + "." + filter, 0, 3)));
-                           });
-              return;
+    l.cfg.mqtt.acl = parse_objects<AclRule>(
+        l, n, p, {"username", "client", "remote", "filters"},
+        [&](AclRule& r, const std::string& f, const Node& v, const std::string& fp) {
+          if (parse_identity(l, r, f, v, fp)) return;
+          l.each_entry(v, fp, [&](const std::string& filter, const Node& key, const Node& access) {
+            if (!valid_filter(filter)) {
+              l.fail(key, fp, "not a valid MQTT topic filter: " + quoted(filter));
             }
-            std::string s = l.scalar(v, fp, "a string");
-            if (f == "username") r.username = std::move(s);
-            if (f == "client") r.client = std::move(s);
-            if (f == "remote") r.remote = std::move(s);
+            const auto a = static_cast<int>(l.uint(access, fp + "." + filter, 0, 3));
+            r.filters.emplace_back(filter, a);
           });
-      rules.push_back(std::move(r));
-    });
-    l.cfg.mqtt.acl = std::move(rules);
+        });
   };
   k.render = [](const ServerConfig& c) {
-    Node list(YAML::NodeType::Sequence);
-    for (const AclRule& r : c.mqtt.acl) {
-      Node m(YAML::NodeType::Map);
-      if (r.username) m["username"] = *r.username;
-      if (r.client) m["client"] = *r.client;
-      if (r.remote) m["remote"] = *r.remote;
+    return render_objects(c.mqtt.acl, [](const AclRule& r, Node& m) {
+      render_identity(r, m);
       Node filters(YAML::NodeType::Map);
       for (const auto& [filter, access] : r.filters) filters[filter] = access;
       m["filters"] = filters;
-      list.push_back(m);
-    }
-    list.SetStyle(YAML::EmitterStyle::Flow);
-    return list;
+    });
   };
   return k;
 }
 
 Key listeners_key() {
-  Key k;
-  k.path = "mqtt.listeners";
-  k.structured = true;
+  Key k = new_key("mqtt.listeners", true);
   k.parse = [](Loader& l, const Node& n, const std::string& p) {
-    static const std::vector<std::string> kFields{"type", "bind", "port", "path", "proxy_protocol"};
-    std::vector<ListenerConfig> out;
-    l.each_item(n, p, [&](const Node& item, const std::string& ip) {
-      ListenerConfig lc;
-      bool have_port = false;
-      l.each_field(item, ip, kFields,
-                   [&](const std::string& f, const Node& v, const std::string& fp) {
-                     if (f == "port") {
-                       lc.port = static_cast<std::uint16_t>(l.uint(v, fp, 1, 65535));
-                       have_port = true;
-                     } else if (f == "proxy_protocol") {
-                       lc.proxy_protocol = l.boolean(v, fp);
-                     } else {
-                       const std::string s = l.scalar(v, fp, "a string");
-                       std::string why;
-                       if (f == "type") why = one_of({"tcp", "tls", "ws", "wss"})(lower(s));
-                       if (f == "bind") why = ip_address(false)(s);
-                       if (f == "path" && (s.empty() || s[0] != '/'))
-                         why = "expected a path starting with /";
-                       if (!why.empty()) l.fail(v, fp, why);
-                       if (f == "type") lc.type = lower(s);
-                       if (f == "bind") lc.bind = s;
-                       if (f == "path") lc.path = s;
-                     }
-                   });
-      if (!have_port) l.fail(item, ip, "missing field \"port\"");
-      out.push_back(std::move(lc));
-    });
-    l.cfg.mqtt.listeners = std::move(out);
+    // port 0 marks "not given": a listener needs a real port.
+    auto listeners = parse_objects<ListenerConfig>(
+        l, n, p, {"type", "bind", "port", "path", "proxy_protocol"},
+        [&](ListenerConfig& lc, const std::string& f, const Node& v, const std::string& fp) {
+          if (f == "port") {
+            lc.port = static_cast<std::uint16_t>(l.uint(v, fp, 1, 65535));
+            return;
+          }
+          if (f == "proxy_protocol") {
+            lc.proxy_protocol = l.boolean(v, fp);
+            return;
+          }
+          const std::string s = l.scalar(v, fp, "a string");
+          std::string why;
+          if (f == "type") why = one_of({"tcp", "tls", "ws", "wss"})(lower(s));
+          if (f == "bind") why = ip_address(false)(s);
+          if (f == "path" && (s.empty() || s[0] != '/')) why = "expected a path starting with /";
+          if (!why.empty()) l.fail(v, fp, why);
+          if (f == "type") lc.type = lower(s);
+          if (f == "bind") lc.bind = s;
+          if (f == "path") lc.path = s;
+        });
+    for (std::size_t i = 0; i < listeners.size(); ++i) {
+      if (listeners[i].port == 0) {
+        l.fail(n[i], p + "[" + std::to_string(i) + "]", "missing field \"port\"");
+      }
+    }
+    l.cfg.mqtt.listeners = std::move(listeners);
   };
   k.render = [](const ServerConfig& c) {
-    Node list(YAML::NodeType::Sequence);
-    for (const ListenerConfig& lc : c.mqtt.listeners) {
-      Node m(YAML::NodeType::Map);
+    return render_objects(c.mqtt.listeners, [&c](const ListenerConfig& lc, Node& m) {
       m["type"] = lc.type;
       m["bind"] = lc.bind.empty() ? c.mqtt.bind : lc.bind;
       m["port"] = lc.port;
       m["path"] = lc.path;
       m["proxy_protocol"] = lc.proxy_protocol;
-      list.push_back(m);
-    }
-    list.SetStyle(YAML::EmitterStyle::Flow);
-    return list;
+    });
   };
   return k;
 }
 
-#define BROKERHA_FIELD(expr) \
-  [](auto& c) -> auto& { return c.expr; }
+// The key path and its field: the ServerConfig members are named like the keys, so
+// BROKERHA_KEY(mqtt.tls.port) gives "mqtt.tls.port" and an accessor of config.mqtt.tls.port.
+#define BROKERHA_KEY(field) \
+#field, [](auto& c) -> auto& { return c.field; }
 
 constexpr std::uint64_t kU16 = 65535;
 constexpr std::uint64_t kU32 = 4'294'967'295u;
@@ -580,84 +578,61 @@ const std::vector<Key>& keys() {
   static const std::vector<Key> kKeys = [] {
     std::vector<Key> v;
     // mqtt
-    v.push_back(uint_key("mqtt.port", BROKERHA_FIELD(mqtt.port), 0, kU16));
-    v.push_back(string_key("mqtt.bind", BROKERHA_FIELD(mqtt.bind), ip_address(false)));
-    v.push_back(
-        channel_sizes_key("mqtt.subscription_size", BROKERHA_FIELD(mqtt.subscription_size)));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.port), 0, kU16));
+    v.push_back(string_key(BROKERHA_KEY(mqtt.bind), ip_address(false)));
+    v.push_back(channel_sizes_key(BROKERHA_KEY(mqtt.subscription_size)));
     v.push_back(auth_key());
     v.push_back(acl_key());
-    v.push_back(string_key("mqtt.acl_default", BROKERHA_FIELD(mqtt.acl_default),
-                           one_of({"allow", "deny"})));
-    v.push_back(string_key("mqtt.password_file", BROKERHA_FIELD(mqtt.password_file)));
-    v.push_back(uint_key("mqtt.tls.port", BROKERHA_FIELD(mqtt.tls.port), 0, kU16));
-    v.push_back(string_key("mqtt.tls.cert", BROKERHA_FIELD(mqtt.tls.cert)));
-    v.push_back(string_key("mqtt.tls.key", BROKERHA_FIELD(mqtt.tls.key)));
-    v.push_back(string_key("mqtt.tls.ca", BROKERHA_FIELD(mqtt.tls.ca)));
+    v.push_back(string_key(BROKERHA_KEY(mqtt.acl_default), one_of({"allow", "deny"})));
+    v.push_back(string_key(BROKERHA_KEY(mqtt.password_file)));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.tls.port), 0, kU16));
+    v.push_back(string_key(BROKERHA_KEY(mqtt.tls.cert)));
+    v.push_back(string_key(BROKERHA_KEY(mqtt.tls.key)));
+    v.push_back(string_key(BROKERHA_KEY(mqtt.tls.ca)));
+    v.push_back(bool_key(BROKERHA_KEY(mqtt.tls.require_client_cert)));
+    v.push_back(bool_key(BROKERHA_KEY(mqtt.tls.use_identity_as_username)));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.websocket.port), 0, kU16));
     v.push_back(
-        bool_key("mqtt.tls.require_client_cert", BROKERHA_FIELD(mqtt.tls.require_client_cert)));
-    v.push_back(bool_key("mqtt.tls.use_identity_as_username",
-                         BROKERHA_FIELD(mqtt.tls.use_identity_as_username)));
-    v.push_back(uint_key("mqtt.websocket.port", BROKERHA_FIELD(mqtt.websocket.port), 0, kU16));
-    v.push_back(string_key("mqtt.websocket.path", BROKERHA_FIELD(mqtt.websocket.path),
-                           [](const std::string& s) -> std::string {
-                             if (!s.empty() && s[0] == '/') return {};
-                             return "expected a path starting with /, got " + quoted(s);
-                           }));
-    v.push_back(bool_key("mqtt.websocket.tls", BROKERHA_FIELD(mqtt.websocket.tls)));
+        string_key(BROKERHA_KEY(mqtt.websocket.path), [](const std::string& s) -> std::string {
+          if (!s.empty() && s[0] == '/') return {};
+          return "expected a path starting with /, got " + quoted(s);
+        }));
+    v.push_back(bool_key(BROKERHA_KEY(mqtt.websocket.tls)));
     v.push_back(listeners_key());
-    v.push_back(
-        uint_key("mqtt.max_packet_size", BROKERHA_FIELD(mqtt.max_packet_size), 64, 268'435'460));
-    v.push_back(uint_key("mqtt.receive_maximum", BROKERHA_FIELD(mqtt.receive_maximum), 1, kU16));
-    v.push_back(uint_key("mqtt.max_inflight", BROKERHA_FIELD(mqtt.max_inflight), 1, kU16));
-    v.push_back(
-        uint_key("mqtt.topic_alias_maximum", BROKERHA_FIELD(mqtt.topic_alias_maximum), 0, kU16));
-    v.push_back(
-        uint_key("mqtt.max_queued_messages", BROKERHA_FIELD(mqtt.max_queued_messages), 0, kU32));
-    v.push_back(uint_key("mqtt.max_connections", BROKERHA_FIELD(mqtt.max_connections), 0, kU32));
-    v.push_back(uint_key("mqtt.max_keepalive", BROKERHA_FIELD(mqtt.max_keepalive), 1, kU16));
-    v.push_back(
-        uint_key("mqtt.max_session_expiry", BROKERHA_FIELD(mqtt.max_session_expiry), 0, kU32));
-    v.push_back(
-        uint_key("mqtt.max_message_expiry", BROKERHA_FIELD(mqtt.max_message_expiry), 0, kU32));
-    v.push_back(uint_key("mqtt.connect_timeout", BROKERHA_FIELD(mqtt.connect_timeout), 1, kMaxMs));
-    v.push_back(uint_key("mqtt.io_threads", BROKERHA_FIELD(mqtt.io_threads), 0, 1024));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_packet_size), 64, 268'435'460));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.receive_maximum), 1, kU16));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_inflight), 1, kU16));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.topic_alias_maximum), 0, kU16));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_queued_messages), 0, kU32));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_connections), 0, kU32));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_keepalive), 1, kU16));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_session_expiry), 0, kU32));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_message_expiry), 0, kU32));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.connect_timeout), 1, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.io_threads), 0, 1024));
     // cluster
-    v.push_back(
-        uint_key("cluster.expected_members", BROKERHA_FIELD(cluster.expected_members), 1, 10'000));
-    v.push_back(string_key("cluster.bind", BROKERHA_FIELD(cluster.bind), ip_address(false)));
-    v.push_back(uint_key("cluster.port", BROKERHA_FIELD(cluster.port), 1, kU16));
-    v.push_back(string_key("cluster.advertise", BROKERHA_FIELD(cluster.advertise)));
-    v.push_back(string_key("cluster.node_name", BROKERHA_FIELD(cluster.node_name)));
-    const std::string cc = "cluster.config.";
-    auto ms = [&](const char* name, auto get, std::uint64_t min) {
-      v.push_back(uint_key(cc + name, get, min, kMaxMs));
-    };
-    auto count = [&](const char* name, auto get, std::uint64_t min, std::uint64_t max) {
-      v.push_back(uint_key(cc + name, get, min, max));
-    };
-    ms("tcp_timeout", BROKERHA_FIELD(cluster.config.tcp_timeout), 1);
-    count("indirect_checks", BROKERHA_FIELD(cluster.config.indirect_checks), 0, 64);
-    count("retransmit_mult", BROKERHA_FIELD(cluster.config.retransmit_mult), 1, 64);
-    count("suspicion_mult", BROKERHA_FIELD(cluster.config.suspicion_mult), 1, 64);
-    count("suspicion_max_timeout_mult", BROKERHA_FIELD(cluster.config.suspicion_max_timeout_mult),
-          1, 64);
-    ms("push_pull_interval", BROKERHA_FIELD(cluster.config.push_pull_interval), 0);
-    ms("probe_interval", BROKERHA_FIELD(cluster.config.probe_interval), 1);
-    ms("probe_timeout", BROKERHA_FIELD(cluster.config.probe_timeout), 1);
-    v.push_back(
-        bool_key(cc + "disable_tcp_pings", BROKERHA_FIELD(cluster.config.disable_tcp_pings)));
-    count("awareness_max_multiplier", BROKERHA_FIELD(cluster.config.awareness_max_multiplier), 1,
-          64);
-    ms("gossip_interval", BROKERHA_FIELD(cluster.config.gossip_interval), 0);
-    count("gossip_nodes", BROKERHA_FIELD(cluster.config.gossip_nodes), 0, 64);
-    ms("gossip_to_the_dead_time", BROKERHA_FIELD(cluster.config.gossip_to_the_dead_time), 0);
-    v.push_back(bool_key(cc + "gossip_verify_incoming",
-                         BROKERHA_FIELD(cluster.config.gossip_verify_incoming)));
-    v.push_back(bool_key(cc + "gossip_verify_outgoing",
-                         BROKERHA_FIELD(cluster.config.gossip_verify_outgoing)));
-    v.push_back(
-        bool_key(cc + "enable_compression", BROKERHA_FIELD(cluster.config.enable_compression)));
-    Key secret = string_key(cc + "secret_key", BROKERHA_FIELD(cluster.config.secret_key));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.expected_members), 1, 10'000));
+    v.push_back(string_key(BROKERHA_KEY(cluster.bind), ip_address(false)));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.port), 1, kU16));
+    v.push_back(string_key(BROKERHA_KEY(cluster.advertise)));
+    v.push_back(string_key(BROKERHA_KEY(cluster.node_name)));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.tcp_timeout), 1, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.indirect_checks), 0, 64));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.retransmit_mult), 1, 64));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.suspicion_mult), 1, 64));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.suspicion_max_timeout_mult), 1, 64));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.push_pull_interval), 0, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.probe_interval), 1, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.probe_timeout), 1, kMaxMs));
+    v.push_back(bool_key(BROKERHA_KEY(cluster.config.disable_tcp_pings)));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.awareness_max_multiplier), 1, 64));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.gossip_interval), 0, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.gossip_nodes), 0, 64));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.gossip_to_the_dead_time), 0, kMaxMs));
+    v.push_back(bool_key(BROKERHA_KEY(cluster.config.gossip_verify_incoming)));
+    v.push_back(bool_key(BROKERHA_KEY(cluster.config.gossip_verify_outgoing)));
+    v.push_back(bool_key(BROKERHA_KEY(cluster.config.enable_compression)));
+    Key secret = string_key(BROKERHA_KEY(cluster.config.secret_key));
     secret.parse = [](Loader& l, const Node& n, const std::string& p) {
       // The value is never echoed in messages.
       const std::string s = l.string(n, p);
@@ -672,41 +647,36 @@ const std::vector<Key>& keys() {
       return Node(c.cluster.config.secret_key.empty() ? "" : kRedacted);
     };
     v.push_back(std::move(secret));
-    count("delegate_protocol_min", BROKERHA_FIELD(cluster.config.delegate_protocol_min), 0, 255);
-    count("delegate_protocol_max", BROKERHA_FIELD(cluster.config.delegate_protocol_max), 0, 255);
-    count("delegate_protocol_version", BROKERHA_FIELD(cluster.config.delegate_protocol_version), 0,
-          255);
-    ms("dead_node_reclaim_time", BROKERHA_FIELD(cluster.config.dead_node_reclaim_time), 0);
-    count("udp_buffer_size", BROKERHA_FIELD(cluster.config.udp_buffer_size), 512, 65'507);
-    v.push_back(string_key(cc + "label", BROKERHA_FIELD(cluster.config.label),
-                           [](const std::string& s) -> std::string {
-                             if (s.size() <= 255) return {};
-                             return "must be at most 255 bytes, got " + std::to_string(s.size());
-                           }));
-    count("handoff_queue_depth", BROKERHA_FIELD(cluster.config.handoff_queue_depth), 1, 1'000'000);
-    // discovery
-    v.push_back(string_key("discovery.domain", BROKERHA_FIELD(discovery.domain)));
-    v.push_back(channel_sizes_key("discovery.subscription_size",
-                                  BROKERHA_FIELD(discovery.subscription_size)));
-    v.push_back(string_list_key("discovery.members", BROKERHA_FIELD(discovery.members), false));
-    v.push_back(uint_key("discovery.refresh_interval", BROKERHA_FIELD(discovery.refresh_interval),
-                         1, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.delegate_protocol_min), 0, 255));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.delegate_protocol_max), 0, 255));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.delegate_protocol_version), 0, 255));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.dead_node_reclaim_time), 0, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.udp_buffer_size), 512, 65'507));
     v.push_back(
-        string_list_key("discovery.nameservers", BROKERHA_FIELD(discovery.nameservers), true));
+        string_key(BROKERHA_KEY(cluster.config.label), [](const std::string& s) -> std::string {
+          if (s.size() <= 255) return {};
+          return "must be at most 255 bytes, got " + std::to_string(s.size());
+        }));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.config.handoff_queue_depth), 1, 1'000'000));
+    // discovery
+    v.push_back(string_key(BROKERHA_KEY(discovery.domain)));
+    v.push_back(channel_sizes_key(BROKERHA_KEY(discovery.subscription_size)));
+    v.push_back(string_list_key(BROKERHA_KEY(discovery.members), false));
+    v.push_back(uint_key(BROKERHA_KEY(discovery.refresh_interval), 1, kMaxMs));
+    v.push_back(string_list_key(BROKERHA_KEY(discovery.nameservers), true));
     // api
-    v.push_back(uint_key("api.port", BROKERHA_FIELD(api.port), 0, kU16));
-    v.push_back(string_key("api.bind", BROKERHA_FIELD(api.bind), ip_address(false)));
+    v.push_back(uint_key(BROKERHA_KEY(api.port), 0, kU16));
+    v.push_back(string_key(BROKERHA_KEY(api.bind), ip_address(false)));
     v.push_back(api_user_key());
     // log
-    v.push_back(string_key("log.level", BROKERHA_FIELD(log.level),
-                           one_of({"debug", "info", "warn", "error"})));
-    v.push_back(string_key("log.format", BROKERHA_FIELD(log.format), one_of({"text", "json"})));
+    v.push_back(string_key(BROKERHA_KEY(log.level), one_of({"debug", "info", "warn", "error"})));
+    v.push_back(string_key(BROKERHA_KEY(log.format), one_of({"text", "json"})));
     return v;
   }();
   return kKeys;
 }
 
-#undef BROKERHA_FIELD
+#undef BROKERHA_KEY
 
 const Key* find_key(const std::string& path) {
   for (const Key& k : keys()) {
@@ -874,6 +844,20 @@ std::string hostname() {
 
 }  // namespace
 
+const char* listener_type_name(ListenerType type) {
+  switch (type) {
+    case ListenerType::tcp:
+      return "tcp";
+    case ListenerType::tls:
+      return "tls";
+    case ListenerType::ws:
+      return "ws";
+    case ListenerType::wss:
+      return "wss";
+  }
+  return "tcp";
+}
+
 std::string env_name(const std::string& key_path) {
   std::string out = "BROKER_";
   for (char ch : key_path) {
@@ -978,10 +962,11 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
              q.websocket.path, false);
   }
   for (const ListenerConfig& lc : q.listeners) {
-    const ListenerType type = lc.type == "tls"   ? ListenerType::tls
-                              : lc.type == "ws"  ? ListenerType::ws
-                              : lc.type == "wss" ? ListenerType::wss
-                                                 : ListenerType::tcp;
+    ListenerType type = ListenerType::tcp;
+    for (const ListenerType t :
+         {ListenerType::tcp, ListenerType::tls, ListenerType::ws, ListenerType::wss}) {
+      if (lc.type == listener_type_name(t)) type = t;
+    }
     listener(lc.bind, lc.port, type, lc.path, lc.proxy_protocol);
   }
   o.max_packet_size = q.max_packet_size;

@@ -167,6 +167,9 @@ std::string render_config(const ServerConfig& config);
 /// mqtt.listeners), limits, and the access rules.
 BrokerOptions to_broker_options(const ServerConfig& config);
 
+/// "tcp", "tls", "ws" or "wss": the `type` of a listener in mqtt.listeners.
+const char* listener_type_name(ListenerType type);
+
 /// The environment variable of a key path ("mqtt.port" -> "BROKER_MQTT_PORT").
 std::string env_name(const std::string& key_path);
 

@@ -55,20 +55,6 @@ int config_error(const std::string& message) {
   return kExitConfig;
 }
 
-const char* type_name(brokerha::ListenerType type) {
-  switch (type) {
-    case brokerha::ListenerType::tcp:
-      return "tcp";
-    case brokerha::ListenerType::tls:
-      return "tls";
-    case brokerha::ListenerType::ws:
-      return "ws";
-    case brokerha::ListenerType::wss:
-      return "wss";
-  }
-  return "?";
-}
-
 // Checks what only the library can check (its option ranges, the access rules compiled and
 // the password file read) without starting anything. Returns the listeners this version
 // cannot serve yet (TLS and WebSocket land with their issue). Throws ConfigError.
@@ -80,8 +66,8 @@ std::vector<std::string> check_with_library(const brokerha::BrokerOptions& optio
     if (l.type == brokerha::ListenerType::tcp) {
       served.listeners.push_back(l);
     } else {
-      unserved.push_back(std::string(type_name(l.type)) + " listener on " + l.bind + ":" +
-                         std::to_string(l.port) +
+      unserved.push_back(std::string(server::listener_type_name(l.type)) + " listener on " +
+                         l.bind + ":" + std::to_string(l.port) +
                          " (mqtt.tls.port, mqtt.websocket.port or mqtt.listeners) is not served "
                          "by this version yet");
     }
@@ -124,6 +110,16 @@ void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Signals are taken by this thread with sigwait; block them before any thread starts (and
+  // before the config is read, so an early SIGHUP does not end the process).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
   server::LoadOptions load;
   bool check_config = false;
   for (int i = 1; i < argc; ++i) {
@@ -175,17 +171,12 @@ int main(int argc, char** argv) {
   }
   if (!unserved.empty()) return config_error(unserved.front());
   for (const std::string& w : config.warnings) server::log_warn("config: " + w);
+  // SIGHUP re-reads the file that was read now: if it disappears, that is an error (the old
+  // rules stay) rather than a silent fall-back to the defaults, which allow anonymous clients.
+  server::LoadOptions reload_load = load;
+  if (!config.source.empty()) reload_load.config_path = config.source;
   server::log_info("configuration: " +
                    (config.source.empty() ? std::string("built-in defaults") : config.source));
-
-  // Signals are taken by this thread with sigwait; block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
 
   brokerha::Broker broker(options);
   std::error_code ec;
@@ -205,7 +196,7 @@ int main(int argc, char** argv) {
   while (true) {
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig != SIGHUP) break;
-    reload(broker, load);
+    reload(broker, reload_load);
   }
   server::log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + " received, stopping");
   broker.stop();
