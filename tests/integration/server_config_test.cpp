@@ -827,3 +827,41 @@ TEST_CASE(
   CHECK(server.wait_exit(kWait));
   CHECK(server.exit_code() == 0);
 }
+
+TEST_CASE("server config: log.format and log.level shape what the server writes on stderr") {
+  TempDir dir;
+  for (const std::string level : {"debug", "error"}) {
+    CAPTURE(level);
+    const std::uint16_t port = free_port();
+    const std::string file = dir.write("config.yaml", "mqtt:\n  port: " + std::to_string(port) +
+                                                          "\n  bind: 127.0.0.1\n"
+                                                          "log:\n  format: json\n  level: " +
+                                                          level + "\n");
+    BackgroundProcess server({kServer, "--config", file});
+    REQUIRE_MESSAGE(server.running(), server.error());
+    REQUIRE_MESSAGE(
+        server.wait_output(
+            [](const std::string& out) { return contains(out, "MQTT listening on"); }, kWait),
+        server.describe());
+    server.kill(SIGTERM);
+    REQUIRE(server.wait_exit(kWait));
+    INFO(server.describe());
+    CHECK(server.exit_code() == 0);
+    if (level == "error") {
+      CHECK(server.err().empty());  // info lines are below the level
+      continue;
+    }
+    CHECK(contains(server.err(), "\"level\":\"info\",\"msg\":\"MQTT listening on 127.0.0.1:" +
+                                     std::to_string(port) + "\"}"));
+    CHECK(contains(server.err(), "\"msg\":\"SIGTERM received, stopping\"}"));
+    std::size_t start = 0;
+    while (start < server.err().size()) {
+      const std::size_t end = server.err().find('\n', start);
+      REQUIRE(end != std::string::npos);
+      const std::string line = server.err().substr(start, end - start);
+      CHECK(line.rfind("{\"time\":\"", 0) == 0);
+      CHECK(line.back() == '}');
+      start = end + 1;
+    }
+  }
+}
