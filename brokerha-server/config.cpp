@@ -189,8 +189,6 @@ struct Key {
   std::function<Node(const ServerConfig&)> render;
 };
 
-const std::vector<Key>& keys();
-
 // Parsing state: the config being built and where each key's value came from.
 struct Loader {
   ServerConfig cfg;

@@ -155,6 +155,8 @@ int main(int argc, char** argv) {
     unserved = check_with_library(options);
   } catch (const server::ConfigError& e) {
     return config_error(e.what());
+  } catch (const std::exception& e) {  // not expected (yaml-cpp, allocation): still a clean exit
+    return config_error(std::string("unexpected error while loading: ") + e.what());
   }
   server::configure_log(config.log.level, config.log.format);
 
