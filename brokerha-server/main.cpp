@@ -1,142 +1,206 @@
 // brokerha-server: command-line entry point.
 //
-// Runs a single-node broker on built-in defaults (MQTT on 0.0.0.0:1883). The config file and
-// the full set of BROKER_* environment overrides arrive with the server issue; until then a
-// config file that exists is refused rather than ignored, so auth rules are never silently
-// dropped.
+// Loads the configuration (config.hpp: --config PATH, /config/config.yaml, ./config.yaml or
+// the built-in defaults, then BROKER_* environment overrides), starts the broker and waits
+// for signals with sigwait: SIGTERM/SIGINT stop it, SIGHUP re-reads the configuration and
+// replaces the auth/ACL rules (an invalid file keeps the old rules and logs the error).
+// A bad configuration exits with code 2 before anything is started.
 
 #include <brokerha/broker.hpp>
 #include <brokerha/version.hpp>
 
 #include <pthread.h>
 #include <signal.h>
-#include <sys/stat.h>
 
-#include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
+
+#include "config.hpp"
+#include "log.hpp"
 
 namespace {
 
+namespace server = brokerha::server;
+
+constexpr int kExitConfig = 2;
+
 void print_usage(std::FILE* out) {
   std::fprintf(out,
-               "Usage: brokerha-server [--config PATH]\n"
+               "Usage: brokerha-server [--config PATH] [--check-config]\n"
                "       brokerha-server --version | --help\n"
                "\n"
                "MQTT broker (3.1, 3.1.1, 5.0) with clustering.\n"
                "\n"
                "Options:\n"
-               "  --config PATH  configuration file (default: /config/config.yaml, then\n"
-               "                 ./config.yaml, then built-in defaults)\n"
-               "  --version      print the version and exit\n"
-               "  -h, --help     print this help and exit\n"
+               "  --config PATH   configuration file (must exist); default: /config/config.yaml,\n"
+               "                  then ./config.yaml, then built-in defaults\n"
+               "  --check-config  validate the configuration, print the effective configuration\n"
+               "                  (secrets redacted) and exit: 0 valid, 2 invalid\n"
+               "  --version       print the version and exit\n"
+               "  -h, --help      print this help and exit\n"
                "\n"
-               "Environment (built-in defaults in brackets):\n"
-               "  BROKER_MQTT_BIND        MQTT listen address [0.0.0.0]\n"
-               "  BROKER_MQTT_PORT        MQTT port [1883]\n"
-               "  BROKER_MQTT_IO_THREADS  I/O threads [number of cores]\n");
+               "Every key can be overridden by BROKER_<KEY PATH> in upper case with '.' -> '_'\n"
+               "(BROKER_MQTT_PORT=1884, BROKER_LOG_LEVEL=debug; lists and maps as JSON).\n"
+               "Signals: SIGTERM/SIGINT stop; SIGHUP reloads the auth and ACL rules.\n"
+               "Keys and defaults: docs/configuration.md.\n");
 }
 
-bool file_exists(const char* path) {
-  struct stat st {};
-  return ::stat(path, &st) == 0;
+int config_error(const std::string& message) {
+  std::fprintf(stderr, "brokerha-server: config error: %s\n", message.c_str());
+  return kExitConfig;
 }
 
-// Parses an unsigned environment value; exits with code 2 naming the variable when invalid.
-unsigned long env_number(const char* name, unsigned long def, unsigned long max) {
-  const char* v = std::getenv(name);
-  if (v == nullptr || *v == '\0') return def;
-  errno = 0;
-  char* end = nullptr;
-  const unsigned long n = std::strtoul(v, &end, 10);
-  if (errno != 0 || end == v || *end != '\0' || n > max || v[0] == '-') {
-    std::fprintf(stderr, "brokerha-server: %s=\"%s\": expected a whole number from 0 to %lu\n",
-                 name, v, max);
-    std::exit(2);
+// Checks what only the library can check (its option ranges, the access rules compiled and
+// the password file read) without starting anything. Returns the listeners this version
+// cannot serve yet (TLS and WebSocket land with their issue). Throws ConfigError.
+std::vector<std::string> check_with_library(const brokerha::BrokerOptions& options) {
+  brokerha::BrokerOptions served = options;
+  served.listeners.clear();
+  std::vector<std::string> unserved;
+  for (const brokerha::ListenerOptions& l : options.listeners) {
+    if (l.type == brokerha::ListenerType::tcp) {
+      served.listeners.push_back(l);
+    } else {
+      unserved.push_back(std::string(server::listener_type_name(l.type)) + " listener on " +
+                         l.bind + ":" + std::to_string(l.port) +
+                         " (mqtt.tls.port, mqtt.websocket.port or mqtt.listeners) is not served "
+                         "by this version yet");
+    }
   }
-  return n;
+  try {
+    served.validate();
+  } catch (const std::invalid_argument& e) {
+    throw server::ConfigError(std::string("mqtt: ") + e.what());
+  }
+  try {
+    brokerha::Broker probe(served);
+    probe.set_access_rules(options.access);
+  } catch (const std::exception& e) {
+    throw server::ConfigError(
+        std::string("access rules (mqtt.auth, mqtt.acl, mqtt.password_file): ") + e.what());
+  }
+  return unserved;
+}
+
+// SIGHUP: re-reads the configuration and replaces the access rules; the old rules stay on
+// any error.
+void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
+  try {
+    const server::ServerConfig config = server::load_config(load, server::process_environment());
+    const brokerha::BrokerOptions options = server::to_broker_options(config);
+    broker.set_access_rules(options.access);
+    server::configure_log(config.log.level, config.log.format);
+    for (const std::string& w : config.warnings) server::log_warn("config: " + w);
+    server::log_info("SIGHUP: configuration reloaded from " +
+                     (config.source.empty() ? std::string("built-in defaults") : config.source) +
+                     ": " + std::to_string(options.access.auth.size()) + " auth and " +
+                     std::to_string(options.access.acl.size()) +
+                     " ACL rules in force; other changes take effect at the next restart");
+  } catch (const std::exception& e) {
+    server::log_error(std::string("SIGHUP: config error: ") + e.what() +
+                      "; the previous auth/ACL rules stay in force");
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* config = nullptr;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--version") == 0) {
-      std::printf("brokerha-server %s\n", brokerha::library_version());
-      return 0;
-    }
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      print_usage(stdout);
-      return 0;
-    }
-    if (std::strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
-      config = argv[++i];
-      continue;
-    }
-    std::fprintf(stderr, "brokerha-server: unknown argument \"%s\" (see --help)\n", argv[i]);
-    return 2;
-  }
-  if (config == nullptr) {
-    if (file_exists("/config/config.yaml")) {
-      config = "/config/config.yaml";
-    } else if (file_exists("config.yaml")) {
-      config = "config.yaml";
-    }
-  }
-  if (config != nullptr) {
-    std::fprintf(stderr,
-                 "brokerha-server: %s: configuration files are not supported by this version "
-                 "yet; refusing to start rather than ignore its auth and ACL rules\n",
-                 config);
-    return 2;
-  }
-
-  brokerha::BrokerOptions options;
-  brokerha::ListenerOptions listener;
-  if (const char* bind = std::getenv("BROKER_MQTT_BIND"); bind != nullptr && *bind != '\0') {
-    listener.bind = bind;
-  }
-  listener.port = static_cast<std::uint16_t>(env_number("BROKER_MQTT_PORT", 1883, 65535));
-  options.listeners.push_back(listener);
-  options.io_threads = static_cast<unsigned>(env_number("BROKER_MQTT_IO_THREADS", 0, 1024));
-  try {
-    options.validate();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "brokerha-server: invalid configuration: %s\n", e.what());
-    return 2;
-  }
-
-  // Signals are taken by this thread with sigwait; block them before any thread starts.
+  // Signals are taken by this thread with sigwait; block them before any thread starts (and
+  // before the config is read, so an early SIGHUP does not end the process).
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+
+  server::LoadOptions load;
+  bool check_config = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--version") {
+      std::printf("brokerha-server %s\n", brokerha::library_version());
+      return 0;
+    }
+    if (arg == "--help" || arg == "-h") {
+      print_usage(stdout);
+      return 0;
+    }
+    if (arg == "--check-config") {
+      check_config = true;
+    } else if (arg == "--config") {
+      if (i + 1 >= argc || argv[i + 1][0] == '\0') return config_error("--config needs a PATH");
+      load.config_path = argv[++i];
+    } else if (arg.rfind("--config=", 0) == 0) {
+      load.config_path = arg.substr(std::strlen("--config="));
+      if (load.config_path.empty()) return config_error("--config needs a PATH");
+    } else {
+      std::fprintf(stderr, "brokerha-server: unknown argument \"%s\" (see --help)\n", argv[i]);
+      return kExitConfig;
+    }
+  }
+
+  server::ServerConfig config;
+  brokerha::BrokerOptions options;
+  std::vector<std::string> unserved;
+  try {
+    config = server::load_config(load, server::process_environment());
+    options = server::to_broker_options(config);
+    unserved = check_with_library(options);
+  } catch (const server::ConfigError& e) {
+    return config_error(e.what());
+  } catch (const std::exception& e) {  // not expected (yaml-cpp, allocation): still a clean exit
+    return config_error(std::string("unexpected error while loading: ") + e.what());
+  }
+  server::configure_log(config.log.level, config.log.format);
+
+  if (check_config) {
+    for (const std::string& w : config.warnings) {
+      std::fprintf(stderr, "brokerha-server: config warning: %s\n", w.c_str());
+    }
+    for (const std::string& w : unserved) {
+      std::fprintf(stderr, "brokerha-server: config warning: %s: the server refuses to start\n",
+                   w.c_str());
+    }
+    std::fputs(server::render_config(config).c_str(), stdout);
+    return 0;
+  }
+  if (!unserved.empty()) return config_error(unserved.front());
+  for (const std::string& w : config.warnings) server::log_warn("config: " + w);
+  // SIGHUP re-reads the file that was read now: if it disappears, that is an error (the old
+  // rules stay) rather than a silent fall-back to the defaults, which allow anonymous clients.
+  server::LoadOptions reload_load = load;
+  if (!config.source.empty()) reload_load.config_path = config.source;
+  server::log_info("configuration: " +
+                   (config.source.empty() ? std::string("built-in defaults") : config.source));
 
   brokerha::Broker broker(options);
   std::error_code ec;
   broker.start(ec);
   if (ec) {
-    std::fprintf(stderr, "brokerha-server: cannot start: %s (%s:%u)\n", ec.message().c_str(),
-                 listener.bind.c_str(), static_cast<unsigned>(listener.port));
+    server::log_error("cannot start: " + ec.message());
     return 1;
   }
   for (const brokerha::Endpoint& ep : broker.listen_endpoints()) {
     std::printf("brokerha-server %s: MQTT listening on %s:%u\n", brokerha::library_version(),
                 ep.address.c_str(), static_cast<unsigned>(ep.port));
+    server::log_info("MQTT listening on " + ep.address + ":" + std::to_string(ep.port));
   }
   std::fflush(stdout);
 
   int sig = 0;
-  sigwait(&signals, &sig);
-  std::printf("brokerha-server: %s received, stopping\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-  std::fflush(stdout);
+  while (true) {
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig != SIGHUP) break;
+    reload(broker, reload_load);
+  }
+  server::log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + " received, stopping");
   broker.stop();
   return 0;
 }
