@@ -49,7 +49,7 @@ free_port() {
 
 start_brokerha() {
   port=$(free_port)
-  (cd "$workdir" && BROKER_MQTT_PORT=$port BROKER_MQTT_BIND=127.0.0.1 \
+  (cd "$workdir" && BROKER_MQTT_PORT=$port BROKER_MQTT_BIND=127.0.0.1 BROKER_API_PORT=0 \
      exec "$OLDPWD/$server" >"$workdir/broker.log" 2>&1) &
   broker_pid=$!
   local i

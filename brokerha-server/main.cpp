@@ -6,7 +6,9 @@
 // replaces the auth/ACL rules (an invalid file keeps the old rules and logs the error).
 // A bad configuration exits with code 2 before anything is started.
 
+#include <brokerha/api.hpp>
 #include <brokerha/broker.hpp>
+#include <brokerha/bus.hpp>
 #include <brokerha/version.hpp>
 
 #include <pthread.h>
@@ -15,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -180,12 +183,36 @@ int main(int argc, char** argv) {
   server::log_info("configuration: " +
                    (config.source.empty() ? std::string("built-in defaults") : config.source));
 
+  // The bus is the observation tap of SPEC section 5 (SSE, later the cluster sender).
+  auto bus = std::make_shared<brokerha::Bus>();
   brokerha::Broker broker(options);
+  broker.set_bus(bus);
   std::error_code ec;
   broker.start(ec);
   if (ec) {
     server::log_error("cannot start: " + ec.message());
     return 1;
+  }
+  std::unique_ptr<brokerha::ApiServer> api;
+  if (config.api.port != 0) {
+    brokerha::ApiOptions api_options;
+    api_options.bind = config.api.bind;
+    api_options.port = config.api.port;
+    api_options.users = config.api.user;
+    api_options.expected_members = config.cluster.expected_members;
+    api_options.node_name = config.cluster.node_name;
+    api = std::make_unique<brokerha::ApiServer>(api_options, broker, *bus);
+    api->start(ec);
+    if (ec) {
+      server::log_error("cannot start the HTTP API on " + config.api.bind + ":" +
+                        std::to_string(config.api.port) + " (api.bind, api.port): " + ec.message());
+      broker.stop();
+      return 1;
+    }
+    std::printf("brokerha-server %s: HTTP API listening on %s:%u\n", brokerha::library_version(),
+                config.api.bind.c_str(), static_cast<unsigned>(api->port()));
+    server::log_info("HTTP API listening on " + config.api.bind + ":" +
+                     std::to_string(api->port()));
   }
   for (const brokerha::Endpoint& ep : broker.listen_endpoints()) {
     std::printf("brokerha-server %s: MQTT listening on %s:%u\n", brokerha::library_version(),
@@ -201,6 +228,7 @@ int main(int argc, char** argv) {
     reload(broker, reload_load);
   }
   server::log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + " received, stopping");
+  if (api) api->stop();  // first: its handlers read the broker
   broker.stop();
   return 0;
 }
