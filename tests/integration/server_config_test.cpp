@@ -156,19 +156,10 @@ std::string env_name(const std::string& path) {
   return out;
 }
 
-// A free TCP port on 127.0.0.1 (bound to port 0, then released).
 std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  socklen_t len = sizeof addr;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  const std::uint16_t port = brokerha::test::free_port();
+  REQUIRE(port != 0);
+  return port;
 }
 
 struct KeyCase {

@@ -369,8 +369,10 @@ struct ApiServer::Impl {
     bool ok = false;
     for (const auto& [u, p] : options.users) {
       // Every entry is compared, in constant time, whichever matches.
-      const bool match = constant_time_equal(user, u) & constant_time_equal(pass, p);
-      ok = ok || match;
+      // Both compared before combining: no early exit on a wrong user name.
+      const bool user_ok = constant_time_equal(user, u);
+      const bool pass_ok = constant_time_equal(pass, p);
+      ok = (user_ok && pass_ok) || ok;
     }
     return ok;
   }
