@@ -325,9 +325,9 @@ std::vector<ClientInfo> Broker::clients() const {
     net::Shard* s = shard.get();
     auto part = run_on(*s, d.running, [s] {
       std::vector<ClientInfo> list;
-      for (const auto& [id, cs] : s->sessions) {
+      s->sessions.for_each([&list](const net::ClientSessionPtr& cs) {
         ClientInfo c;
-        c.id = id;
+        c.id = cs->state.client_id();
         c.protocol_version = static_cast<int>(cs->version);
         c.username = cs->username;
         c.clean_session = cs->clean;
@@ -352,7 +352,7 @@ std::vector<ClientInfo> Broker::clients() const {
         c.inflight = cs->state.inflight().size();
         c.queued = cs->state.queued();
         list.push_back(std::move(c));
-      }
+      });
       return list;
     });
     if (part) {
@@ -378,9 +378,9 @@ std::vector<MessageInfo> Broker::inflight(const std::string& client_id) const {
   auto result = run_on(*s, d.running, [s, client_id] {
     std::vector<MessageInfo> out;
     const auto now = net::Clock::now();
-    auto it = s->sessions.find(client_id);
-    if (it == s->sessions.end()) return out;
-    for (const auto& f : it->second->state.inflight()) {
+    const net::ClientSessionPtr* found = s->sessions.find(client_id);
+    if (found == nullptr) return out;
+    for (const auto& f : (*found)->state.inflight()) {
       MessageInfo m = message_info(*f.delivery.message, now);
       m.qos = f.delivery.qos;
       m.retain = f.delivery.retain;
@@ -388,7 +388,7 @@ std::vector<MessageInfo> Broker::inflight(const std::string& client_id) const {
       m.dup = !f.sent;
       out.push_back(std::move(m));
     }
-    for (const auto& q : it->second->state.queue()) {
+    for (const auto& q : (*found)->state.queue()) {
       MessageInfo m = message_info(*q.message, now);
       m.qos = q.qos;
       m.retain = q.retain;
@@ -435,9 +435,9 @@ std::optional<std::string> Broker::export_session(const std::string& client_id) 
   if (!d.core) return std::nullopt;
   net::Shard* s = &d.core->shard(d.core->home_shard(client_id));
   auto result = run_on(*s, d.running.load(), [s, client_id]() -> std::optional<std::string> {
-    auto it = s->sessions.find(client_id);
-    if (it == s->sessions.end()) return std::nullopt;
-    const net::ClientSession& cs = *it->second;
+    const net::ClientSessionPtr* found = s->sessions.find(client_id);
+    if (found == nullptr) return std::nullopt;
+    const net::ClientSession& cs = **found;
     session::SessionMeta meta;
     meta.protocol_version = static_cast<std::uint8_t>(cs.version);
     meta.clean = cs.clean;
@@ -471,9 +471,9 @@ bool Broker::stop_client(const std::string& client_id) {
   net::Core* core = d.core.get();
   net::Shard* s = &core->shard(core->home_shard(client_id));
   auto found = run_on(*s, d.running, [core, s, client_id] {
-    auto it = s->sessions.find(client_id);
-    if (it == s->sessions.end() || it->second->connection == nullptr) return false;
-    it->second->connection->kick(ReasonCode::administrative_action);
+    const net::ClientSessionPtr* session = s->sessions.find(client_id);
+    if (session == nullptr || (*session)->connection == nullptr) return false;
+    (*session)->connection->kick(ReasonCode::administrative_action);
     core->flush(*s);
     return true;
   });

@@ -303,7 +303,7 @@ mqtt::Status Connection::on_connect(mqtt::Connect& c) {
     do {
       info->client_id = random_client_id();
     } while (core_.home_shard(info->client_id) != shard_->index ||
-             shard_->sessions.count(info->client_id) != 0);
+             shard_->sessions.contains(info->client_id));
     info->assigned_id = true;
   }
   info->keep_alive = c.keep_alive;
@@ -502,9 +502,8 @@ void Connection::attach(std::shared_ptr<ConnectInfo> info) {
   Shard& shard = *shard_;
   const BrokerOptions& opts = core_.options();
   bool present = false;
-  auto it = shard.sessions.find(info->client_id);
-  if (it != shard.sessions.end()) {
-    ClientSessionPtr existing = it->second;
+  if (const ClientSessionPtr* found = shard.sessions.find(info->client_id)) {
+    ClientSessionPtr existing = *found;
     if (existing->connection != nullptr) existing->connection->kick(ReasonCode::session_taken_over);
     // The old connection's session may have ended with it (clean session, expiry 0): then
     // there is nothing to resume or discard.
@@ -520,7 +519,7 @@ void Connection::attach(std::shared_ptr<ConnectInfo> info) {
   }
   if (!session_) {
     session_ = std::make_shared<ClientSession>(info->client_id, shard.index);
-    shard.register_session(session_);
+    shard.sessions.insert(session_);
     shard.counters.add(shard.counters.sessions);
   }
   ClientSession& s = *session_;
@@ -1218,7 +1217,8 @@ void Connection::detach_session(bool publish_will) {
     if (will_delay_ == 0 || session_ends) {
       core_.publish_will(*shard_, will_);
     } else {
-      s->will = PendingWill{will_, Clock::now() + std::chrono::seconds(will_delay_)};
+      s->will = std::make_unique<PendingWill>(
+          PendingWill{will_, Clock::now() + std::chrono::seconds(will_delay_)});
     }
   }
   will_.reset();

@@ -10,6 +10,56 @@
 
 namespace brokerha::net {
 
+// ---- SessionTable ----------------------------------------------------------------------------
+
+const ClientSessionPtr* SessionTable::find(std::string_view id) const noexcept {
+  if (size_ == 0) return nullptr;
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t i = home(id);; i = (i + 1) & mask) {
+    const ClientSessionPtr& s = slots_[i];
+    if (!s) return nullptr;
+    if (s->state.client_id() == id) return &s;
+  }
+}
+
+void SessionTable::insert(ClientSessionPtr s) {
+  if ((size_ + 1) * 4 > slots_.size() * 3) grow();
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t i = home(s->state.client_id());
+  while (slots_[i]) i = (i + 1) & mask;
+  slots_[i] = std::move(s);
+  ++size_;
+}
+
+bool SessionTable::erase(const ClientSession* s) noexcept {
+  if (size_ == 0 || s == nullptr) return false;
+  const std::size_t mask = slots_.size() - 1;
+  std::size_t i = home(s->state.client_id());
+  while (slots_[i] && slots_[i].get() != s) i = (i + 1) & mask;
+  if (!slots_[i]) return false;
+  slots_[i].reset();
+  --size_;
+  // Backward shift: move up every later entry of the run whose home is not in (i, j].
+  for (std::size_t j = (i + 1) & mask; slots_[j]; j = (j + 1) & mask) {
+    const std::size_t h = home(slots_[j]->state.client_id());
+    const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+    if (stays) continue;
+    slots_[i] = std::move(slots_[j]);
+    i = j;
+  }
+  return true;
+}
+
+void SessionTable::grow() {
+  std::vector<ClientSessionPtr> old = std::move(slots_);
+  slots_.clear();
+  slots_.resize(old.empty() ? 16 : old.size() * 2);
+  size_ = 0;
+  for (ClientSessionPtr& s : old) {
+    if (s) insert(std::move(s));
+  }
+}
+
 namespace {
 
 // Splits "$share/{group}/{filter}" into (group, filter); other filters have no group.
@@ -192,18 +242,16 @@ void Core::discard_session(Shard& shard, const ClientSessionPtr& session) {
       tree_.erase(filter, group, session.get());
     }
   }
-  auto it = shard.sessions.find(session->state.client_id());
-  if (it != shard.sessions.end() && it->second == session) shard.sessions.erase(it);
+  shard.sessions.erase(session.get());
   shard.counters.sessions.store(shard.counters.sessions.load(std::memory_order_relaxed) - 1,
                                 std::memory_order_relaxed);
 }
 
 std::error_code Core::install_session(Shard& shard, session::ImportedSession imported) {
   const std::string id = imported.session->client_id();
-  auto it = shard.sessions.find(id);
-  if (it != shard.sessions.end()) {
-    if (it->second->connection != nullptr) return make_error_code(errc::session_in_use);
-    ClientSessionPtr old = it->second;
+  if (const ClientSessionPtr* found = shard.sessions.find(id)) {
+    if ((*found)->connection != nullptr) return make_error_code(errc::session_in_use);
+    ClientSessionPtr old = *found;
     old->will.reset();  // replaced, not ended: its delayed will is not due
     discard_session(shard, old);
   }
@@ -218,7 +266,7 @@ std::error_code Core::install_session(Shard& shard, session::ImportedSession imp
   }
   for (const auto& [filter, options] : s->state.subscriptions()) subscribe(s, filter, options);
   shard.account(static_cast<std::int64_t>(s->state.queued_bytes()));
-  shard.register_session(s);
+  shard.sessions.insert(std::move(s));
   shard.counters.add(shard.counters.sessions);
   return {};
 }
@@ -360,16 +408,18 @@ void Core::sweep(Shard& shard) {
   }
   std::vector<ClientSessionPtr> expired;
   std::uint64_t inflight = 0;
-  for (auto& [id, s] : shard.sessions) {
+  std::vector<MessagePtr> wills;  // published after the walk (routing may not touch the table)
+  shard.sessions.for_each([&](const ClientSessionPtr& s) {
     inflight += s->state.inflight().size();
     s->state.shrink_if_empty();
-    if (s->connection != nullptr) continue;
+    if (s->connection != nullptr) return;
     if (s->will && now >= s->will->due) {
-      publish_will(shard, s->will->message);
+      wills.push_back(std::move(s->will->message));
       s->will.reset();
     }
     if (s->expires_at && now >= *s->expires_at) expired.push_back(s);
-  }
+  });
+  for (const MessagePtr& w : wills) publish_will(shard, w);
   for (const auto& s : expired) discard_session(shard, s);
   shard.counters.inflight.store(inflight, std::memory_order_relaxed);
   resume_paused(shard);  // over the bound, publishers still get one read per sweep
