@@ -91,7 +91,7 @@ TEST_CASE("membership codec message round trips") {
   CHECK(p2.source_port == 7946);
   CHECK(p2.source_node == "src");
   Ping bare{9, "x", "", 0, ""};
-  CHECK(encode(bare) == std::string("\x00\x82\xa5SeqNo\x09\xa4Node\xa1x", 16));
+  CHECK(encode(bare) == std::string("\x00\x82\xa4Node\xa1x\xa5SeqNo\x09", 16));
 
   IndirectPing ip{1, std::string("\x0a\0\0\x02", 4), 100, "t", true, "", 0, ""};
   IndirectPing ip2;

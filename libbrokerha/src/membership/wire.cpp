@@ -39,26 +39,26 @@ void write_suspect_like(MsgType t, const Suspect& m, std::string& out) {
   out = start(t);
   Writer w(out);
   w.map_header(3);
+  w.key("From");
+  w.raw(m.from);
   w.key("Incarnation");
   w.uint(m.incarnation);
   w.key("Node");
   w.raw(m.node);
-  w.key("From");
-  w.raw(m.from);
 }
 
 void write_node_state(Writer& w, const PushNodeState& n) {
   w.map_header(7);
-  w.key("Name");
-  w.raw(n.name);
   w.key("Addr");
   w.bytes(n.addr);
-  w.key("Port");
-  w.uint(n.port);
-  w.key("Meta");
-  w.bytes(n.meta);
   w.key("Incarnation");
   w.uint(n.incarnation);
+  w.key("Meta");
+  w.bytes(n.meta);
+  w.key("Name");
+  w.raw(n.name);
+  w.key("Port");
+  w.uint(n.port);
   w.key("State");
   w.uint(static_cast<std::uint8_t>(n.state));
   w.key("Vsn");
@@ -78,21 +78,21 @@ std::string encode(const Ping& m) {
   const bool has_port = m.source_port != 0;
   const bool has_node = !m.source_node.empty();
   w.map_header(2u + has_addr + has_port + has_node);
-  w.key("SeqNo");
-  w.uint(m.seq_no);
   w.key("Node");
   w.raw(m.node);
+  w.key("SeqNo");
+  w.uint(m.seq_no);
   if (has_addr) {
     w.key("SourceAddr");
     w.raw(m.source_addr);
   }
-  if (has_port) {
-    w.key("SourcePort");
-    w.uint(m.source_port);
-  }
   if (has_node) {
     w.key("SourceNode");
     w.raw(m.source_node);
+  }
+  if (has_port) {
+    w.key("SourcePort");
+    w.uint(m.source_port);
   }
   return out;
 }
@@ -104,28 +104,28 @@ std::string encode(const IndirectPing& m) {
   const bool has_port = m.source_port != 0;
   const bool has_node = !m.source_node.empty();
   w.map_header(5u + has_addr + has_port + has_node);
-  w.key("SeqNo");
-  w.uint(m.seq_no);
-  w.key("Target");
-  w.bytes(m.target);
-  w.key("Port");
-  w.uint(m.port);
-  w.key("Node");
-  w.raw(m.node);
   w.key("Nack");
   w.boolean(m.nack);
+  w.key("Node");
+  w.raw(m.node);
+  w.key("Port");
+  w.uint(m.port);
+  w.key("SeqNo");
+  w.uint(m.seq_no);
   if (has_addr) {
     w.key("SourceAddr");
     w.raw(m.source_addr);
-  }
-  if (has_port) {
-    w.key("SourcePort");
-    w.uint(m.source_port);
   }
   if (has_node) {
     w.key("SourceNode");
     w.raw(m.source_node);
   }
+  if (has_port) {
+    w.key("SourcePort");
+    w.uint(m.source_port);
+  }
+  w.key("Target");
+  w.bytes(m.target);
   return out;
 }
 
@@ -133,10 +133,10 @@ std::string encode(const Ack& m) {
   std::string out = start(MsgType::ack);
   Writer w(out);
   w.map_header(2);
-  w.key("SeqNo");
-  w.uint(m.seq_no);
   w.key("Payload");
   w.bytes(m.payload);
+  w.key("SeqNo");
+  w.uint(m.seq_no);
   return out;
 }
 
@@ -165,16 +165,16 @@ std::string encode(const Alive& m) {
   std::string out = start(MsgType::alive);
   Writer w(out);
   w.map_header(6);
-  w.key("Incarnation");
-  w.uint(m.incarnation);
-  w.key("Node");
-  w.raw(m.node);
   w.key("Addr");
   w.bytes(m.addr);
-  w.key("Port");
-  w.uint(m.port);
+  w.key("Incarnation");
+  w.uint(m.incarnation);
   w.key("Meta");
   w.bytes(m.meta);
+  w.key("Node");
+  w.raw(m.node);
+  w.key("Port");
+  w.uint(m.port);
   w.key("Vsn");
   w.bytes(m.vsn);
   return out;
@@ -184,12 +184,12 @@ std::string encode(const PushPull& m) {
   std::string out = start(MsgType::push_pull);
   Writer w(out);
   w.map_header(3);
+  w.key("Join");
+  w.boolean(m.header.join);
   w.key("Nodes");
   w.sint(static_cast<std::int64_t>(m.nodes.size()));
   w.key("UserStateLen");
   w.sint(static_cast<std::int64_t>(m.user_state.size()));
-  w.key("Join");
-  w.boolean(m.header.join);
   for (const auto& n : m.nodes) write_node_state(w, n);
   out.append(m.user_state);
   return out;

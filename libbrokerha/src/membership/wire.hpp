@@ -1,6 +1,8 @@
 #pragma once
 // memberlist's wire format: message types, the msgpack shape of each message (field names and
 // omitempty exactly as memberlist declares them), compound packets, CRC and label framing.
+// Map keys are written in alphabetical order: that is what a real peer (Debian's serf 0.9.4,
+// memberlist 0.2.2 + go-msgpack) emits, as tests/unit/membership_serf_capture_test.cpp checks.
 //
 // Byte fields (addresses, meta, payloads, Vsn) are std::string holding raw bytes. An IPv4
 // address is 4 bytes, IPv6 16; Go may send IPv4 in either form (normalize_ip folds it).
