@@ -235,3 +235,51 @@ TEST_CASE("membership sim graceful leave is seen by all as left") {
     }
   }
 }
+
+TEST_CASE("membership sim a slow node does not get healthy nodes declared dead") {
+  int false_dead = 0;
+  int max_score_seen = 0;
+  int score_after = 0;
+  for (int seed = 1; seed <= 10; ++seed) {
+    MembershipSim sim(static_cast<std::uint64_t>(seed) + 300);
+    form(sim, 10);
+    sim.run_for(5s);
+    const mb::TimePoint from = sim.now();
+    sim.node(3).inbound_delay = 1500ms;  // every message to n3 is handled 1.5 s late, for 30 s
+    for (int s = 0; s < 30; ++s) {
+      sim.run_for(1s);
+      max_score_seen = std::max(max_score_seen, sim.node(3).core->health_score());
+    }
+    sim.node(3).inbound_delay = mb::Duration(0);
+    sim.run_for(30s);
+    score_after = std::max(score_after, sim.node(3).core->health_score());
+    for (std::size_t i = 0; i < 10; ++i) {
+      for (const auto& s : sim.node(i).seen) {
+        if (s.at >= from && s.kind == mb::MemberEvent::Kind::leave && s.name != "n3") {
+          ++false_dead;
+        }
+      }
+    }
+  }
+  std::printf("membership sim slow node (1.5 s inbound delay for 30 s) x 10 seeds: %d healthy "
+              "nodes declared dead, slow node health score up to %d, %d 30 s after\n",
+              false_dead, max_score_seen, score_after);
+  CHECK(false_dead == 0);
+  CHECK(max_score_seen >= 1);
+  CHECK(score_after == 0);
+}
+
+TEST_CASE("membership sim a 5 and 5 partition longer than gossip_to_the_dead_time heals on join") {
+  MembershipSim sim(21);
+  form(sim, 10);
+  sim.run_for(3s);
+  sim.blocked = [](std::size_t a, std::size_t b) { return (a < 5) != (b < 5); };
+  sim.run_for(60s);  // each side declares the other dead, then reaps it
+  for (std::size_t i = 0; i < 10; ++i) CHECK(sim.node(i).core->members().size() == 5);
+  sim.blocked = nullptr;
+  const mb::TimePoint healed = sim.now();
+  sim.join(0, 7);  // what discovery does on its next refresh
+  CHECK(sim.run_until_true([&] { return all_alive(sim, 10); }, 30s));
+  std::printf("membership sim 5|5 partition for 60 s: whole again %.2f s after the join\n",
+              seconds(sim.now() - healed));
+}
