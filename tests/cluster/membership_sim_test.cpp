@@ -2,13 +2,13 @@
 // crash detection bounds, loss without false positives, large joins, graceful leave.
 // Every scenario runs fixed seeds; a failing seed replays exactly. Figures are printed.
 
+#include "support/membership_sim.hpp"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <vector>
-
-#include "support/membership_sim.hpp"
 
 using brokerha::test::MembershipSim;
 namespace mb = brokerha::membership;
@@ -103,33 +103,32 @@ double hard_bound(std::size_t n) {
   return static_cast<double>(2 * n - 3) * t + t + 6.0 * min + 1.0;
 }
 
+// Runs crash_detection over `seeds`, prints the figures, checks every detection against the
+// bound, and returns the detection times.
+std::vector<double> crash_report(std::size_t n, int seeds) {
+  const double bound = hard_bound(n);
+  const auto times = crash_detection(n, seeds, bound);
+  REQUIRE(times.size() == static_cast<std::size_t>(seeds) * (n - 1));
+  const double worst = *std::max_element(times.begin(), times.end());
+  std::printf(
+      "membership sim n=%zu crash: %zu detections over %d seeds, p50 %.2f s, p99 %.2f s, "
+      "max %.2f s (bound %.1f s)\n",
+      n, times.size(), seeds, percentile(times, 0.5), percentile(times, 0.99), worst, bound);
+  CHECK(worst <= bound);
+  return times;
+}
+
 }  // namespace
 
 TEST_CASE("membership sim crash of 1 of 3 is detected by every survivor within the bound") {
-  const double bound = hard_bound(3);
-  const auto times = crash_detection(3, 30, bound);
-  REQUIRE(times.size() == 60);
-  const double p50 = percentile(times, 0.5);
-  const double p99 = percentile(times, 0.99);
-  std::printf("membership sim n=3 crash: %zu detections over 30 seeds, p50 %.2f s, p99 %.2f s, "
-              "max %.2f s (bound %.1f s)\n",
-              times.size(), p50, p99, *std::max_element(times.begin(), times.end()), bound);
-  CHECK(p50 <= 3.5);
-  CHECK(p99 <= 5.0);
-  CHECK(*std::max_element(times.begin(), times.end()) <= bound);
+  const auto times = crash_report(3, 30);
+  CHECK(percentile(times, 0.5) <= 3.5);
+  CHECK(percentile(times, 0.99) <= 5.0);
 }
 
 TEST_CASE("membership sim crash of 1 of 10 is detected by every survivor within the bound") {
-  const double bound = hard_bound(10);
-  const auto times = crash_detection(10, 20, bound);
-  REQUIRE(times.size() == 180);
-  const double p50 = percentile(times, 0.5);
-  const double p99 = percentile(times, 0.99);
-  std::printf("membership sim n=10 crash: %zu detections over 20 seeds, p50 %.2f s, p99 %.2f s, "
-              "max %.2f s (bound %.1f s)\n",
-              times.size(), p50, p99, *std::max_element(times.begin(), times.end()), bound);
-  CHECK(p99 <= 6.0);  // 12 probe intervals
-  CHECK(*std::max_element(times.begin(), times.end()) <= bound);
+  const auto times = crash_report(10, 20);
+  CHECK(percentile(times, 0.99) <= 6.0);  // 12 probe intervals
 }
 
 TEST_CASE("membership sim 10 nodes at 10 percent loss for 5 minutes declare no one dead") {
@@ -163,11 +162,13 @@ TEST_CASE("membership sim 10 nodes at 10 percent loss for 5 minutes declare no o
     // Whatever happened, the cluster is whole again once the loss stops.
     CHECK(sim.run_until_true([&] { return all_alive(sim, 10); }, 60s));
   }
-  std::printf("membership sim n=10 10%% loss 5 min x %d seeds: %d false dead events, %d/%d seeds "
-              "clean, %.1f failed probes (new suspicions) and %.1f refutes per minute per cluster, %.0f B/s per node "
-              "sent at 10%% loss\n",
-              seeds, false_dead, clean_seeds, seeds, static_cast<double>(failed_probes) / seeds / 5.0,
-              static_cast<double>(refutes) / seeds / 5.0, bandwidth);
+  std::printf(
+      "membership sim n=10 10%% loss 5 min x %d seeds: %d false dead events, %d/%d seeds "
+      "clean, %.1f failed probes (new suspicions) and %.1f refutes per minute per cluster, %.0f "
+      "B/s per node "
+      "sent at 10%% loss\n",
+      seeds, false_dead, clean_seeds, seeds, static_cast<double>(failed_probes) / seeds / 5.0,
+      static_cast<double>(refutes) / seeds / 5.0, bandwidth);
   CHECK(clean_seeds * 100 >= seeds * 95);
   CHECK(false_dead <= 1);
 }
@@ -261,9 +262,10 @@ TEST_CASE("membership sim a slow node does not get healthy nodes declared dead")
       }
     }
   }
-  std::printf("membership sim slow node (1.5 s inbound delay for 30 s) x 10 seeds: %d healthy "
-              "nodes declared dead, slow node health score up to %d, %d 30 s after\n",
-              false_dead, max_score_seen, score_after);
+  std::printf(
+      "membership sim slow node (1.5 s inbound delay for 30 s) x 10 seeds: %d healthy "
+      "nodes declared dead, slow node health score up to %d, %d 30 s after\n",
+      false_dead, max_score_seen, score_after);
   CHECK(false_dead == 0);
   CHECK(max_score_seen >= 1);
   CHECK(score_after == 0);

@@ -66,7 +66,7 @@ class MembershipSim {
   explicit MembershipSim(std::uint64_t seed) : rng_(seed), seed_(seed) {}
 
   mb::TimePoint now() const { return now_; }
-  double loss = 0.0;  // UDP packets and stream segments alike
+  double loss = 0.0;                                      // UDP packets and stream segments alike
   std::function<bool(std::size_t, std::size_t)> blocked;  // partition: true drops a->b
 
   // Adds a node named "n<i>" at 10.0.x.y:7946 with the given config tweaks; not started.
@@ -107,7 +107,9 @@ class MembershipSim {
   Node& node(std::size_t i) { return *nodes_[i]; }
   std::size_t size() const { return nodes_.size(); }
 
-  void at(mb::TimePoint t, std::function<void()> fn) { queue_.push({t, next_seq_++, std::move(fn)}); }
+  void at(mb::TimePoint t, std::function<void()> fn) {
+    queue_.push({t, next_seq_++, std::move(fn)});
+  }
 
   void run_until(mb::TimePoint end) {
     while (!queue_.empty() && queue_.top().at <= end) {
@@ -190,7 +192,7 @@ class MembershipSim {
   mb::Duration stream_leg(bool connect) {
     mb::Duration d = latency();
     if (connect && lost()) d += 1s;  // SYN or SYN-ACK retransmission
-    while (lost()) d += 200ms;        // data segment RTO
+    while (lost()) d += 200ms;       // data segment RTO
     return d;
   }
 

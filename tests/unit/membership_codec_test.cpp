@@ -186,7 +186,10 @@ TEST_CASE("membership codec compound crc and label framing") {
   CHECK(label == "prod");
   CHECK(rest == "x");
   CHECK_FALSE(strip_label("\xf4", label, rest));
-  CHECK_FALSE(strip_label("\xf4\x05" "ab", label, rest));
+  CHECK_FALSE(
+      strip_label("\xf4\x05"
+                  "ab",
+                  label, rest));
 }
 
 TEST_CASE("membership codec aes gcm keyring") {
@@ -252,8 +255,8 @@ TEST_CASE("membership codec packet and stream pipelines") {
   CodecConfig enc;
   enc.keyring.add_key("0123456789abcdef");
   enc.label = "cluster-a";
-  const std::string msg = encode(Alive{1, "n", std::string(4, 'a'), 1, std::string(300, 'm'),
-                                       std::string("\1\5\2\0\0\0", 6)});
+  const std::string msg = encode(
+      Alive{1, "n", std::string(4, 'a'), 1, std::string(300, 'm'), std::string("\1\5\2\0\0\0", 6)});
   for (const CodecConfig* c : {&plain, &enc}) {
     std::string got;
     REQUIRE(decode_packet(*c, encode_packet(*c, msg, true), got) == DecodeStatus::ok);
@@ -283,8 +286,7 @@ TEST_CASE("membership codec packet and stream pipelines") {
   CHECK(decode_packet(other, encode_packet(enc, msg, false), got) == DecodeStatus::auth_failed);
   CodecConfig nolabel;
   nolabel.keyring.add_key("0123456789abcdef");
-  CHECK(decode_packet(nolabel, encode_packet(plain, msg, false), got) ==
-        DecodeStatus::auth_failed);
+  CHECK(decode_packet(nolabel, encode_packet(plain, msg, false), got) == DecodeStatus::auth_failed);
   std::string crc = encode_packet(plain, msg, true);
   crc.back() ^= 0x40;
   CHECK(decode_packet(plain, crc, got) == DecodeStatus::bad_crc);

@@ -27,6 +27,13 @@ struct Capture : mb::CoreOutput {
 
 mb::Address addr(int i) { return {std::string{10, 0, 0, static_cast<char>(i)}, 7946}; }
 
+mb::CoreConfig config_me() {
+  mb::CoreConfig c;
+  c.name = "me";
+  c.advertise = addr(1);
+  return c;
+}
+
 std::string vsn() { return std::string("\1\5\2\0\0\0", 6); }
 
 }  // namespace
@@ -59,10 +66,7 @@ TEST_CASE("membership core suspicion timeouts match memberlist") {
 
 TEST_CASE("membership core precedence refutation and left versus dead") {
   Capture out;
-  mb::CoreConfig c;
-  c.name = "me";
-  c.advertise = addr(1);
-  mb::Core core(c, out);
+  mb::Core core(config_me(), out);
   core.start(0us);
   REQUIRE(core.find("me") != nullptr);
   CHECK(core.self().incarnation == 1);
@@ -114,10 +118,7 @@ TEST_CASE("membership core precedence refutation and left versus dead") {
 
 TEST_CASE("membership core answers pings addressed to it only") {
   Capture out;
-  mb::CoreConfig c;
-  c.name = "me";
-  c.advertise = addr(1);
-  mb::Core core(c, out);
+  mb::Core core(config_me(), out);
   core.start(0us);
   out.packets.clear();
   core.on_packet(1ms, addr(2), mb::encode(mb::Ping{5, "other", "", 0, ""}));

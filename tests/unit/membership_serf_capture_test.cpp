@@ -4,8 +4,8 @@
 // against it (serf compresses streams with Go's LZW). Both plaintext and with an AES-GCM key.
 // Skipped (with a message) when `serf` is not installed: scripts/install-deps.sh installs it.
 
-#include <doctest/doctest.h>
 #include <arpa/inet.h>
+#include <doctest/doctest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -129,11 +129,9 @@ void capture(const std::string& serf, const std::string& key_b64, const std::str
   const std::uint16_t serf_port = free_port(serf_ip);
   const std::uint16_t rpc_port = free_port(serf_ip);
   REQUIRE(serf_port != 0);
-  std::vector<std::string> args = {"agent", "-node=serf1",
-                                   "-bind=" + std::string(serf_ip) + ":" + std::to_string(serf_port),
-                                   "-rpc-addr=" + std::string(serf_ip) + ":" +
-                                       std::to_string(rpc_port),
-                                   "-log-level=err"};
+  std::vector<std::string> args = {
+      "agent", "-node=serf1", "-bind=" + std::string(serf_ip) + ":" + std::to_string(serf_port),
+      "-rpc-addr=" + std::string(serf_ip) + ":" + std::to_string(rpc_port), "-log-level=err"};
   if (!key_b64.empty()) args.push_back("-encrypt=" + key_b64);
   Serf proc(serf, args);
   REQUIRE(proc.started());
@@ -159,8 +157,8 @@ void capture(const std::string& serf, const std::string& key_b64, const std::str
   auto last_hello = std::chrono::steady_clock::time_point{};
   while ((!got_ping || !got_serf_alive) && std::chrono::steady_clock::now() < deadline) {
     if (std::chrono::steady_clock::now() - last_hello > std::chrono::milliseconds(300)) {
-      ::sendto(udp.fd, hello.data(), hello.size(), 0,
-               reinterpret_cast<const sockaddr*>(&serf_addr), sizeof serf_addr);
+      ::sendto(udp.fd, hello.data(), hello.size(), 0, reinterpret_cast<const sockaddr*>(&serf_addr),
+               sizeof serf_addr);
       last_hello = std::chrono::steady_clock::now();
     }
     pollfd p{udp.fd, POLLIN, 0};
@@ -188,8 +186,8 @@ void capture(const std::string& serf, const std::string& key_b64, const std::str
           // Re-encoding what we decoded gives Go's bytes back: same fields, same forms.
           CHECK_MESSAGE(mb::encode(ping) == m, hexs(m) << " vs " << hexs(mb::encode(ping)));
           got_ping = true;
-          const std::string ack = mb::encode_packet(codec, mb::encode(mb::Ack{ping.seq_no, ""}),
-                                                    false);
+          const std::string ack =
+              mb::encode_packet(codec, mb::encode(mb::Ack{ping.seq_no, ""}), false);
           ::sendto(udp.fd, ack.data(), ack.size(), 0, reinterpret_cast<const sockaddr*>(&from),
                    flen);
           break;

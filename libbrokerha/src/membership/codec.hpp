@@ -20,9 +20,9 @@ namespace brokerha::membership {
 
 enum class DecodeStatus : std::uint8_t {
   ok,
-  need_more,     // a stream prefix that is not complete yet
-  bad_label,     // missing, unexpected or different label
-  auth_failed,   // encryption expected and no key authenticates, or plaintext refused
+  need_more,    // a stream prefix that is not complete yet
+  bad_label,    // missing, unexpected or different label
+  auth_failed,  // encryption expected and no key authenticates, or plaintext refused
   bad_crc,
   malformed,
   too_large,
@@ -31,11 +31,11 @@ enum class DecodeStatus : std::uint8_t {
 const char* to_string(DecodeStatus s) noexcept;
 
 struct CodecConfig {
-  Keyring keyring;                   // empty: no encryption
-  std::string label;                 // empty: no label
+  Keyring keyring;    // empty: no encryption
+  std::string label;  // empty: no label
   bool enable_compression = true;
   bool skip_inbound_label_check = false;
-  bool verify_incoming = true;       // false: accept plaintext too (migration), as memberlist
+  bool verify_incoming = true;  // false: accept plaintext too (migration), as memberlist
   std::size_t max_stream = 20u << 20;
 };
 

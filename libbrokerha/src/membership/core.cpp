@@ -150,8 +150,8 @@ void Core::start(TimePoint now) {
                      cfg_.delegate_protocol_max, cfg_.delegate_protocol_version});
   alive_node(a, true);
   auto stagger = [&](Duration d) {
-    return Duration(static_cast<std::int64_t>(rng_() % static_cast<std::uint64_t>(
-                                                            std::max<std::int64_t>(1, d.count()))));
+    return Duration(static_cast<std::int64_t>(
+        rng_() % static_cast<std::uint64_t>(std::max<std::int64_t>(1, d.count()))));
   };
   schedule(now + stagger(cfg_.probe_interval), [this] { probe_tick(); });
   schedule(now + stagger(cfg_.gossip_interval), [this] { gossip_tick(); });
@@ -352,9 +352,8 @@ void Core::gossip_tick() {
 void Core::push_pull_tick() {
   schedule(now_ + push_pull_scale(cfg_.push_pull_interval, nodes_.size()),
            [this] { push_pull_tick(); });
-  auto peer = random_nodes(1, [&](const Node& n) {
-    return n.m.name == cfg_.name || n.m.state != NodeState::alive;
-  });
+  auto peer = random_nodes(
+      1, [&](const Node& n) { return n.m.name == cfg_.name || n.m.state != NodeState::alive; });
   if (!peer.empty()) start_push_pull(peer[0]->m.addr, false, 0);
 }
 
@@ -510,7 +509,8 @@ Alive Core::alive_of(const Member& m) const {
 void Core::alive_node(const Alive& a, bool bootstrap, std::function<void()> notify) {
   const bool is_local = a.node == cfg_.name;
   if (leaving_ && is_local) return;
-  if (a.vsn.size() >= 3 && static_cast<std::uint8_t>(a.vsn[1]) < static_cast<std::uint8_t>(a.vsn[0])) {
+  if (a.vsn.size() >= 3 &&
+      static_cast<std::uint8_t>(a.vsn[1]) < static_cast<std::uint8_t>(a.vsn[0])) {
     return;
   }
   if (a.node.empty()) return;
@@ -537,8 +537,7 @@ void Core::alive_node(const Alive& a, bool bootstrap, std::function<void()> noti
     if (state->m.addr != addr) {
       const bool can_reclaim = cfg_.dead_node_reclaim_time.count() > 0 &&
                                now_ - state->m.state_change > cfg_.dead_node_reclaim_time;
-      if (state->m.state == NodeState::left ||
-          (state->m.state == NodeState::dead && can_reclaim)) {
+      if (state->m.state == NodeState::left || (state->m.state == NodeState::dead && can_reclaim)) {
         updates_node = true;
       } else {
         ++stats_.conflicts;
@@ -679,7 +678,8 @@ void Core::refute(Node& me, std::uint32_t accused_inc) {
     const std::string msg = encode(alive_of(map_.at(cfg_.name)->m));
     auto targets = random_nodes(kRefuteFanout, [&](const Node& n) {
       return n.m.name == cfg_.name || n.m.state == NodeState::left ||
-             (n.m.state == NodeState::dead && now_ - n.m.state_change > cfg_.gossip_to_the_dead_time);
+             (n.m.state == NodeState::dead &&
+              now_ - n.m.state_change > cfg_.gossip_to_the_dead_time);
     });
     for (Node* t : targets) raw_send(t->m.addr, &t->m.name, msg);
   };
@@ -701,8 +701,7 @@ void Core::leave(TimePoint now) {
   Node* me = map_.count(cfg_.name) ? map_[cfg_.name] : nullptr;
   if (me == nullptr) return;
   const bool any_alive = std::any_of(nodes_.begin(), nodes_.end(), [&](const auto& n) {
-    return n->m.name != cfg_.name && n->m.state != NodeState::dead &&
-           n->m.state != NodeState::left;
+    return n->m.name != cfg_.name && n->m.state != NodeState::dead && n->m.state != NodeState::left;
   });
   dead_node(Dead{me->m.incarnation, cfg_.name, cfg_.name});
   if (!any_alive) leave_done_ = true;
@@ -855,9 +854,9 @@ void Core::handle_command(std::string_view msg, const Address& from, int depth) 
     case MsgType::indirect_ping:
       return handle_indirect_ping(body, from);
     case MsgType::ack:
-      return handle_ack(body);
+      return handle_ack_or_nack(body, true);
     case MsgType::nack:
-      return handle_nack(body);
+      return handle_ack_or_nack(body, false);
     case MsgType::suspect: {
       Suspect s;
       if (!decode(body, s)) break;
@@ -896,7 +895,8 @@ void Core::handle_ping(std::string_view body, const Address& from) {
     return;
   }
   Address to = from;
-  if (!p.source_addr.empty() && p.source_port != 0) to = {normalize_ip(p.source_addr), p.source_port};
+  if (!p.source_addr.empty() && p.source_port != 0)
+    to = {normalize_ip(p.source_addr), p.source_port};
   send_msg(to, p.source_node.empty() ? nullptr : &p.source_node, encode(Ack{p.seq_no, ""}));
 }
 
@@ -928,7 +928,8 @@ void Core::handle_indirect_ping(std::string_view body, const Address& from) {
   send_msg(Address{normalize_ip(ip.target), ip.port}, &ip.node, ping_msg(local, ip.node));
 }
 
-void Core::handle_ack(std::string_view body) {
+void Core::handle_ack_or_nack(std::string_view body, bool is_ack) {
+  // Ack and nack share what the handler lookup needs: {SeqNo} (an ack's Payload is optional).
   Ack a;
   if (!decode(body, a)) {
     ++stats_.dropped_malformed;
@@ -936,23 +937,17 @@ void Core::handle_ack(std::string_view body) {
   }
   auto it = acks_.find(a.seq_no);
   if (it == acks_.end()) {
-    ++stats_.unknown_ack;
+    if (is_ack) ++stats_.unknown_ack;
+    return;
+  }
+  if (!is_ack) {
+    if (it->second.on_nack) it->second.on_nack();
     return;
   }
   auto h = std::move(it->second);
   acks_.erase(it);
   cancel(h.timer);
   if (h.on_ack) h.on_ack();
-}
-
-void Core::handle_nack(std::string_view body) {
-  Nack n;
-  if (!decode(body, n)) {
-    ++stats_.dropped_malformed;
-    return;
-  }
-  auto it = acks_.find(n.seq_no);
-  if (it != acks_.end() && it->second.on_nack) it->second.on_nack();
 }
 
 }  // namespace brokerha::membership

@@ -135,8 +135,7 @@ class Core {
 
   void on_packet(TimePoint now, const Address& from, std::string_view bytes);
   // A stream the driver accepted and read completely; returns the reply to write, if any.
-  std::optional<std::string> on_stream(TimePoint now, const Address& from,
-                                       std::string_view bytes);
+  std::optional<std::string> on_stream(TimePoint now, const Address& from, std::string_view bytes);
   void on_stream_reply(TimePoint now, std::uint64_t id, std::optional<std::string> bytes);
 
   // Push-pull (join=true) with each seed; `done(ok, failed)` when every exchange finished.
@@ -160,8 +159,8 @@ class Core {
 
   // memberlist's formulas, exactly as its code has them.
   static Duration suspicion_timeout(int mult, std::size_t n, Duration interval);
-  static Duration remaining_suspicion_time(int confirmations, int k, Duration elapsed,
-                                           Duration min, Duration max);
+  static Duration remaining_suspicion_time(int confirmations, int k, Duration elapsed, Duration min,
+                                           Duration max);
   static int retransmit_limit(int mult, std::size_t n);
   static Duration push_pull_scale(Duration interval, std::size_t n);
 
@@ -246,8 +245,7 @@ class Core {
   void handle_command(std::string_view msg, const Address& from, int depth);
   void handle_ping(std::string_view body, const Address& from);
   void handle_indirect_ping(std::string_view body, const Address& from);
-  void handle_ack(std::string_view body);
-  void handle_nack(std::string_view body);
+  void handle_ack_or_nack(std::string_view body, bool is_ack);
   void queue_broadcast(const std::string& key, std::string msg,
                        std::function<void()> finished = nullptr);
   std::vector<std::string> get_broadcasts(std::size_t overhead, std::size_t limit);

@@ -67,8 +67,8 @@ std::string gcm_encrypt(int version, std::string_view key, std::string_view nonc
   total = len;
   if (EVP_EncryptFinal_ex(ctx.get(), dst + total, &len) != 1) return {};
   total += len;
-  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTag),
-                          dst + total) != 1) {
+  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(kTag), dst + total) !=
+      1) {
     return {};
   }
   return out;

@@ -19,7 +19,7 @@ class Keyring {
   Keyring() = default;
   // Keys must be 16, 24 or 32 bytes; returns false (and adds nothing) otherwise.
   bool add_key(std::string_view key);
-  bool use_key(std::string_view key);  // makes an installed key primary
+  bool use_key(std::string_view key);     // makes an installed key primary
   bool remove_key(std::string_view key);  // the primary key cannot be removed
   bool enabled() const noexcept { return !keys_.empty(); }
   const std::vector<std::string>& keys() const noexcept { return keys_; }

@@ -6,29 +6,22 @@ void Writer::be(std::uint64_t v, int n) {
   for (int i = n - 1; i >= 0; --i) out_.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
 }
 
-void Writer::map_header(std::uint32_t n) {
+// fix | n below 16, else code16 + uint16, else code16 + 1 + uint32 (maps and arrays alike).
+void Writer::container(std::uint8_t fix, std::uint8_t code16, std::uint32_t n) {
   if (n < 16) {
-    out_.push_back(static_cast<char>(0x80 | n));
+    out_.push_back(static_cast<char>(fix | n));
   } else if (n <= 0xFFFF) {
-    out_.push_back(static_cast<char>(0xDE));
+    out_.push_back(static_cast<char>(code16));
     be(n, 2);
   } else {
-    out_.push_back(static_cast<char>(0xDF));
+    out_.push_back(static_cast<char>(code16 + 1));
     be(n, 4);
   }
 }
 
-void Writer::array_header(std::uint32_t n) {
-  if (n < 16) {
-    out_.push_back(static_cast<char>(0x90 | n));
-  } else if (n <= 0xFFFF) {
-    out_.push_back(static_cast<char>(0xDC));
-    be(n, 2);
-  } else {
-    out_.push_back(static_cast<char>(0xDD));
-    be(n, 4);
-  }
-}
+void Writer::map_header(std::uint32_t n) { container(0x80, 0xDE, n); }
+
+void Writer::array_header(std::uint32_t n) { container(0x90, 0xDC, n); }
 
 void Writer::nil() { out_.push_back(static_cast<char>(0xC0)); }
 
@@ -116,43 +109,28 @@ bool Reader::be(int n, std::uint64_t& v) {
   return true;
 }
 
-bool Reader::map_header(std::uint32_t& n) {
+bool Reader::container(std::uint8_t fix, std::uint8_t code16, std::uint32_t& n) {
   std::uint8_t b = 0;
   if (!byte(b)) return false;
   std::uint64_t v = 0;
-  if ((b & 0xF0) == 0x80) {
+  if ((b & 0xF0) == fix) {
     n = b & 0x0Fu;
     return true;
   }
-  if (b == 0xDE && be(2, v)) {
+  if (b == code16 && be(2, v)) {
     n = static_cast<std::uint32_t>(v);
     return true;
   }
-  if (b == 0xDF && be(4, v)) {
+  if (b == code16 + 1 && be(4, v)) {
     n = static_cast<std::uint32_t>(v);
     return true;
   }
   return fail();
 }
 
-bool Reader::array_header(std::uint32_t& n) {
-  std::uint8_t b = 0;
-  if (!byte(b)) return false;
-  std::uint64_t v = 0;
-  if ((b & 0xF0) == 0x90) {
-    n = b & 0x0Fu;
-    return true;
-  }
-  if (b == 0xDC && be(2, v)) {
-    n = static_cast<std::uint32_t>(v);
-    return true;
-  }
-  if (b == 0xDD && be(4, v)) {
-    n = static_cast<std::uint32_t>(v);
-    return true;
-  }
-  return fail();
-}
+bool Reader::map_header(std::uint32_t& n) { return container(0x80, 0xDE, n); }
+
+bool Reader::array_header(std::uint32_t& n) { return container(0x90, 0xDC, n); }
 
 bool Reader::boolean(bool& v) {
   std::uint8_t b = 0;

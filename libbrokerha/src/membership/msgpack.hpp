@@ -32,6 +32,7 @@ class Writer {
 
  private:
   void be(std::uint64_t v, int n);
+  void container(std::uint8_t fix, std::uint8_t code16, std::uint32_t n);
   std::string& out_;
 };
 
@@ -75,6 +76,7 @@ class Reader {
   bool byte(std::uint8_t& b);
   bool be(int n, std::uint64_t& v);
   bool skip_depth(int depth);
+  bool container(std::uint8_t fix, std::uint8_t code16, std::uint32_t& n);
 
   const std::uint8_t* p_;
   const std::uint8_t* end_;

@@ -1,6 +1,7 @@
 #include "membership/wire.hpp"
 
 #include <cstring>
+#include <optional>
 
 #include "membership/msgpack.hpp"
 
@@ -65,6 +66,39 @@ void write_node_state(Writer& w, const PushNodeState& n) {
   w.bytes(n.vsn);
 }
 
+// The omitempty source fields of ping and indirect ping (keys sort between SeqNo and Target).
+template <typename M>
+std::uint32_t source_fields(const M& m) {
+  return static_cast<std::uint32_t>(!m.source_addr.empty()) +
+         static_cast<std::uint32_t>(m.source_port != 0) +
+         static_cast<std::uint32_t>(!m.source_node.empty());
+}
+
+template <typename M>
+void write_source(Writer& w, const M& m) {
+  if (!m.source_addr.empty()) {
+    w.key("SourceAddr");
+    w.raw(m.source_addr);
+  }
+  if (!m.source_node.empty()) {
+    w.key("SourceNode");
+    w.raw(m.source_node);
+  }
+  if (m.source_port != 0) {
+    w.key("SourcePort");
+    w.uint(m.source_port);
+  }
+}
+
+// Reads a source field; nullopt when `k` is not one.
+template <typename M>
+std::optional<bool> read_source(const std::string& k, Reader& r, M& m) {
+  if (k == "SourceAddr") return r.raw(m.source_addr, 16);
+  if (k == "SourcePort") return r.uint_as(m.source_port);
+  if (k == "SourceNode") return r.raw(m.source_node, kMaxName);
+  return std::nullopt;
+}
+
 void be32(std::string& out, std::uint32_t v) {
   for (int i = 3; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
 }
@@ -74,36 +108,19 @@ void be32(std::string& out, std::uint32_t v) {
 std::string encode(const Ping& m) {
   std::string out = start(MsgType::ping);
   Writer w(out);
-  const bool has_addr = !m.source_addr.empty();
-  const bool has_port = m.source_port != 0;
-  const bool has_node = !m.source_node.empty();
-  w.map_header(2u + has_addr + has_port + has_node);
+  w.map_header(2u + source_fields(m));
   w.key("Node");
   w.raw(m.node);
   w.key("SeqNo");
   w.uint(m.seq_no);
-  if (has_addr) {
-    w.key("SourceAddr");
-    w.raw(m.source_addr);
-  }
-  if (has_node) {
-    w.key("SourceNode");
-    w.raw(m.source_node);
-  }
-  if (has_port) {
-    w.key("SourcePort");
-    w.uint(m.source_port);
-  }
+  write_source(w, m);
   return out;
 }
 
 std::string encode(const IndirectPing& m) {
   std::string out = start(MsgType::indirect_ping);
   Writer w(out);
-  const bool has_addr = !m.source_addr.empty();
-  const bool has_port = m.source_port != 0;
-  const bool has_node = !m.source_node.empty();
-  w.map_header(5u + has_addr + has_port + has_node);
+  w.map_header(5u + source_fields(m));
   w.key("Nack");
   w.boolean(m.nack);
   w.key("Node");
@@ -112,18 +129,7 @@ std::string encode(const IndirectPing& m) {
   w.uint(m.port);
   w.key("SeqNo");
   w.uint(m.seq_no);
-  if (has_addr) {
-    w.key("SourceAddr");
-    w.raw(m.source_addr);
-  }
-  if (has_node) {
-    w.key("SourceNode");
-    w.raw(m.source_node);
-  }
-  if (has_port) {
-    w.key("SourcePort");
-    w.uint(m.source_port);
-  }
+  write_source(w, m);
   w.key("Target");
   w.bytes(m.target);
   return out;
@@ -236,9 +242,7 @@ bool decode(std::string_view body, Ping& m) {
   return decode_map(body, [&](const std::string& k, Reader& r) {
     if (k == "SeqNo") return r.uint_as(m.seq_no);
     if (k == "Node") return r.raw(m.node, kMaxName);
-    if (k == "SourceAddr") return r.raw(m.source_addr, 16);
-    if (k == "SourcePort") return r.uint_as(m.source_port);
-    if (k == "SourceNode") return r.raw(m.source_node, kMaxName);
+    if (auto v = read_source(k, r, m)) return *v;
     return false;
   });
 }
@@ -251,9 +255,7 @@ bool decode(std::string_view body, IndirectPing& m) {
     if (k == "Port") return r.uint_as(m.port);
     if (k == "Node") return r.raw(m.node, kMaxName);
     if (k == "Nack") return r.boolean(m.nack);
-    if (k == "SourceAddr") return r.raw(m.source_addr, 16);
-    if (k == "SourcePort") return r.uint_as(m.source_port);
-    if (k == "SourceNode") return r.raw(m.source_node, kMaxName);
+    if (auto v = read_source(k, r, m)) return *v;
     return false;
   });
 }
@@ -450,7 +452,7 @@ std::string add_crc(std::string_view msg) {
 bool check_crc(std::string_view body, std::string_view& msg) {
   if (body.size() < 4) return false;
   std::uint32_t want = 0;
-  for (int i = 0; i < 4; ++i) want = (want << 8) | static_cast<std::uint8_t>(body[i]);
+  for (std::size_t i = 0; i < 4; ++i) want = (want << 8) | static_cast<std::uint8_t>(body[i]);
   msg = body.substr(4);
   return crc32_ieee(msg) == want;
 }
@@ -467,7 +469,8 @@ std::string add_label(std::string_view label, std::string_view msg) {
 bool strip_label(std::string_view in, std::string& label, std::string_view& rest) {
   label.clear();
   rest = in;
-  if (in.empty() || static_cast<std::uint8_t>(in[0]) != static_cast<std::uint8_t>(MsgType::has_label)) {
+  if (in.empty() ||
+      static_cast<std::uint8_t>(in[0]) != static_cast<std::uint8_t>(MsgType::has_label)) {
     return true;
   }
   if (in.size() < 2) return false;
@@ -480,7 +483,8 @@ bool strip_label(std::string_view in, std::string& label, std::string_view& rest
 
 std::string normalize_ip(std::string_view ip) {
   static constexpr char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, '\xff', '\xff'};
-  if (ip.size() == 16 && std::memcmp(ip.data(), kMapped, 12) == 0) return std::string(ip.substr(12));
+  if (ip.size() == 16 && std::memcmp(ip.data(), kMapped, 12) == 0)
+    return std::string(ip.substr(12));
   return std::string(ip);
 }
 
