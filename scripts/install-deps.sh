@@ -12,6 +12,8 @@ packages=(
   libc-ares-dev libssl-dev
   # real peers the tests talk to
   mosquitto mosquitto-clients python3 python3-paho-mqtt libpaho-mqtt-dev
+  # a real memberlist peer (memberlist 0.2.2 inside) for the membership wire tests
+  serf
   # tools the checks use
   clang-format
   # promtool (checks /metrics in the HTTP API tests)
