@@ -157,7 +157,8 @@ TEST_CASE("membership codec compound crc and label framing") {
   const std::string c = make_compound(parts);
   std::vector<std::string_view> out;
   std::size_t trunc = 0;
-  REQUIRE(split_compound(body_of(c), out, trunc));
+  const std::string body = body_of(c);  // `out` views into it
+  REQUIRE(split_compound(body, out, trunc));
   CHECK(out.size() == 3);
   CHECK(trunc == 0);
   CHECK(out[2] == parts[2]);
