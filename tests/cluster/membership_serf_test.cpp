@@ -1,7 +1,8 @@
 // Interop of brokerha::Membership with a real memberlist peer: Debian's `serf agent` on
 // 127.0.0.62, our node on 127.0.0.63 with serf's delegate versions (2/5/5). Our node joins
-// serf, `serf members` lists it alive, and after our node stops without leaving serf marks it
-// failed. Plaintext and with a 16-byte key. Skipped with a message when serf is missing.
+// serf (or serf joins us with `serf join`), each sees the other alive (`serf members`), and
+// after our node stops without leaving serf marks it failed. Plaintext and with a 16-byte key.
+// Skipped with a message when serf is missing.
 
 #include <brokerha/membership.hpp>
 
@@ -45,7 +46,9 @@ std::string serf_line(const std::string& serf, const std::string& rpc, const std
   return {};
 }
 
-void interop(const std::string& serf, const std::string& key_b64, const std::string& key) {
+// serf_joins: `serf join` contacts us (serf initiates the push-pull); else we join serf.
+void interop(const std::string& serf, const std::string& key_b64, const std::string& key,
+             bool serf_joins) {
   const char* serf_ip = "127.0.0.62";
   const std::uint16_t serf_port = brokerha::test::free_udp_tcp_port(serf_ip);
   const std::uint16_t rpc_port = brokerha::test::free_udp_tcp_port(serf_ip);
@@ -70,10 +73,14 @@ void interop(const std::string& serf, const std::string& key_b64, const std::str
   brokerha::Membership m(o);
   m.start();
 
-  // serf needs a moment to bind; retry the join.
+  // serf needs a moment to bind (and its RPC to listen); retry the join.
   const std::string seed = std::string(serf_ip) + ":" + std::to_string(serf_port);
+  const std::string ours = "127.0.0.63:" + std::to_string(m.bound_port());
   const bool joined = eventually(
       [&] {
+        if (serf_joins) {
+          return brokerha::test::run_process({serf, "join", "-rpc-addr=" + rpc, ours}, 5s).ok();
+        }
         std::error_code ec;
         return m.join({seed}, ec) == 1;
       },
@@ -114,8 +121,20 @@ TEST_CASE("membership serf interop: our node joins a serf agent") {
     MESSAGE("serf is not installed (apt-get install serf): skipped");
     return;
   }
-  SUBCASE("plaintext") { interop(serf, "", ""); }
+  SUBCASE("plaintext") { interop(serf, "", "", false); }
   SUBCASE("encrypted with a 16 byte key") {
-    interop(serf, "MDEyMzQ1Njc4OWFiY2RlZg==", "0123456789abcdef");
+    interop(serf, "MDEyMzQ1Njc4OWFiY2RlZg==", "0123456789abcdef", false);
+  }
+}
+
+TEST_CASE("membership serf interop: a serf agent joins our node") {
+  const std::string serf = brokerha::test::find_program("serf");
+  if (serf.empty()) {
+    MESSAGE("serf is not installed (apt-get install serf): skipped");
+    return;
+  }
+  SUBCASE("plaintext") { interop(serf, "", "", true); }
+  SUBCASE("encrypted with a 16 byte key") {
+    interop(serf, "MDEyMzQ1Njc4OWFiY2RlZg==", "0123456789abcdef", true);
   }
 }
