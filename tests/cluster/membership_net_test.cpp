@@ -39,19 +39,21 @@ struct Node {
   }
 };
 
-brokerha::MembershipOptions options(const std::string& name, const std::string& key) {
+brokerha::MembershipOptions options(const std::string& name, const std::string& key,
+                                    const std::string& ip = "127.0.0.1") {
   brokerha::MembershipOptions o;
   o.name = name;
-  o.bind_address = "127.0.0.1";
+  o.bind_address = ip;
   o.port = 0;
   o.secret_key = key;
   o.dead_node_reclaim_time = 1ms;  // a restarted node may take its name back at once
   return o;
 }
 
-std::unique_ptr<Node> make_node(const std::string& name, const std::string& key = {}) {
+std::unique_ptr<Node> make_node(const std::string& name, const std::string& key = {},
+                                const std::string& ip = "127.0.0.1") {
   auto n = std::make_unique<Node>();
-  n->m = std::make_unique<brokerha::Membership>(options(name, key));
+  n->m = std::make_unique<brokerha::Membership>(options(name, key, ip));
   Node* raw = n.get();
   n->m->set_event_callback([raw](const brokerha::MemberEvent& e) {
     std::lock_guard<std::mutex> lock(raw->mu);
@@ -66,7 +68,9 @@ std::unique_ptr<Node> make_node(const std::string& name, const std::string& key 
   return n;
 }
 
-std::string seed_of(const Node& n) { return "127.0.0.1:" + std::to_string(n.m->bound_port()); }
+std::string seed_of(const Node& n, const std::string& ip = "127.0.0.1") {
+  return ip + ":" + std::to_string(n.m->bound_port());
+}
 
 bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
   const auto end = std::chrono::steady_clock::now() + limit;
@@ -211,6 +215,36 @@ TEST_CASE("membership net: a restarted node rejoins on a new port") {
       },
       20s);
   CHECK(back);
+}
+
+TEST_CASE("membership net: five nodes on distinct loopback addresses detect a crash") {
+  std::vector<std::unique_ptr<Node>> nodes;
+  for (int i = 0; i < 5; ++i) {
+    nodes.push_back(make_node("n" + std::to_string(i), kKey, "127.0.0." + std::to_string(11 + i)));
+  }
+  for (int i = 1; i < 5; ++i) {
+    CHECK(nodes[static_cast<std::size_t>(i)]->m->join({seed_of(*nodes[0], "127.0.0.11")}) == 1);
+  }
+  REQUIRE(wait_for(
+      [&] {
+        return std::all_of(nodes.begin(), nodes.end(),
+                           [](const auto& n) { return alive_count(*n) == 5; });
+      },
+      20s));
+  const auto v = nodes[0]->m->members();
+  const auto n3 = std::find_if(v.begin(), v.end(), [](const auto& m) { return m.name == "n3"; });
+  REQUIRE(n3 != v.end());
+  CHECK(n3->address == "127.0.0.14");
+  nodes[3]->m->stop();
+  CHECK(wait_for(
+      [&] {
+        for (std::size_t i = 0; i < 5; ++i) {
+          if (i != 3 && nodes[i]->count(brokerha::MemberEvent::Kind::failed, "n3") != 1)
+            return false;
+        }
+        return true;
+      },
+      40s));
 }
 
 TEST_CASE("membership net: options and lifecycle errors") {
