@@ -17,7 +17,8 @@
 // Thread safety: every member function may be called from any thread. join(), leave() and
 // send() wait for the membership thread and return errc::invalid_argument when called from
 // inside a callback (which runs on that thread); members(), local_health(), bound_port() and
-// stop() never wait for the protocol. Callbacks must be set before start().
+// stop() never wait for the protocol. Callbacks must be set before start(); whatever they
+// use must outlive the Membership or its stop() (which joins the thread that runs them).
 
 #include <brokerha/error.hpp>
 #include <brokerha/export.hpp>
@@ -104,6 +105,7 @@ struct MembershipStats {
   std::uint64_t streams_out = 0;
   std::uint64_t streams_refused = 0;  // over max_concurrent_streams
   std::uint64_t streams_failed = 0;   // timeouts, resets, malformed
+  std::uint64_t streams_routed = 0;   // handed to the stream handler
   std::uint64_t probe_failures = 0;
   std::uint64_t suspicions = 0;
 };
@@ -114,6 +116,11 @@ class BROKERHA_API Membership {
   using EventCallback = std::function<void(const MemberEvent&)>;
   /// A user message from another node; runs on the membership thread; must not block.
   using MessageCallback = std::function<void(std::string_view payload)>;
+  /// A TCP stream on the membership port whose first byte is not a memberlist message type
+  /// (0..13, 244): the cluster data plane shares the port. Gets the connected socket's file
+  /// descriptor (the handler owns it and must close it) and the bytes already read from it.
+  /// Runs on the membership thread; must not block (hand the descriptor to another thread).
+  using StreamHandler = std::function<void(int fd, std::string_view first_bytes)>;
 
   explicit Membership(MembershipOptions options);
   ~Membership();  // stop()
@@ -123,6 +130,7 @@ class BROKERHA_API Membership {
   /// Before start() only.
   void set_event_callback(EventCallback cb);
   void set_message_callback(MessageCallback cb);
+  void set_stream_handler(StreamHandler handler);
 
   /// Binds UDP and TCP on the same port, marks this node alive and starts the thread.
   /// Throws std::system_error (bind failure, bad options: errc::invalid_argument,

@@ -143,6 +143,7 @@ struct Membership::Impl final : mb::CoreOutput {
   MembershipOptions opt;
   EventCallback on_event;
   MessageCallback on_message;
+  StreamHandler on_foreign_stream;
 
   asio::io_context io;
   udp::socket usock{io};
@@ -318,6 +319,8 @@ struct Membership::Impl final : mb::CoreOutput {
                                                               std::size_t n) {
       if (ec) return finish_in(c, false);
       c->in.append(c->chunk.data(), n);
+      if (on_foreign_stream && !is_memberlist_type(static_cast<std::uint8_t>(c->in[0])))
+        return route(c);
       std::string msg;
       std::size_t used = 0;
       const auto st = mb::decode_stream(codec(), c->in, msg, used);
@@ -330,6 +333,26 @@ struct Membership::Impl final : mb::CoreOutput {
       asio::async_write(c->sock, asio::buffer(c->reply),
                         [this, c](const std::error_code& wec, std::size_t) { finish_in(c, !wec); });
     });
+  }
+
+  static bool is_memberlist_type(std::uint8_t b) {
+    return b <= static_cast<std::uint8_t>(mb::MsgType::err) ||
+           b == static_cast<std::uint8_t>(mb::MsgType::has_label);
+  }
+
+  // The stream-routing seam: the handler adopts the descriptor.
+  void route(const std::shared_ptr<InStream>& c) {
+    c->done = true;
+    --in_active;
+    c->deadline.cancel();
+    std::error_code ec;
+    const int fd = c->sock.release(ec);
+    if (ec) {
+      ++counters.streams_failed;
+      return;
+    }
+    ++counters.streams_routed;
+    on_foreign_stream(fd, c->in);
   }
 
   void finish_in(const std::shared_ptr<InStream>& c, bool ok) {
@@ -549,6 +572,9 @@ void Membership::set_event_callback(EventCallback cb) {
 }
 void Membership::set_message_callback(MessageCallback cb) {
   if (!impl_->started.load()) impl_->on_message = std::move(cb);
+}
+void Membership::set_stream_handler(StreamHandler handler) {
+  if (!impl_->started.load()) impl_->on_foreign_stream = std::move(handler);
 }
 
 void Membership::start() {
