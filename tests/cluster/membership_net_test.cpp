@@ -23,6 +23,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/broker_fixture.hpp"
+
 using namespace std::chrono_literals;
 
 namespace {
@@ -79,14 +81,7 @@ std::string seed_of(const Node& n, const std::string& ip = "127.0.0.1") {
   return ip + ":" + std::to_string(n.m->bound_port());
 }
 
-bool wait_for(const std::function<bool()>& cond, std::chrono::milliseconds limit) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return cond();
-}
+using brokerha::test::wait_until;
 
 int alive_count(const Node& n) {
   const auto v = n.m->members();
@@ -111,7 +106,7 @@ std::vector<std::unique_ptr<Node>> form_three(const std::string& key) {
   nodes.push_back(make_node("c", key));
   CHECK(nodes[1]->m->join({seed_of(*nodes[0])}) == 1);
   CHECK(nodes[2]->m->join({seed_of(*nodes[0])}) == 1);
-  const bool formed = wait_for(
+  const bool formed = wait_until(
       [&] {
         return std::all_of(nodes.begin(), nodes.end(),
                            [](const auto& n) { return alive_count(*n) == 3; });
@@ -145,7 +140,7 @@ TEST_CASE("membership net: user messages over UDP") {
   CHECK(!nodes[0]->m->send("b", "hello"));
   CHECK(nodes[0]->m->send("nobody", "x") == brokerha::errc::invalid_argument);
   CHECK(nodes[0]->m->send("b", std::string(4000, 'x')) == brokerha::errc::invalid_argument);
-  CHECK(wait_for(
+  CHECK(wait_until(
       [&] {
         std::lock_guard<std::mutex> lock(nodes[1]->mu);
         return !nodes[1]->messages.empty();
@@ -159,7 +154,7 @@ TEST_CASE("membership net: a crashed node is marked failed") {
   auto nodes = form_three(kKey);
   nodes[2]->m->stop();  // no leave message: as a kill -9
   // SWIM/Lifeguard bound at these knobs is ~12 s (simulator); allow slack for sanitizers.
-  const bool failed = wait_for(
+  const bool failed = wait_until(
       [&] {
         return nodes[0]->count(brokerha::MemberEvent::Kind::failed, "c") == 1 &&
                nodes[1]->count(brokerha::MemberEvent::Kind::failed, "c") == 1;
@@ -175,7 +170,7 @@ TEST_CASE("membership net: a graceful leave is seen as left") {
   auto nodes = form_three("");
   CHECK(!nodes[2]->m->leave(5s));
   nodes[2]->m->stop();
-  const bool left = wait_for(
+  const bool left = wait_until(
       [&] {
         return nodes[0]->count(brokerha::MemberEvent::Kind::leave, "c") == 1 &&
                nodes[1]->count(brokerha::MemberEvent::Kind::leave, "c") == 1;
@@ -209,13 +204,13 @@ TEST_CASE("membership net: a restarted node rejoins on a new port") {
   auto nodes = form_three("");
   const std::uint16_t old_port = nodes[2]->m->bound_port();
   nodes[2]->m->stop();
-  CHECK(wait_for([&] { return nodes[0]->count(brokerha::MemberEvent::Kind::failed, "c") == 1; },
-                 40s));
+  CHECK(wait_until([&] { return nodes[0]->count(brokerha::MemberEvent::Kind::failed, "c") == 1; },
+                   40s));
   nodes[2] = make_node("c", "");
   const std::uint16_t new_port = nodes[2]->m->bound_port();
   CHECK(new_port != old_port);
   CHECK(nodes[2]->m->join({seed_of(*nodes[1])}) == 1);
-  const bool back = wait_for(
+  const bool back = wait_until(
       [&] {
         return has_member(*nodes[0], "c", new_port) && has_member(*nodes[1], "c", new_port) &&
                alive_count(*nodes[2]) == 3;
@@ -232,7 +227,7 @@ TEST_CASE("membership net: five nodes on distinct loopback addresses detect a cr
   for (int i = 1; i < 5; ++i) {
     CHECK(nodes[static_cast<std::size_t>(i)]->m->join({seed_of(*nodes[0], "127.0.0.11")}) == 1);
   }
-  REQUIRE(wait_for(
+  REQUIRE(wait_until(
       [&] {
         return std::all_of(nodes.begin(), nodes.end(),
                            [](const auto& n) { return alive_count(*n) == 5; });
@@ -243,7 +238,7 @@ TEST_CASE("membership net: five nodes on distinct loopback addresses detect a cr
   REQUIRE(n3 != v.end());
   CHECK(n3->address == "127.0.0.14");
   nodes[3]->m->stop();
-  CHECK(wait_for(
+  CHECK(wait_until(
       [&] {
         for (std::size_t i = 0; i < 5; ++i) {
           if (i != 3 && nodes[i]->count(brokerha::MemberEvent::Kind::failed, "n3") != 1)
@@ -288,7 +283,7 @@ TEST_CASE("membership net: a foreign TCP stream goes to the stream handler") {
     std::lock_guard<std::mutex> lock(mu);
     CHECK(first.substr(0, 1) == "\xF0");
   }
-  CHECK(wait_for([&] { return m.stats().streams_routed == 1; }, 5s));  // snapshot lags a tick
+  CHECK(wait_until([&] { return m.stats().streams_routed == 1; }, 5s));  // snapshot lags a tick
 
   // Memberlist streams on the same port still work: a peer joins through it.
   auto peer = make_node("peer");
