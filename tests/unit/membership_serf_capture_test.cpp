@@ -22,6 +22,7 @@
 #include "membership/codec.hpp"
 #include "membership/wire.hpp"
 #include "support/child_process.hpp"
+#include "support/serf_agent.hpp"
 
 namespace mb = brokerha::membership;
 
@@ -51,48 +52,6 @@ std::uint16_t bound_port(int fd) {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   return ntohs(a.sin_port);
 }
-
-// A port free for both UDP and TCP on `ip` (serf binds both).
-std::uint16_t free_port(const char* ip) {
-  for (int attempt = 0; attempt < 20; ++attempt) {
-    Fd u(::socket(AF_INET, SOCK_DGRAM, 0));
-    sockaddr_in a = loopback(ip, 0);
-    if (::bind(u.fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) continue;
-    const std::uint16_t port = bound_port(u.fd);
-    Fd t(::socket(AF_INET, SOCK_STREAM, 0));
-    sockaddr_in b = loopback(ip, port);
-    if (::bind(t.fd, reinterpret_cast<sockaddr*>(&b), sizeof b) == 0) return port;
-  }
-  return 0;
-}
-
-class Serf {
- public:
-  Serf(const std::string& program, const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {program};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::vector<char*> cargv;
-    for (auto& s : argv) cargv.push_back(s.data());
-    cargv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
-    if (::posix_spawn(&pid_, program.c_str(), &fa, nullptr, cargv.data(), environ) != 0) pid_ = -1;
-    posix_spawn_file_actions_destroy(&fa);
-  }
-  ~Serf() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int st = 0;
-      ::waitpid(pid_, &st, 0);
-    }
-  }
-  bool started() const { return pid_ > 0; }
-
- private:
-  pid_t pid_ = -1;
-};
 
 std::string hexs(std::string_view s) {
   static const char* d = "0123456789abcdef";
@@ -126,14 +85,14 @@ void flatten(std::string_view msg, std::vector<std::string>& out, int depth = 0)
 void capture(const std::string& serf, const std::string& key_b64, const std::string& key) {
   const char* serf_ip = "127.0.0.60";
   const char* our_ip = "127.0.0.61";
-  const std::uint16_t serf_port = free_port(serf_ip);
-  const std::uint16_t rpc_port = free_port(serf_ip);
+  const std::uint16_t serf_port = brokerha::test::free_udp_tcp_port(serf_ip);
+  const std::uint16_t rpc_port = brokerha::test::free_udp_tcp_port(serf_ip);
   REQUIRE(serf_port != 0);
   std::vector<std::string> args = {
       "agent", "-node=serf1", "-bind=" + std::string(serf_ip) + ":" + std::to_string(serf_port),
       "-rpc-addr=" + std::string(serf_ip) + ":" + std::to_string(rpc_port), "-log-level=err"};
   if (!key_b64.empty()) args.push_back("-encrypt=" + key_b64);
-  Serf proc(serf, args);
+  brokerha::test::SerfAgent proc(serf, args);
   REQUIRE(proc.started());
 
   mb::CodecConfig codec;
