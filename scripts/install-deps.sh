@@ -12,6 +12,8 @@ packages=(
   libc-ares-dev libssl-dev
   # real peers the tests talk to
   mosquitto mosquitto-clients python3 python3-paho-mqtt libpaho-mqtt-dev
+  # the listener tests make their CA and certificates with the openssl command
+  openssl
   # tools the checks use
   clang-format
   # promtool (checks /metrics in the HTTP API tests)

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <thread>
+#include <tuple>
 
 #include "support/listener_support.hpp"
 
@@ -68,23 +69,25 @@ std::string remote_of(Broker& b, const std::string& id) {
 TEST_CASE("proxy: v1 and v2 headers give the real client address") {
   ListenerBroker b({listener(ListenerType::tcp, true)});
   const std::uint16_t port = b.ports[0];
-  Wire v1;
-  REQUIRE(v1.open(port));
-  REQUIRE(v1.send("PROXY TCP4 203.0.113.7 10.0.0.1 51234 1883\r\n" + connect_packet("v1")));
-  REQUIRE(is_connack_ok(v1.receive_mqtt()));
-  CHECK(remote_of(b.broker(), "v1") == "203.0.113.7");
-
-  Wire v1six;
-  REQUIRE(v1six.open(port));
-  REQUIRE(v1six.send("PROXY TCP6 2001:db8::5 2001:db8::1 4000 1883\r\n" + connect_packet("v1six")));
-  REQUIRE(is_connack_ok(v1six.receive_mqtt()));
-  CHECK(remote_of(b.broker(), "v1six") == "2001:db8::5");
-
-  Wire unknown;
-  REQUIRE(unknown.open(port));
-  REQUIRE(unknown.send("PROXY UNKNOWN\r\n" + connect_packet("v1unknown")));
-  REQUIRE(is_connack_ok(unknown.receive_mqtt()));
-  CHECK(remote_of(b.broker(), "v1unknown") == "127.0.0.1");
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases{
+      {"v1", "PROXY TCP4 203.0.113.7 10.0.0.1 51234 1883\r\n", "203.0.113.7"},
+      {"v1six", "PROXY TCP6 2001:db8::5 2001:db8::1 4000 1883\r\n", "2001:db8::5"},
+      {"v1unknown", "PROXY UNKNOWN\r\n", "127.0.0.1"},
+      {"v2six", v2_tcp6("2001:db8::77", 1234), "2001:db8::77"},
+      // LOCAL (a health check of the load balancer): the socket's address stays.
+      {"v2local", v2_header(0x20, 0x00, ""), "127.0.0.1"},
+  };
+  std::vector<std::unique_ptr<Wire>> wires;
+  for (const auto& c : cases) {
+    const std::string id = std::get<0>(c);
+    CAPTURE(id);
+    auto w = std::make_unique<Wire>();
+    REQUIRE(w->open(port));
+    REQUIRE(w->send(std::get<1>(c) + connect_packet(id)));
+    REQUIRE(is_connack_ok(w->receive_mqtt()));
+    CHECK(remote_of(b.broker(), id) == std::get<2>(c));
+    wires.push_back(std::move(w));
+  }
 
   Wire v2;
   REQUIRE(v2.open(port));
@@ -95,19 +98,6 @@ TEST_CASE("proxy: v1 and v2 headers give the real client address") {
   REQUIRE(v2.send(h.substr(7) + connect_packet("v2")));
   REQUIRE(is_connack_ok(v2.receive_mqtt()));
   CHECK(remote_of(b.broker(), "v2") == "198.51.100.9");
-
-  Wire v2six;
-  REQUIRE(v2six.open(port));
-  REQUIRE(v2six.send(v2_tcp6("2001:db8::77", 1234) + connect_packet("v2six")));
-  REQUIRE(is_connack_ok(v2six.receive_mqtt()));
-  CHECK(remote_of(b.broker(), "v2six") == "2001:db8::77");
-
-  // LOCAL (a health check of the load balancer): the socket's address stays.
-  Wire local;
-  REQUIRE(local.open(port));
-  REQUIRE(local.send(v2_header(0x20, 0x00, "") + connect_packet("v2local")));
-  REQUIRE(is_connack_ok(local.receive_mqtt()));
-  CHECK(remote_of(b.broker(), "v2local") == "127.0.0.1");
 }
 
 TEST_CASE("proxy: auth remote rules see the address from the header") {

@@ -14,34 +14,6 @@ using namespace brokerha::test::listeners;
 
 namespace {
 
-const char* kPahoScript = R"(
-import sys, ssl, threading
-import paho.mqtt.client as mqtt
-port, path = int(sys.argv[1]), sys.argv[2]
-ca = sys.argv[3] if len(sys.argv) > 3 else None
-got = threading.Event()
-def on_connect(c, u, f, rc):
-    c.subscribe("w/t", 1)
-def on_subscribe(c, u, mid, q):
-    c.publish("w/t", "x" * 70000, 1)
-    c.publish("w/t", "hello-ws", 1)
-def on_message(c, u, m):
-    print("got=" + (m.payload.decode() if len(m.payload) < 100 else "big%d" % len(m.payload)))
-    if m.payload == b"hello-ws":
-        got.set()
-c = mqtt.Client("paho-ws", transport="websockets")
-c.ws_set_options(path=path)
-if ca:
-    c.tls_set(ca_certs=ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
-c.connect("127.0.0.1", port, 30)
-c.loop_start()
-ok = got.wait(8)
-c.disconnect()
-c.loop_stop()
-sys.exit(0 if ok else 1)
-)";
-
 // Status line of an HTTP response head.
 std::string status_line(const std::string& head) { return head.substr(0, head.find("\r\n")); }
 
@@ -59,11 +31,12 @@ TEST_CASE("websocket: paho over ws on a configured path") {
   ListenerOptions l = listener(ListenerType::ws);
   l.path = "/custom/mqtt";
   ListenerBroker b({l});
-  const ProcessResult r = run_python(kPahoScript, {std::to_string(b.ports[0]), "/custom/mqtt"});
+  const ProcessResult r = run_python(
+      kPahoRoundTrip, {std::to_string(b.ports[0]), "websockets", "/custom/mqtt", "-", "-", "-"});
   INFO(r.describe());
   CHECK(r.ok());
   CHECK(has_line(r.out, "got=big70000"));
-  CHECK(has_line(r.out, "got=hello-ws"));
+  CHECK(has_line(r.out, "got=hello-paho"));
 }
 
 TEST_CASE("websocket: paho over wss") {
@@ -71,10 +44,11 @@ TEST_CASE("websocket: paho over wss") {
   TestCa ca(dir);
   const auto server = ca.issue("server", "localhost", 30, true);
   ListenerBroker b({tls_listener(ListenerType::wss, server.first, server.second)});
-  const ProcessResult r = run_python(kPahoScript, {std::to_string(b.ports[0]), "/mqtt", ca.cert()});
+  const ProcessResult r = run_python(
+      kPahoRoundTrip, {std::to_string(b.ports[0]), "websockets", "/mqtt", ca.cert(), "-", "-"});
   INFO(r.describe());
   CHECK(r.ok());
-  CHECK(has_line(r.out, "got=hello-ws"));
+  CHECK(has_line(r.out, "got=hello-paho"));
   // And a raw client over TLS.
   WsClient c;
   const std::string head = c.open(b.ports[0], "/mqtt", "mqtt", TlsSettings{ca.cert(), {}, {}});

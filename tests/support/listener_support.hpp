@@ -154,6 +154,38 @@ inline ListenerOptions tls_listener(ListenerType type, const std::string& cert,
   return l;
 }
 
+/// A paho (Python) round trip: connect, subscribe to "r/t", publish a 70000-byte message and
+/// "hello-paho" at QoS 1, print "got=<payload>" ("got=big<size>" for the large one), exit 0
+/// once "hello-paho" came back. Arguments (run_python): port, transport ("tcp" or
+/// "websockets"), WebSocket path, CA file, client certificate, key ("-" = none).
+inline constexpr const char* kPahoRoundTrip = R"(
+import sys, ssl, threading
+import paho.mqtt.client as mqtt
+port, transport, path, ca, cert, key = int(sys.argv[1]), *[None if a == "-" else a for a in sys.argv[2:7]]
+got = threading.Event()
+def on_connect(c, u, f, rc):
+    c.subscribe("r/t", 1)
+def on_subscribe(c, u, mid, q):
+    c.publish("r/t", "x" * 70000, 1)
+    c.publish("r/t", "hello-paho", 1)
+def on_message(c, u, m):
+    print("got=" + (m.payload.decode() if len(m.payload) < 100 else "big%d" % len(m.payload)))
+    if m.payload == b"hello-paho":
+        got.set()
+c = mqtt.Client("paho-" + transport, transport=transport)
+if transport == "websockets":
+    c.ws_set_options(path=path)
+if ca:
+    c.tls_set(ca_certs=ca, certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+c.connect("127.0.0.1", port, 30)
+c.loop_start()
+ok = got.wait(8)
+c.disconnect()
+c.loop_stop()
+sys.exit(0 if ok else 1)
+)";
+
 /// TLS settings of a Wire.
 struct TlsSettings {
   std::string ca;    // verify the server with it

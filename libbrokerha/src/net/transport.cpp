@@ -102,6 +102,15 @@ std::string close_frame(std::uint16_t code) {
   return f;
 }
 
+// A header (PROXY, HTTP request) was collected in `collected` and ends `consumed_here` bytes into
+// this read: the bytes after it go on to the next layer (earlier reads held header bytes
+// alone), and the collected copy is freed.
+void skip_header(char*& data, std::size_t& n, std::size_t consumed_here, std::string& collected) {
+  data += consumed_here;
+  n -= consumed_here;
+  std::string().swap(collected);
+}
+
 // Close codes a peer may send (RFC 6455 7.4).
 bool valid_close_code(std::uint16_t c) {
   return (c >= 1000 && c <= 1003) || (c >= 1007 && c <= 1014) || (c >= 3000 && c <= 4999);
@@ -347,13 +356,8 @@ Transport::Result Transport::proxy_input(char*& data, std::size_t& n) {
       return Result::error;
     }
   }
-  // The bytes after the header (from this read only: earlier reads held header bytes alone)
-  // go on to the next layer.
   proxy_pending_ = false;
-  const std::size_t consumed_here = header_len - before;
-  data += consumed_here;
-  n -= consumed_here;
-  std::string().swap(proxy_buf_);
+  skip_header(data, n, header_len - before, proxy_buf_);
   return Result::ok;
 }
 
@@ -434,11 +438,7 @@ Transport::Result Transport::ws_handshake(char*& data, std::size_t& n) {
   answer += "\r\n";
   emit(answer);
   ws_open_ = true;
-  // Frames that followed the request in this read continue from here.
-  const std::size_t consumed_here = header_end - before;
-  data += consumed_here;
-  n -= consumed_here;
-  std::string().swap(request_);
+  skip_header(data, n, header_end - before, request_);
   return Result::ok;
 }
 
