@@ -203,9 +203,13 @@ int main(int argc, char** argv) {
                      std::to_string(api->port()));
   }
   for (const brokerha::Endpoint& ep : broker.listen_endpoints()) {
-    std::printf("brokerha-server %s: MQTT listening on %s:%u\n", brokerha::library_version(),
-                ep.address.c_str(), static_cast<unsigned>(ep.port));
-    server::log_info("MQTT listening on " + ep.address + ":" + std::to_string(ep.port));
+    // Plain TCP keeps the historical line; other types name themselves.
+    const std::string kind = ep.type == brokerha::ListenerType::tcp
+                                 ? std::string()
+                                 : std::string(" (") + server::listener_type_name(ep.type) + ")";
+    std::printf("brokerha-server %s: MQTT listening on %s:%u%s\n", brokerha::library_version(),
+                ep.address.c_str(), static_cast<unsigned>(ep.port), kind.c_str());
+    server::log_info("MQTT listening on " + ep.address + ":" + std::to_string(ep.port) + kind);
   }
   std::fflush(stdout);
 

@@ -46,6 +46,7 @@ TEST_CASE("listeners server: tls ws and wss from the config and a SIGHUP certifi
   };
   REQUIRE(p.wait_output(listening, std::chrono::seconds(10)));
   INFO(p.describe());
+  CHECK(p.out().find(":" + std::to_string(wss_port) + " (wss)") != std::string::npos);
   Wire tls;
   REQUIRE(tls.open(tls_port, TlsSettings{ca.cert(), {}, {}}));
   REQUIRE(tls.send(connect_packet("server-tls")));

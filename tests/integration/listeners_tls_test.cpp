@@ -76,6 +76,11 @@ TEST_CASE("tls: client certificates required optional wrong CA and expired") {
   ListenerBroker b(
       {tls_listener(ListenerType::tls, s.server.first, s.server.second, s.ca.cert(), true),
        tls_listener(ListenerType::tls, s.server.first, s.server.second, s.ca.cert(), false)});
+  const std::vector<Endpoint> endpoints = b.broker().listen_endpoints();
+  REQUIRE(endpoints.size() == 2);
+  CHECK(endpoints[0].type == ListenerType::tls);
+  CHECK(endpoints[1].type == ListenerType::tls);
+  CHECK(endpoints[0].port != endpoints[1].port);
   const std::uint16_t required = b.ports[0];
   const std::uint16_t optional = b.ports[1];
   CHECK(tls_connects(required, {s.ca.cert(), s.alice.first, s.alice.second}, "c1"));
