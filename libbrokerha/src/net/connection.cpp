@@ -136,7 +136,10 @@ void Connection::on_readable(const std::error_code& ec) {
     shard_->counters.add(shard_->counters.bytes_received, n);
     last_activity_ = Clock::now();
     if (transport_) {
-      if (!transport_input(buffer, n) || state_ == State::closed || close_when_written_) break;
+      if (!transport_input(buffer, n) || state_ == State::closed || close_when_written_ ||
+          n < buffer.size()) {
+        break;
+      }
       continue;
     }
     if (!first_bytes_ok(std::string_view(buffer.data(), n))) break;
@@ -1265,6 +1268,7 @@ void Connection::close() {
   if (state_ == State::closed) return;
   detach_session(!graceful_);
   state_ = State::closed;
+  if (transport_) transport_->after_write = nullptr;  // it holds this connection
   std::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
