@@ -118,7 +118,7 @@ TEST_CASE("tls: the certificate CN becomes the username") {
   ListenerBroker b({l}, o);
   Wire w;
   REQUIRE(w.open(b.ports[0], TlsSettings{s.ca.cert(), s.alice.first, s.alice.second}));
-  REQUIRE(w.send(connect_packet("cn-client", std::string("someone-else"))));
+  REQUIRE(w.send(connect_packet("cn-client", "someone-else")));
   CHECK(is_connack_ok(w.receive_mqtt()));
   const auto c = find_client(b.broker(), "cn-client");
   REQUIRE(c);
@@ -126,7 +126,7 @@ TEST_CASE("tls: the certificate CN becomes the username") {
   // Without a certificate: refused (CONNACK 5 not authorized).
   Wire anon;
   REQUIRE(anon.open(b.ports[0], TlsSettings{s.ca.cert(), {}, {}}));
-  REQUIRE(anon.send(connect_packet("anon", std::string("alice"))));
+  REQUIRE(anon.send(connect_packet("anon", "alice")));
   const auto refused = anon.receive_mqtt();
   REQUIRE(refused);
   CHECK(static_cast<std::uint8_t>((*refused)[3]) == 5);

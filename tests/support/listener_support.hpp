@@ -394,15 +394,14 @@ class Wire {
   bool closed_ = false;
 };
 
-/// An MQTT 3.1.1 CONNECT for `client_id` (keep alive 60), optionally with a username.
-inline std::string connect_packet(const std::string& client_id,
-                                  const std::optional<std::string>& username = std::nullopt) {
+/// An MQTT 3.1.1 CONNECT for `client_id` (keep alive 60), with a username unless null.
+inline std::string connect_packet(const std::string& client_id, const char* username = nullptr) {
   mqtt::Connect c;
   c.version = mqtt::ProtocolVersion::v311;
   c.client_id = client_id;
   c.keep_alive = 60;
   c.clean_start = true;
-  if (username) c.username = *username;
+  if (username != nullptr) c.username = std::string_view(username);
   std::string out;
   mqtt::encode(mqtt::Packet(c), mqtt::ProtocolVersion::v311, out);
   return out;
