@@ -109,7 +109,10 @@ class Ring {
     }
     return *this;
   }
-  ~Ring() { clear(); }
+  ~Ring() {
+    clear();
+    release();  // the slot array too, not only the elements
+  }
 
   void swap(Ring& o) noexcept {
     std::swap(slots_, o.slots_);
