@@ -951,6 +951,14 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
     lo.type = type;
     lo.path = path;
     lo.proxy_protocol = proxy;
+    if (type == ListenerType::tls || type == ListenerType::wss) {
+      // Every TLS listener serves the mqtt.tls certificate (SPEC section 1).
+      lo.tls_cert = q.tls.cert;
+      lo.tls_key = q.tls.key;
+      lo.tls_ca = q.tls.ca;
+      lo.require_client_cert = q.tls.require_client_cert;
+      lo.use_identity_as_username = q.tls.use_identity_as_username;
+    }
     o.listeners.push_back(lo);
   };
   if (q.port != 0) listener(q.bind, q.port, ListenerType::tcp, "/mqtt", false);

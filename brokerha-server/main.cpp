@@ -33,24 +33,25 @@ namespace server = brokerha::server;
 constexpr int kExitConfig = 2;
 
 void print_usage(std::FILE* out) {
-  std::fprintf(out,
-               "Usage: brokerha-server [--config PATH] [--check-config]\n"
-               "       brokerha-server --version | --help\n"
-               "\n"
-               "MQTT broker (3.1, 3.1.1, 5.0) with clustering.\n"
-               "\n"
-               "Options:\n"
-               "  --config PATH   configuration file (must exist); default: /config/config.yaml,\n"
-               "                  then ./config.yaml, then built-in defaults\n"
-               "  --check-config  validate the configuration, print the effective configuration\n"
-               "                  (secrets redacted) and exit: 0 valid, 2 invalid\n"
-               "  --version       print the version and exit\n"
-               "  -h, --help      print this help and exit\n"
-               "\n"
-               "Every key can be overridden by BROKER_<KEY PATH> in upper case with '.' -> '_'\n"
-               "(BROKER_MQTT_PORT=1884, BROKER_LOG_LEVEL=debug; lists and maps as JSON).\n"
-               "Signals: SIGTERM/SIGINT stop; SIGHUP reloads the auth and ACL rules.\n"
-               "Keys and defaults: docs/configuration.md.\n");
+  std::fprintf(
+      out,
+      "Usage: brokerha-server [--config PATH] [--check-config]\n"
+      "       brokerha-server --version | --help\n"
+      "\n"
+      "MQTT broker (3.1, 3.1.1, 5.0) with clustering.\n"
+      "\n"
+      "Options:\n"
+      "  --config PATH   configuration file (must exist); default: /config/config.yaml,\n"
+      "                  then ./config.yaml, then built-in defaults\n"
+      "  --check-config  validate the configuration, print the effective configuration\n"
+      "                  (secrets redacted) and exit: 0 valid, 2 invalid\n"
+      "  --version       print the version and exit\n"
+      "  -h, --help      print this help and exit\n"
+      "\n"
+      "Every key can be overridden by BROKER_<KEY PATH> in upper case with '.' -> '_'\n"
+      "(BROKER_MQTT_PORT=1884, BROKER_LOG_LEVEL=debug; lists and maps as JSON).\n"
+      "Signals: SIGTERM/SIGINT stop; SIGHUP reloads the auth and ACL rules and the TLS files.\n"
+      "Keys and defaults: docs/configuration.md.\n");
 }
 
 int config_error(const std::string& message) {
@@ -59,22 +60,9 @@ int config_error(const std::string& message) {
 }
 
 // Checks what only the library can check (its option ranges, the access rules compiled and
-// the password file read) without starting anything. Returns the listeners this version
-// cannot serve yet (TLS and WebSocket land with their issue). Throws ConfigError.
-std::vector<std::string> check_with_library(const brokerha::BrokerOptions& options) {
-  brokerha::BrokerOptions served = options;
-  served.listeners.clear();
-  std::vector<std::string> unserved;
-  for (const brokerha::ListenerOptions& l : options.listeners) {
-    if (l.type == brokerha::ListenerType::tcp) {
-      served.listeners.push_back(l);
-    } else {
-      unserved.push_back(std::string(server::listener_type_name(l.type)) + " listener on " +
-                         l.bind + ":" + std::to_string(l.port) +
-                         " (mqtt.tls.port, mqtt.websocket.port or mqtt.listeners) is not served "
-                         "by this version yet");
-    }
-  }
+// the password file read) without starting anything. Throws ConfigError.
+void check_with_library(const brokerha::BrokerOptions& options) {
+  const brokerha::BrokerOptions& served = options;
   try {
     served.validate();
   } catch (const std::invalid_argument& e) {
@@ -87,7 +75,6 @@ std::vector<std::string> check_with_library(const brokerha::BrokerOptions& optio
     throw server::ConfigError(
         std::string("access rules (mqtt.auth, mqtt.acl, mqtt.password_file): ") + e.what());
   }
-  return unserved;
 }
 
 // SIGHUP: re-reads the configuration and replaces the access rules; the old rules stay on
@@ -97,6 +84,12 @@ void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
     const server::ServerConfig config = server::load_config(load, server::process_environment());
     const brokerha::BrokerOptions options = server::to_broker_options(config);
     broker.set_access_rules(options.access);
+    try {
+      broker.reload_tls();  // the certificate files of the running listeners, re-read
+    } catch (const std::exception& e) {
+      server::log_error(std::string("SIGHUP: TLS files: ") + e.what() +
+                        "; the previous certificates stay in use");
+    }
     server::configure_log(config.log.level, config.log.format);
     for (const std::string& w : config.warnings) server::log_warn("config: " + w);
     server::log_info("SIGHUP: configuration reloaded from " +
@@ -151,11 +144,10 @@ int main(int argc, char** argv) {
 
   server::ServerConfig config;
   brokerha::BrokerOptions options;
-  std::vector<std::string> unserved;
   try {
     config = server::load_config(load, server::process_environment());
     options = server::to_broker_options(config);
-    unserved = check_with_library(options);
+    check_with_library(options);
   } catch (const server::ConfigError& e) {
     return config_error(e.what());
   } catch (const std::exception& e) {  // not expected (yaml-cpp, allocation): still a clean exit
@@ -167,14 +159,9 @@ int main(int argc, char** argv) {
     for (const std::string& w : config.warnings) {
       std::fprintf(stderr, "brokerha-server: config warning: %s\n", w.c_str());
     }
-    for (const std::string& w : unserved) {
-      std::fprintf(stderr, "brokerha-server: config warning: %s: the server refuses to start\n",
-                   w.c_str());
-    }
     std::fputs(server::render_config(config).c_str(), stdout);
     return 0;
   }
-  if (!unserved.empty()) return config_error(unserved.front());
   for (const std::string& w : config.warnings) server::log_warn("config: " + w);
   // SIGHUP re-reads the file that was read now: if it disappears, that is an error (the old
   // rules stay) rather than a silent fall-back to the defaults, which allow anonymous clients.
@@ -188,9 +175,10 @@ int main(int argc, char** argv) {
   brokerha::Broker broker(options);
   broker.set_bus(bus);
   std::error_code ec;
-  broker.start(ec);
-  if (ec) {
-    server::log_error("cannot start: " + ec.message());
+  try {
+    broker.start();  // throws with the reason (a port in use, an unreadable certificate)
+  } catch (const std::exception& e) {
+    server::log_error(std::string("cannot start: ") + e.what());
     return 1;
   }
   std::unique_ptr<brokerha::ApiServer> api;
@@ -215,9 +203,13 @@ int main(int argc, char** argv) {
                      std::to_string(api->port()));
   }
   for (const brokerha::Endpoint& ep : broker.listen_endpoints()) {
-    std::printf("brokerha-server %s: MQTT listening on %s:%u\n", brokerha::library_version(),
-                ep.address.c_str(), static_cast<unsigned>(ep.port));
-    server::log_info("MQTT listening on " + ep.address + ":" + std::to_string(ep.port));
+    // Plain TCP keeps the historical line; other types name themselves.
+    const std::string kind = ep.type == brokerha::ListenerType::tcp
+                                 ? std::string()
+                                 : std::string(" (") + server::listener_type_name(ep.type) + ")";
+    std::printf("brokerha-server %s: MQTT listening on %s:%u%s\n", brokerha::library_version(),
+                ep.address.c_str(), static_cast<unsigned>(ep.port), kind.c_str());
+    server::log_info("MQTT listening on " + ep.address + ":" + std::to_string(ep.port) + kind);
   }
   std::fflush(stdout);
 

@@ -14,6 +14,8 @@ packages=(
   mosquitto mosquitto-clients python3 python3-paho-mqtt libpaho-mqtt-dev
   # a real memberlist peer (memberlist 0.2.2 inside) for the membership wire tests
   serf
+  # the listener tests make their CA and certificates with the openssl command
+  openssl
   # tools the checks use
   clang-format
   # promtool (checks /metrics in the HTTP API tests)

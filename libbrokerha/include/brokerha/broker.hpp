@@ -152,6 +152,11 @@ class BROKERHA_API Broker {
   /// file; throws std::runtime_error naming the problem and keeps the old rules on error.
   void set_access_rules(const AccessRules& rules);
 
+  /// Re-reads the certificate, key and CA files of every TLS listener (SIGHUP). New
+  /// connections use the new files; open connections keep theirs. Throws std::runtime_error
+  /// naming the file on error, and then keeps the old material of every listener.
+  void reload_tls();
+
   /// Exports a client's session (subscriptions, queued and in-flight messages, packet-id
   /// state) in the format of docs/session-format.md, to move it to another broker. Nullopt
   /// when there is no such session.

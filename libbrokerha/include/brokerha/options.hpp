@@ -17,17 +17,26 @@
 
 namespace brokerha {
 
-/// What a listener speaks. Only `tcp` is served so far; the others are accepted by
-/// validate() once their issue lands.
+/// What a listener speaks: MQTT over TCP, TLS, WebSocket, or WebSocket over TLS.
 enum class ListenerType { tcp, tls, ws, wss };
 
 /// One MQTT listener. `{"127.0.0.1", 0}` listens on loopback on a free port.
+/// docs/listeners.md describes the transports.
 struct ListenerOptions {
   std::string bind = "0.0.0.0";  // IPv4 or IPv6 address to bind
   std::uint16_t port = 1883;     // 0 = a free port (see Broker::listen_endpoints())
   ListenerType type = ListenerType::tcp;
   std::string path = "/mqtt";   // WebSocket path (ws, wss)
-  bool proxy_protocol = false;  // expect a PROXY protocol v1/v2 header (not yet served)
+  bool proxy_protocol = false;  // expect a PROXY protocol v1/v2 header before anything else
+
+  // TLS (tls, wss): PEM files, re-read by Broker::reload_tls(). TLS 1.2 or later only.
+  std::string tls_cert{};            // certificate chain (required for tls/wss)
+  std::string tls_key{};             // private key (required for tls/wss)
+  std::string tls_ca{};              // CA that signs client certificates; empty = none asked for
+  bool require_client_cert = false;  // refuse clients without a certificate (needs tls_ca)
+  /// The verified client certificate's CN replaces the CONNECT username; a client without
+  /// a certificate is refused (Not authorized).
+  bool use_identity_as_username = false;
 };
 
 /// A bound listener: its real address and port.

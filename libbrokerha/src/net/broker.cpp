@@ -11,6 +11,7 @@
 
 #include "net/connection.hpp"
 #include "net/core.hpp"
+#include "net/transport.hpp"
 #include "topic/topic.hpp"
 
 namespace brokerha {
@@ -27,7 +28,20 @@ void BrokerOptions::validate() const {
   if (connect_timeout.count() <= 0) fail("connect_timeout", "must be positive");
   if (io_threads > 1024) fail("io_threads", "must be at most 1024");
   for (const ListenerOptions& l : listeners) {
-    if (l.type != ListenerType::tcp) fail("listeners.type", "only tcp listeners are served so far");
+    const bool tls = l.type == ListenerType::tls || l.type == ListenerType::wss;
+    if (tls && (l.tls_cert.empty() || l.tls_key.empty())) {
+      fail("listeners.tls_cert", "a tls/wss listener needs a certificate and a key");
+    }
+    if (l.require_client_cert && l.tls_ca.empty()) {
+      fail("listeners.require_client_cert", "needs tls_ca (the CA of client certificates)");
+    }
+    if (l.use_identity_as_username && l.tls_ca.empty()) {
+      fail("listeners.use_identity_as_username", "needs tls_ca (the CA of client certificates)");
+    }
+    if ((l.type == ListenerType::ws || l.type == ListenerType::wss) &&
+        (l.path.empty() || l.path[0] != '/')) {
+      fail("listeners.path", "must start with '/'");
+    }
     std::error_code ec;
     asio::ip::make_address(l.bind, ec);
     if (ec) fail("listeners.bind", "not an IP address");
@@ -107,6 +121,8 @@ struct Broker::Impl {
   std::mutex lifecycle_mutex;  // start/stop
   std::unique_ptr<net::Core> core;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors;
+  // One per BrokerOptions::listeners entry, with its TLS context (made by prepare_listeners()).
+  std::vector<std::shared_ptr<net::ListenerState>> listeners;
   std::vector<Endpoint> endpoints;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::atomic<bool> running{false};
@@ -117,27 +133,46 @@ struct Broker::Impl {
   std::condition_variable wait_cv;
   bool finished = false;  // guarded by wait_mutex: stop() completed
 
+  // Makes the listener states and reads the TLS files (throws std::runtime_error).
+  void prepare_listeners() {
+    std::vector<std::shared_ptr<net::ListenerState>> states;
+    for (const ListenerOptions& l : options.listeners) {
+      auto state = std::make_shared<net::ListenerState>(l);
+      if (l.type == ListenerType::tls || l.type == ListenerType::wss) {
+        state->set_tls(net::make_tls_context(l));
+      }
+      states.push_back(std::move(state));
+    }
+    listeners = std::move(states);
+  }
+
   void accept(std::size_t i) {
     asio::ip::tcp::acceptor& acceptor = *acceptors[i];
     net::Shard& target = core->shard(next_shard);
     next_shard = (next_shard + 1) % core->shard_count();
-    acceptor.async_accept(
-        target.ctx, [this, i, &target](const std::error_code& ec, net::Socket socket) {
-          if (ec == asio::error::operation_aborted || core->stopping.load()) return;
-          if (!ec) {
-            const auto count = core->connection_count.fetch_add(1, std::memory_order_relaxed) + 1;
-            if (options.max_connections != 0 && count > options.max_connections) {
-              core->connection_count.fetch_sub(1, std::memory_order_relaxed);
-              std::error_code ignored;
-              socket.close(ignored);
-            } else {
-              asio::post(target.ctx, [this, &target, s = std::move(socket)]() mutable {
-                std::make_shared<net::Connection>(*core, target, std::move(s))->start();
-              });
-            }
+    acceptor.async_accept(target.ctx, [this, i, &target](const std::error_code& ec,
+                                                         net::Socket socket) {
+      const net::ListenerState& listener = *listeners[i];
+      if (ec == asio::error::operation_aborted || core->stopping.load()) return;
+      if (!ec) {
+        const auto count = core->connection_count.fetch_add(1, std::memory_order_relaxed) + 1;
+        if (options.max_connections != 0 && count > options.max_connections) {
+          core->connection_count.fetch_sub(1, std::memory_order_relaxed);
+          std::error_code ignored;
+          socket.close(ignored);
+        } else {
+          std::unique_ptr<net::Transport> transport;
+          if (listener.needs_transport()) {
+            transport = std::make_unique<net::Transport>(listener, options.max_packet_size);
           }
-          accept(i);
-        });
+          asio::post(target.ctx, [this, &target, s = std::move(socket),
+                                  t = std::move(transport)]() mutable {
+            std::make_shared<net::Connection>(*core, target, std::move(s), std::move(t))->start();
+          });
+        }
+      }
+      accept(i);
+    });
   }
 };
 
@@ -171,6 +206,11 @@ void Broker::start() {
   // Validate first so a bad option or password file comes back with its message.
   impl_->options.validate();
   access::Rules::compile(impl_->options.access);
+  {
+    // TLS files are read here so that an error names the file.
+    std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
+    if (!impl_->core) impl_->prepare_listeners();
+  }
   std::error_code ec;
   start(ec);
   if (ec) throw std::system_error(ec, "brokerha::Broker::start");
@@ -191,6 +231,7 @@ void Broker::start(std::error_code& ec) noexcept {
     return;
   }
   try {
+    if (d.listeners.size() != d.options.listeners.size()) d.prepare_listeners();
     d.core = std::make_unique<net::Core>(d.options);
     d.core->auth_hooks = d.auth_hooks;
     d.core->acl_hooks = d.acl_hooks;
@@ -235,6 +276,22 @@ void Broker::start(std::error_code& ec) noexcept {
     ec = e.code();
   } catch (const std::exception&) {
     ec = make_error_code(errc::invalid_argument);
+  }
+}
+
+void Broker::reload_tls() {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  // All or nothing: every context is built before any is installed.
+  std::vector<net::SslContextPtr> fresh(d.listeners.size());
+  for (std::size_t i = 0; i < d.listeners.size(); ++i) {
+    const ListenerOptions& l = d.listeners[i]->options;
+    if (l.type == ListenerType::tls || l.type == ListenerType::wss) {
+      fresh[i] = net::make_tls_context(l);
+    }
+  }
+  for (std::size_t i = 0; i < d.listeners.size(); ++i) {
+    if (fresh[i]) d.listeners[i]->set_tls(std::move(fresh[i]));
   }
 }
 

@@ -69,11 +69,13 @@ mqtt::ConnackReturnCode v3_code(ReasonCode r) {
 
 }  // namespace
 
-Connection::Connection(Core& core, Shard& shard, Socket socket)
+Connection::Connection(Core& core, Shard& shard, Socket socket,
+                       std::unique_ptr<Transport> transport)
     : core_(core),
       shard_(&shard),
       socket_(std::move(socket)),
-      framer_(core.options().max_packet_size) {
+      framer_(core.options().max_packet_size),
+      transport_(std::move(transport)) {
   std::error_code ec;
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
   socket_.non_blocking(true, ec);
@@ -133,6 +135,14 @@ void Connection::on_readable(const std::error_code& ec) {
     }
     shard_->counters.add(shard_->counters.bytes_received, n);
     last_activity_ = Clock::now();
+    if (transport_) {
+      if (!transport_input(buffer, n) || state_ == State::closed || close_when_written_ ||
+          n < buffer.size()) {
+        break;
+      }
+      continue;
+    }
+    if (!first_bytes_ok(std::string_view(buffer.data(), n))) break;
     const mqtt::Status s = framer_.feed(
         std::string_view(buffer.data(), n),
         [this](std::uint8_t first, std::string_view body) { return on_frame(first, body); });
@@ -158,6 +168,59 @@ void Connection::on_readable(const std::error_code& ec) {
     return;
   }
   start_read();
+}
+
+bool Connection::first_bytes_ok(std::string_view bytes) {
+  // The first packet must be CONNECT: anything else (a PROXY header or HTTP request sent to
+  // the wrong listener, TLS sent to a plain port) is refused at its first byte instead of
+  // waiting for a length it happens to encode.
+  if (state_ != State::awaiting_connect || bytes.empty() || !framer_.idle() ||
+      (static_cast<std::uint8_t>(bytes[0]) >> 4) ==
+          static_cast<std::uint8_t>(mqtt::PacketType::connect)) {
+    return true;
+  }
+  shard_->counters.add(shard_->counters.protocol_errors);
+  close();
+  return false;
+}
+
+bool Connection::transport_input(std::vector<char>& buffer, std::size_t n) {
+  const Transport::Result r =
+      transport_->input(buffer.data(), buffer.size(), n, [this](std::string_view bytes) {
+        if (auto peer = transport_->take_peer()) {  // before CONNECT is judged
+          remote_address_ = std::move(peer->first);
+          remote_port_ = peer->second;
+        }
+        if (!first_bytes_ok(bytes)) return false;
+        const mqtt::Status s = framer_.feed(
+            bytes,
+            [this](std::uint8_t first, std::string_view body) { return on_frame(first, body); });
+        if (!s.ok()) {
+          if (state_ != State::closed && !close_when_written_) fail(s.code, s.detail);
+          return false;
+        }
+        return state_ != State::closed && !close_when_written_;
+      });
+  if (auto peer = transport_->take_peer()) {
+    remote_address_ = std::move(peer->first);
+    remote_port_ = peer->second;
+  }
+  if (state_ == State::closed) return false;
+  if (transport_->has_output()) mark_dirty();
+  switch (r) {
+    case Transport::Result::ok:
+      if (transport_->passthrough()) transport_.reset();  // PROXY header read on plain TCP
+      return true;
+    case Transport::Result::stop:
+      return false;
+    case Transport::Result::closing:
+      close_after_write();
+      return false;
+    case Transport::Result::error:
+      close();
+      return false;
+  }
+  return false;
 }
 
 void Connection::resume_reading() {
@@ -316,6 +379,13 @@ mqtt::Status Connection::on_connect(mqtt::Connect& c) {
     info->keep_alive_lowered = true;
   }
   if (c.username) info->username.emplace(*c.username);
+  if (transport_ && transport_->use_identity_as_username()) {
+    // The certificate names the client (mqtt.tls.use_identity_as_username).
+    if (transport_->identity().empty()) {
+      return refuse(ReasonCode::not_authorized, "no verified client certificate");
+    }
+    info->username = transport_->identity();
+  }
   if (c.password) info->password.emplace(*c.password);
   if (v5) {
     const mqtt::Properties& p = c.properties;
@@ -456,6 +526,14 @@ void Connection::proceed_connect(std::shared_ptr<ConnectInfo> info) {
 
 void Connection::migrate_and_attach(std::shared_ptr<ConnectInfo> info) {
   if (state_ == State::closed) return;
+  if (write_active_) {
+    // A transport's handshake answer is still being written (plain TCP writes nothing before
+    // CONNACK): move once it is done, with no operation pending on the socket.
+    transport_->after_write = [self = shared_from_this(), info = std::move(info)]() mutable {
+      self->migrate_and_attach(std::move(info));
+    };
+    return;
+  }
   // No operation is pending on the socket here: reading stopped when CONNECT paused the
   // connection, and nothing was written before CONNACK.
   std::error_code ec;
@@ -1067,8 +1145,8 @@ void Connection::mark_dirty() {
 
 void Connection::flush() {
   dirty_ = false;
-  if (write_active_ || !has_pending() || state_ == State::closed) return;
-  Output& o = *out_;
+  if (write_active_ || !has_output() || state_ == State::closed) return;
+  Output& o = out();
   o.writing.swap(o.pending);
   o.writing_own.swap(o.pending_own);
   o.pending.clear();
@@ -1080,6 +1158,10 @@ void Connection::flush() {
     } else {
       o.buffers.push_back(asio::buffer(o.writing_own.data() + c.begin, c.end - c.begin));
     }
+  }
+  if (transport_) {
+    transport_->wrap(o.buffers, o.wire, o.wire_buffers);
+    o.buffers.swap(o.wire_buffers);
   }
   write_active_ = true;
   // The completion condition runs after every partial write: a consumer that reads slowly
@@ -1113,8 +1195,14 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
     close();
     return;
   }
-  if (close_when_written_ && !has_pending()) {
+  if (close_when_written_ && !has_output()) {
     close();
+    return;
+  }
+  if (transport_ && transport_->after_write) {
+    auto next = std::move(transport_->after_write);
+    transport_->after_write = nullptr;
+    next();
     return;
   }
   pump();
@@ -1167,7 +1255,8 @@ void Connection::close_after_write() {
   if (state_ == State::closed) return;
   if (!close_when_written_) since_ = Clock::now();
   close_when_written_ = true;
-  if (!write_active_ && !has_pending()) {
+  if (transport_) transport_->closing();
+  if (!write_active_ && !has_output()) {
     close();
     return;
   }
@@ -1178,6 +1267,7 @@ void Connection::close() {
   if (state_ == State::closed) return;
   detach_session(!graceful_);
   state_ = State::closed;
+  if (transport_) transport_->after_write = nullptr;  // it holds this connection
   std::error_code ec;
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);

@@ -1,6 +1,7 @@
 #pragma once
 // One MQTT client connection over TCP: reading and framing, the protocol state machine of
-// one client, and a batched write queue.
+// one client, and a batched write queue. TLS, WebSocket and PROXY headers sit in an optional
+// Transport between the socket and the framer (net/transport.hpp); plain TCP has none.
 //
 // Thread: everything runs on the connection's shard thread. A connection starts on the shard
 // that accepted it and moves once, after CONNECT, to the shard of its client id's session
@@ -26,6 +27,7 @@
 #include "mqtt/codec.hpp"
 #include "net/asio.hpp"
 #include "net/core.hpp"
+#include "net/transport.hpp"
 #include "util/ring.hpp"
 
 namespace brokerha::net {
@@ -37,7 +39,9 @@ using Socket = asio::basic_stream_socket<asio::ip::tcp, asio::io_context::execut
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Core& core, Shard& shard, Socket socket);
+  /// `transport`: null for plain TCP.
+  Connection(Core& core, Shard& shard, Socket socket,
+             std::unique_ptr<Transport> transport = nullptr);
   ~Connection();
 
   /// Starts reading; on the shard thread.
@@ -98,6 +102,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // ---- reading ----
   void start_read();
   void on_readable(const std::error_code& ec);
+  // False (and the connection closed) when the first byte of the first packet is not CONNECT.
+  bool first_bytes_ok(std::string_view bytes);
+  // Feeds `n` bytes of the shard's buffer through the transport; false ends this read round.
+  bool transport_input(std::vector<char>& buffer, std::size_t n);
   mqtt::Status on_frame(std::uint8_t first, std::string_view body);
   mqtt::Status handle(std::uint8_t first, std::string_view body);
   void resume();
@@ -167,12 +175,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::vector<Chunk> writing;  // what the active write sends
     std::string writing_own;
     std::vector<asio::const_buffer> buffers;
+    std::string wire;  // bytes the transport made for the active write
+    std::vector<asio::const_buffer> wire_buffers;
   };
   Output& out() {
     if (!out_) out_ = std::make_unique<Output>();
     return *out_;
   }
   bool has_pending() const noexcept { return out_ && !out_->pending.empty(); }
+  // Pending MQTT output, or bytes of the transport (handshakes, close frames).
+  bool has_output() const noexcept {
+    return has_pending() || (transport_ && transport_->has_output());
+  }
 
   // Frames that arrived while a hook decision is pending (allocated when first needed).
   util::Ring<Frame>& parked() {
@@ -194,6 +208,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unique_ptr<Aliases> aliases_;
   std::unique_ptr<util::Ring<Frame>> parked_;
   std::unique_ptr<Output> out_;
+  std::unique_ptr<Transport> transport_;  // null: plain TCP
   Clock::time_point last_activity_ = Clock::now();
   // Until CONNECT completes: when the connection was opened (connect_timeout). Once a close is
   // requested: when it was (kCloseGrace).
