@@ -175,15 +175,18 @@ TEST_CASE("membership codec compound crc and label framing") {
   CHECK(crc32_ieee("123456789") == 0xCBF43926u);
   std::string_view inner;
   const std::string crc = add_crc("payload");
-  CHECK(check_crc(body_of(crc), inner));
+  const std::string crc_body = body_of(crc);  // `inner` views into it
+  CHECK(check_crc(crc_body, inner));
   CHECK(inner == "payload");
   std::string bad = crc;
   bad.back() ^= 1;
-  CHECK_FALSE(check_crc(body_of(bad), inner));
+  const std::string bad_body = body_of(bad);
+  CHECK_FALSE(check_crc(bad_body, inner));
 
   std::string label;
   std::string_view rest;
-  REQUIRE(strip_label(add_label("prod", "x"), label, rest));
+  const std::string labelled = add_label("prod", "x");  // `rest` views into it
+  REQUIRE(strip_label(labelled, label, rest));
   CHECK(label == "prod");
   CHECK(rest == "x");
   CHECK_FALSE(strip_label("\xf4", label, rest));
