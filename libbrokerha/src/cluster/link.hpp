@@ -1,0 +1,145 @@
+#pragma once
+// The cluster data plane's transport: one persistent, framed, batched TCP link per peer on
+// the membership port (SPEC section 4, issue 8 point 2). Owns no routing: the layer above
+// (cluster/node.hpp) gives it opaque frame bodies tagged with a `kind` byte and gets them
+// back on the other side, once and in order.
+//
+// Wire (docs/cluster-protocol.md has the full format):
+//  - A stream starts with one byte memberlist never sends first (not 0..13, 244), so the
+//    membership listener can hand it over (Membership::set_stream_handler): kPlainMagic for a
+//    plaintext link; with a secret key the stream is TLS 1.3 from its first byte (a record
+//    header, 0x16) with an external PSK derived from the key by HKDF-SHA256, and the magic
+//    byte follows inside TLS. A plaintext stream to a node with a key (or the reverse) fails
+//    the handshake and is counted, never parsed.
+//  - Then a hello each way: protocol version, node name, boot epoch, and the highest
+//    sequence received from the other side's current epoch (so the sender drops what was
+//    acknowledged and re-sends the rest after a reconnect).
+//  - Then frames: u32 length (of what follows), u8 kind, u64 sequence, body. Kind 0 is the
+//    link's own (acks, pings for the round trip); kinds 1..255 belong to the layer above.
+//    Acknowledgements are cumulative and coalesced.
+//
+// Direction: the peer whose name sorts lower dials; the other accepts (one link per pair).
+// A newer inbound link from a peer replaces the old one. Reconnects back off exponentially
+// between reconnect_min and reconnect_max while the peer is known (add_peer).
+//
+// Delivery: each sender numbers its frames per (link, boot epoch); the receiver delivers a
+// frame only if its sequence is above the last one delivered for that (peer, epoch), so a
+// re-sent frame is delivered once. A peer that restarts gets a new epoch; on_up reports it.
+// Frames wait in a bounded queue (max_queue_bytes, unacknowledged included) while the link is
+// down; beyond it send() refuses the frame and counts it as dropped.
+//
+// Threads: everything runs on the io_context given to the constructor (the cluster's control
+// thread, one thread); every member function must be called on that thread, except stats()
+// (any thread) and accept() (any thread: it posts). Handlers run on that thread too.
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "net/asio.hpp"
+
+namespace brokerha::cluster {
+
+/// First byte of a plaintext data-plane stream (not a memberlist message type).
+inline constexpr std::uint8_t kPlainMagic = 0xB7;
+/// Version of the link protocol in the hello; a peer with another version is refused.
+inline constexpr std::uint8_t kLinkProtocolVersion = 1;
+
+struct LinkOptions {
+  std::string node_name;       // ours (required)
+  std::uint64_t boot_epoch = 0;  // ours: changes on every start (e.g. ms since 1970 at start)
+  std::string secret_key;      // 16/24/32 raw bytes: TLS 1.3 PSK; empty: plaintext
+  std::size_t max_queue_bytes = 64u << 20;         // per peer, unacknowledged frames included
+  std::size_t max_frame_bytes = (16u << 20) + 65536;  // a larger incoming frame closes the link
+  std::chrono::milliseconds connect_timeout{1000};    // TCP connect + TLS + hello
+  std::chrono::milliseconds reconnect_min{100};
+  std::chrono::milliseconds reconnect_max{5000};
+  std::chrono::milliseconds ping_interval{1000};  // round-trip samples; silence 5x = dead link
+  std::chrono::milliseconds ack_delay{5};         // acknowledgements are coalesced this long
+};
+
+/// Counters of one link (plain data, any thread through LinkManager::stats()).
+struct LinkStats {
+  std::string peer;
+  std::string address;  // "ip:port" dialled or accepted from
+  bool connected = false;
+  std::uint64_t peer_epoch = 0;
+  std::uint64_t frames_sent = 0;     // written to the socket (re-sends included)
+  std::uint64_t frames_acked = 0;
+  std::uint64_t frames_received = 0; // delivered to on_frame
+  std::uint64_t duplicates = 0;      // received again after a reconnect and not delivered
+  std::uint64_t dropped = 0;         // refused by send(): queue full
+  std::uint64_t failures = 0;        // connects that failed, links lost, handshakes refused
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::size_t queue_frames = 0;      // waiting to be written or acknowledged
+  std::size_t queue_bytes = 0;
+  // Round trip of pings: cumulative counts of samples <= each bound (Prometheus buckets).
+  static constexpr std::array<double, 8> kRttBounds{0.0005, 0.001, 0.0025, 0.005,
+                                                    0.01,   0.025, 0.1,    1.0};
+  std::array<std::uint64_t, 8> rtt_buckets{};
+  std::uint64_t rtt_count = 0;
+  double rtt_sum = 0;  // seconds
+};
+
+class LinkManager {
+ public:
+  struct Handlers {
+    /// A frame of the layer above from `peer`: each exactly once per peer epoch, in the
+    /// order the peer sent them. `body` is valid during the call only.
+    std::function<void(const std::string& peer, std::uint8_t kind, std::string_view body)> on_frame;
+    /// The link to `peer` completed its handshake; `epoch` is the peer's boot epoch (a new
+    /// value means the peer restarted: whatever state it had from us is gone).
+    std::function<void(const std::string& peer, std::uint64_t epoch)> on_up;
+    /// The link to `peer` was lost (frames stay queued for the reconnect).
+    std::function<void(const std::string& peer)> on_down;
+  };
+
+  LinkManager(asio::io_context& ctx, LinkOptions options, Handlers handlers);
+  ~LinkManager();  // stop()
+  LinkManager(const LinkManager&) = delete;
+  LinkManager& operator=(const LinkManager&) = delete;
+
+  /// Keeps a link to `peer` at `address`:`port` (its membership port). Known peer with a new
+  /// address: the link is re-dialled there. Idempotent.
+  void add_peer(const std::string& peer, const std::string& address, std::uint16_t port);
+  /// Forgets a peer: closes its link and drops its queue.
+  void remove_peer(const std::string& peer);
+
+  /// Queues a frame for `peer` (reliable, ordered). False when the peer is unknown or its
+  /// queue is full (counted in `dropped`). `body` is shared, not copied, by every link it is
+  /// sent on. kind must be 1..255.
+  bool send(const std::string& peer, std::uint8_t kind, std::shared_ptr<const std::string> body);
+
+  /// True when the link to `peer` has completed its handshake and is up.
+  bool connected(const std::string& peer) const;
+  /// Bytes queued for `peer` (unacknowledged included); 0 for an unknown peer.
+  std::size_t queued_bytes(const std::string& peer) const;
+
+  /// An inbound stream handed over by the membership listener (Membership::StreamHandler):
+  /// takes ownership of `fd`; `first_bytes` were already read from it. Any thread: posts to
+  /// the control context.
+  void accept(int fd, std::string_view first_bytes);
+
+  /// Test fault switch: while set, nothing is written to or read from `peer` and no link to
+  /// it is established (a partition that TCP does not notice by itself).
+  void set_blocked(const std::string& peer, bool blocked);
+
+  /// Snapshot of every link (any thread).
+  std::vector<LinkStats> stats() const;
+
+  /// Closes every link and stops reconnecting. Idempotent.
+  void stop();
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace brokerha::cluster
