@@ -24,7 +24,10 @@
 //
 // Delivery: each sender numbers its frames per (link, boot epoch); the receiver delivers a
 // frame only if its sequence is above the last one delivered for that (peer, epoch), so a
-// re-sent frame is delivered once. A peer that restarts gets a new epoch; on_up reports it.
+// re-sent frame is delivered once. A peer that restarts gets a new epoch; on_up reports it,
+// the frames still queued for its previous incarnation are dropped (they were addressed to
+// state that is gone: the layer above resynchronises on that on_up) and our numbering towards
+// it restarts at 1. Frames queued before the first handshake with a peer are kept.
 // Frames wait in a bounded queue (max_queue_bytes, unacknowledged included) while the link is
 // down; beyond it send() refuses the frame and counts it as dropped.
 //
@@ -52,11 +55,13 @@ inline constexpr std::uint8_t kPlainMagic = 0xB7;
 inline constexpr std::uint8_t kLinkProtocolVersion = 1;
 
 struct LinkOptions {
-  std::string node_name;       // ours (required)
-  std::uint64_t boot_epoch = 0;  // ours: changes on every start (e.g. ms since 1970 at start)
-  std::string secret_key;      // 16/24/32 raw bytes: TLS 1.3 PSK; empty: plaintext
-  std::size_t max_queue_bytes = 64u << 20;         // per peer, unacknowledged frames included
-  std::size_t max_frame_bytes = (16u << 20) + 65536;  // a larger incoming frame closes the link
+  std::string node_name;         // ours (required)
+  std::uint64_t boot_epoch = 0;  // ours: changes on every start (e.g. ms since 1970 at start);
+                                 // 0: microseconds since 1970 at construction
+  std::string secret_key;        // 16/24/32 raw bytes: TLS 1.3 PSK; empty: plaintext
+  std::size_t max_queue_bytes = 64u << 20;            // per peer, unacknowledged frames included
+  std::size_t max_frame_bytes = (16u << 20) + 65536;  // a larger incoming frame closes the link;
+                                                      // send() refuses a larger one (dropped)
   std::chrono::milliseconds connect_timeout{1000};    // TCP connect + TLS + hello
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5000};
@@ -70,15 +75,15 @@ struct LinkStats {
   std::string address;  // "ip:port" dialled or accepted from
   bool connected = false;
   std::uint64_t peer_epoch = 0;
-  std::uint64_t frames_sent = 0;     // written to the socket (re-sends included)
+  std::uint64_t frames_sent = 0;  // written to the socket (re-sends included)
   std::uint64_t frames_acked = 0;
-  std::uint64_t frames_received = 0; // delivered to on_frame
-  std::uint64_t duplicates = 0;      // received again after a reconnect and not delivered
-  std::uint64_t dropped = 0;         // refused by send(): queue full
-  std::uint64_t failures = 0;        // connects that failed, links lost, handshakes refused
+  std::uint64_t frames_received = 0;  // delivered to on_frame
+  std::uint64_t duplicates = 0;       // received again after a reconnect and not delivered
+  std::uint64_t dropped = 0;          // refused by send(): queue full
+  std::uint64_t failures = 0;         // connects that failed, links lost, handshakes refused
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
-  std::size_t queue_frames = 0;      // waiting to be written or acknowledged
+  std::size_t queue_frames = 0;  // waiting to be written or acknowledged
   std::size_t queue_bytes = 0;
   // Round trip of pings: cumulative counts of samples <= each bound (Prometheus buckets).
   static constexpr std::array<double, 8> kRttBounds{0.0005, 0.001, 0.0025, 0.005,
@@ -97,7 +102,8 @@ class LinkManager {
     /// The link to `peer` completed its handshake; `epoch` is the peer's boot epoch (a new
     /// value means the peer restarted: whatever state it had from us is gone).
     std::function<void(const std::string& peer, std::uint64_t epoch)> on_up;
-    /// The link to `peer` was lost (frames stay queued for the reconnect).
+    /// The link to `peer` was lost (frames stay queued for the reconnect). Not called by
+    /// remove_peer() or stop().
     std::function<void(const std::string& peer)> on_down;
   };
 
@@ -133,6 +139,10 @@ class LinkManager {
 
   /// Snapshot of every link (any thread).
   std::vector<LinkStats> stats() const;
+  /// Inbound streams closed before their hello named a known peer: failed TLS handshakes
+  /// (wrong key, plaintext to a node with a key or the reverse), garbage, an unknown or
+  /// blocked peer, a peer that should have waited for us to dial (any thread).
+  std::uint64_t refused_streams() const;
 
   /// Closes every link and stops reconnecting. Idempotent.
   void stop();
