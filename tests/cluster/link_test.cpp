@@ -602,6 +602,26 @@ TEST_CASE("link: a peer restarted with a new epoch") {
   a.shutdown();
 }
 
+TEST_CASE("link: a peer removed and added again goes on where it stopped") {
+  Pair p("");
+  p.wait_up();
+  CHECK(p.a->send_range("node-b", 0, 100) == 100);
+  REQUIRE(wait_until([&] { return p.b->received_count("node-a") == 100; }, 10s));
+  p.a->run([&] { p.a->links().remove_peer("node-b"); });
+  CHECK(p.a->stats_of("node-b").peer.empty());  // no row any more
+  CHECK_FALSE(p.a->run([&] { return p.a->links().send("node-b", 1, make_body(1)); }));
+  REQUIRE(wait_until([&] { return !p.b->connected("node-a"); }, 10s));
+  p.a->add_peer(*p.b);
+  CHECK(p.a->send_range("node-b", 100, 200) == 100);
+  CHECK(p.b->send_range("node-a", 0, 100) == 100);
+  REQUIRE(wait_until(
+      [&] { return p.b->received_count("node-a") == 200 && p.a->received_count("node-b") == 100; },
+      10s));
+  CHECK(p.b->received("node-a") == range(0, 200));
+  CHECK(p.a->received("node-b") == range(0, 100));
+  CHECK(p.b->stats_of("node-a").duplicates == 0);
+}
+
 // ---- bounds and faults -----------------------------------------------------------------------
 
 TEST_CASE("link: the queue bound refuses frames and counts them as dropped") {
@@ -610,10 +630,8 @@ TEST_CASE("link: the queue bound refuses frames and counts them as dropped") {
   Node b("node-b", test_options(), true);
   Node a("node-a", o);
   b.add_peer("node-a", 1);
-  a.run([&] {
-    a.links().add_peer("node-b", "127.0.0.1", b.port());
-    a.links().set_blocked("node-b", true);  // no link: everything stays queued
-  });
+  a.set_blocked("node-b", true);  // before add_peer: no link, everything stays queued
+  a.add_peer(b);
   const auto body = std::make_shared<const std::string>(987, 'x');  // 1000 bytes queued each
   const std::size_t ok = a.run([&] {
     std::size_t n = 0;

@@ -330,7 +330,15 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
   std::map<std::string, std::shared_ptr<Peer>> peers;  // shape written under mu
   std::set<std::shared_ptr<Conn>> pending;             // inbound, peer not known yet
   mutable std::mutex mu;
-  std::uint64_t refused = 0;  // under mu
+  std::uint64_t refused = 0;            // under mu
+  std::set<std::string> blocked_names;  // set_blocked() also applies to peers added later
+  // Sequence state of removed peers, so that adding one again in our epoch goes on where it
+  // stopped (bounded: beyond kMaxRetired names, one is forgotten).
+  struct Retired {
+    std::uint64_t next_seq, known_epoch, rx_epoch, rx_seq;
+  };
+  static constexpr std::size_t kMaxRetired = 1024;
+  std::map<std::string, Retired> retired;
 
   bool tls() const { return !psk.empty(); }
 
@@ -383,6 +391,17 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     p->backoff = opt.reconnect_min;
     p->st.peer = name;
     if (p->dialer) p->st.address = address + ":" + std::to_string(port);
+    p->blocked = blocked_names.count(name) != 0;
+    if (auto it = retired.find(name); it != retired.end()) {
+      // Added again within our epoch: continue our numbering (the peer may remember what it
+      // received from us) and its receive state (so nothing is delivered twice).
+      p->next_seq = it->second.next_seq;
+      p->acked = p->next_seq - 1;
+      p->known_epoch = it->second.known_epoch;
+      p->rx_epoch = it->second.rx_epoch;
+      p->rx_seq = it->second.rx_seq;
+      retired.erase(it);
+    }
     {
       std::lock_guard<std::mutex> lock(mu);
       peers.emplace(name, p);
@@ -397,11 +416,18 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     p->dial_timer.cancel();
     if (p->conn) close(p->conn, false, false);
     p->queue.clear();
+    if (retired.size() >= kMaxRetired) retired.erase(retired.begin());
+    retired[name] = Retired{p->next_seq, p->known_epoch, p->rx_epoch, p->rx_seq};
     std::lock_guard<std::mutex> lock(mu);
     peers.erase(name);
   }
 
   void set_blocked(const std::string& name, bool blocked) {
+    if (blocked) {
+      blocked_names.insert(name);
+    } else {
+      blocked_names.erase(name);
+    }
     auto p = find(name);
     if (!p || p->blocked == blocked) return;
     p->blocked = blocked;
