@@ -363,7 +363,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     return it == peers.end() ? nullptr : it->second;
   }
 
-  // ---- peers -----------------------------------------------------------------------------------
+  // ---- peers ------------------------------------------------------------------------------------
 
   void add_peer(const std::string& name, const std::string& address, std::uint16_t port) {
     if (stopped || name.empty() || name == opt.node_name) return;
@@ -450,8 +450,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     }
   }
 
-  // ---- dialling
-  // ----------------------------------------------------------------------------------
+  // ---- dialling ---------------------------------------------------------------------------------
 
   void schedule_dial(const std::shared_ptr<Peer>& p) {
     if (stopped || p->removed || !p->dialer || p->conn || p->dial_pending) return;
@@ -533,8 +532,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     });
   }
 
-  // ---- accepting
-  // -----------------------------------------------------------------------------------
+  // ---- accepting --------------------------------------------------------------------------------
 
   void on_accept(int fd, const std::string& first) {
     if (stopped) {
@@ -571,8 +569,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     if (c->state != Conn::State::closed && !c->reading) read(c);
   }
 
-  // ---- reading
-  // ---------------------------------------------------------------------------------------
+  // ---- reading ----------------------------------------------------------------------------------
 
   void read(const std::shared_ptr<Conn>& c) {
     if (c->state == Conn::State::closed || c->reading) return;
@@ -743,8 +740,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     trim(p);
   }
 
-  // ---- hello
-  // -------------------------------------------------------------------------------------
+  // ---- hello ------------------------------------------------------------------------------------
 
   // u8 subtype 0 | u8 version | u64 epoch | u64 ack_epoch | u64 ack_seq | u16 name length | name
   void append_hello(std::string& out, const Peer& p) const {
@@ -878,8 +874,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     });
   }
 
-  // ---- writing
-  // -----------------------------------------------------------------------------------
+  // ---- writing ----------------------------------------------------------------------------------
 
   bool send(const std::string& name, std::uint8_t kind, std::shared_ptr<const std::string> body) {
     if (stopped || kind == 0) return false;
@@ -1012,8 +1007,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     if (changed) update_queue(p);
   }
 
-  // ---- closing
-  // ------------------------------------------------------------------------------------
+  // ---- closing ----------------------------------------------------------------------------------
 
   // Closes `c`. failure: counted (on its peer, or as a refused inbound stream); notify: an up
   // link reports on_down. A dialled peer is re-dialled after its backoff.
@@ -1061,7 +1055,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
   }
 };
 
-// ---- LinkManager ------------------------------------------------------------------------------
+// ---- LinkManager --------------------------------------------------------------------------------
 
 LinkManager::LinkManager(asio::io_context& ctx, LinkOptions options, Handlers handlers)
     : impl_(std::make_shared<Impl>(ctx, std::move(options), std::move(handlers))) {}

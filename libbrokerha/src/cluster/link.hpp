@@ -33,7 +33,8 @@
 //
 // Threads: everything runs on the io_context given to the constructor (the cluster's control
 // thread, one thread); every member function must be called on that thread, except stats()
-// (any thread) and accept() (any thread: it posts). Handlers run on that thread too.
+// (any thread) and accept() (any thread: it posts). Handlers run on that thread too. Destroy
+// the manager on that thread, or once no thread runs the io_context.
 
 #include <array>
 #include <chrono>
@@ -79,7 +80,7 @@ struct LinkStats {
   std::uint64_t frames_acked = 0;
   std::uint64_t frames_received = 0;  // delivered to on_frame
   std::uint64_t duplicates = 0;       // received again after a reconnect and not delivered
-  std::uint64_t dropped = 0;          // refused by send(): queue full
+  std::uint64_t dropped = 0;          // refused by send(): queue full (or frame too large)
   std::uint64_t failures = 0;         // connects that failed, links lost, handshakes refused
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
@@ -115,7 +116,8 @@ class LinkManager {
   /// Keeps a link to `peer` at `address`:`port` (its membership port). Known peer with a new
   /// address: the link is re-dialled there. Idempotent.
   void add_peer(const std::string& peer, const std::string& address, std::uint16_t port);
-  /// Forgets a peer: closes its link and drops its queue.
+  /// Forgets a peer: closes its link and drops its queue. Its sequence numbers are kept
+  /// (bounded), so adding it again within our epoch continues them.
   void remove_peer(const std::string& peer);
 
   /// Queues a frame for `peer` (reliable, ordered). False when the peer is unknown or its
@@ -134,7 +136,8 @@ class LinkManager {
   void accept(int fd, std::string_view first_bytes);
 
   /// Test fault switch: while set, nothing is written to or read from `peer` and no link to
-  /// it is established (a partition that TCP does not notice by itself).
+  /// it is established (a partition that TCP does not notice by itself: the open link dies
+  /// by ping silence). Also applies to a peer added later.
   void set_blocked(const std::string& peer, bool blocked);
 
   /// Snapshot of every link (any thread).
