@@ -43,10 +43,11 @@ constexpr std::size_t kHeader = 13;      // u32 length | u8 kind | u64 sequence
 constexpr std::size_t kMinLength = 9;    // kind + sequence
 constexpr std::size_t kMaxHello = 4096;  // length limit of a frame before the hello is done
 constexpr std::size_t kReadChunk = 64 * 1024;
-constexpr std::size_t kMaxRoundFrames = 512;           // frames per gathered write
+constexpr std::size_t kMaxRoundFrames = 4096;          // frames per gathered write
 constexpr std::size_t kMaxRoundBytes = 4u << 20;       // bytes per gathered write (plaintext)
 constexpr std::size_t kMaxTlsRoundBytes = 256u << 10;  // plaintext staged per TLS round
-constexpr int kDeadPings = 5;                          // ping intervals of silence = dead link
+constexpr std::size_t kCopyBelow = 512;  // plaintext: smaller bodies are copied, not referenced
+constexpr int kDeadPings = 5;            // ping intervals of silence = dead link
 
 // Subtypes of kind 0 (the first body byte).
 constexpr std::uint8_t kHello = 0;
@@ -289,6 +290,11 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     std::string tls_w;   // ciphertext being written
     std::string stage;   // plaintext staged for SSL_write
     std::vector<asio::const_buffer> bufs;
+    struct Seg {
+      const char* data;  // a shared body, or nullptr: `offset` into ctrl_w
+      std::size_t offset, size;
+    };
+    std::vector<Seg> segs;
     std::size_t round_frames = 0;
   };
 
@@ -933,16 +939,29 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     c->round_frames = 0;
     const bool up = c->state == Conn::State::up;
     if (c->ssl == nullptr) {
-      if (!c->ctrl.empty()) {
-        c->ctrl_w.swap(c->ctrl);
-        c->ctrl.clear();
-        c->bufs.push_back(asio::buffer(c->ctrl_w));
-      }
+      // Control frames, headers and small bodies are copied into ctrl_w, in runs; a larger
+      // body is its own buffer, shared with every other link that sends it. Runs are kept as
+      // offsets until ctrl_w stops growing.
+      c->ctrl_w.swap(c->ctrl);
+      c->ctrl.clear();
+      c->segs.clear();
+      std::size_t run = 0;  // start of the current run in ctrl_w
       if (up) {
         take_frames(c, kMaxRoundBytes, [&](const OutFrame& f) {
-          c->bufs.push_back(asio::buffer(f.head));
-          if (!f.body->empty()) c->bufs.push_back(asio::buffer(*f.body));
+          c->ctrl_w.append(f.head.data(), kHeader);
+          if (f.body->size() <= kCopyBelow) {
+            c->ctrl_w.append(*f.body);
+            return;
+          }
+          c->segs.push_back({nullptr, run, c->ctrl_w.size() - run});
+          c->segs.push_back({f.body->data(), 0, f.body->size()});
+          run = c->ctrl_w.size();
         });
+      }
+      if (c->ctrl_w.size() > run) c->segs.push_back({nullptr, run, c->ctrl_w.size() - run});
+      for (const Conn::Seg& g : c->segs) {
+        c->bufs.push_back(
+            asio::buffer(g.data != nullptr ? g.data : c->ctrl_w.data() + g.offset, g.size));
       }
     } else {
       if (c->state == Conn::State::hello || up) {
