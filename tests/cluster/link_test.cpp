@@ -19,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -106,6 +107,7 @@ class Node {
       } else {
         rx_[peer].push_back(static_cast<std::uint64_t>(i));
       }
+      if (frame_hook_) frame_hook_(*lm_, peer, rx_[peer].size());  // under mu_: no Node calls
     };
     h.on_up = [this](const std::string& peer, std::uint64_t epoch) {
       std::lock_guard<std::mutex> lock(mu_);
@@ -261,6 +263,12 @@ class Node {
     return false;
   }
 
+  // Runs inside on_frame (on the manager's thread) with the number received from `peer`.
+  using FrameHook = std::function<void(LinkManager&, const std::string& peer, std::size_t n)>;
+  void set_frame_hook(FrameHook h) {
+    run([&] { frame_hook_ = std::move(h); });
+  }
+
   const std::string& name() const { return name_; }
   std::uint16_t port() const { return port_; }
   LinkManager& links() { return *lm_; }
@@ -283,6 +291,7 @@ class Node {
   int bad_ = 0;
   int after_stop_ = 0;
   bool stopped_ = false;
+  FrameHook frame_hook_;  // manager's thread only
 };
 
 // node-a (lower name) dials node-b, which accepts through its Membership.
@@ -787,5 +796,36 @@ TEST_CASE("link: stop with frames in flight") {
     p.b->stop_links();
     CHECK(p.a->after_stop() == 0);
     CHECK(p.b->after_stop() == 0);
+  }
+}
+
+TEST_CASE("link: a handler may remove the peer or stop the manager") {
+  for (const std::string& key : {std::string(), kKey16}) {
+    CAPTURE(key.size());
+    {
+      Pair p(key);
+      p.wait_up();
+      p.b->set_frame_hook([](LinkManager& lm, const std::string& peer, std::size_t n) {
+        if (n == 50) lm.remove_peer(peer);
+      });
+      CHECK(p.a->send_range("node-b", 0, 200) == 200);
+      REQUIRE(wait_until([&] { return !p.a->connected("node-b"); }, 10s));
+      CHECK(p.b->received("node-a") == range(0, 50));  // nothing after the removal
+      CHECK(p.b->stats_of("node-a").peer.empty());
+      // node-a keeps its queue and re-dials; node-b refuses it (unknown peer now).
+      CHECK(wait_until([&] { return p.b->refused() >= 1; }, 10s));
+      CHECK(p.b->received_count("node-a") == 50);
+    }
+    {
+      Pair p(key);
+      p.wait_up();
+      p.b->set_frame_hook([](LinkManager& lm, const std::string&, std::size_t n) {
+        if (n == 50) lm.stop();
+      });
+      CHECK(p.a->send_range("node-b", 0, 200) == 200);
+      REQUIRE(wait_until([&] { return !p.a->connected("node-b"); }, 10s));
+      CHECK(p.b->received("node-a") == range(0, 50));
+      CHECK(p.b->bad() == 0);
+    }
   }
 }
