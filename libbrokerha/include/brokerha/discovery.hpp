@@ -12,10 +12,12 @@
 //   ...
 //   d.stop();
 //
-// No answer (NXDOMAIN, timeout, malformed reply, no reachable server) is retried with
-// exponential backoff (retry_min .. retry_max) and never stops the program; each attempt is
-// reported, so the owner can say "alone" in its health checks. A UDP answer with the TC bit
-// is retried over TCP (c-ares does this).
+// No answer (NXDOMAIN, SERVFAIL, REFUSED, timeout, malformed reply, no reachable server, an
+// SRV target or static name that does not resolve) is retried with exponential backoff
+// (retry_min .. min(retry_max, refresh_interval)) and never stops the program; each attempt
+// is reported, so the owner can say "alone" in its health checks. A UDP answer with the TC
+// bit is retried over TCP (c-ares does this). SRV targets and static names resolve to their
+// IPv4 addresses, or to their IPv6 ones when they have none. docs/discovery.md has more.
 //
 // Thread safety: every member function may be called from any thread. The callback runs on
 // the discovery thread (Discovery's own, or the control thread of the broker that embeds
@@ -38,9 +40,10 @@ struct DiscoveryOptions {
   std::vector<std::string> members;      // static "host:port" (or "host", port 7946) seeds
   std::vector<std::string> nameservers;  // "ip:port" or "ip"; empty: /etc/resolv.conf
   std::chrono::milliseconds refresh_interval{30000};
-  std::chrono::milliseconds retry_min{500};     // first retry after a failed lookup
-  std::chrono::milliseconds retry_max{30000};   // backoff cap (never beyond refresh_interval)
-  std::chrono::milliseconds query_timeout{2000};  // per DNS query attempt
+  std::chrono::milliseconds retry_min{500};    // first retry after a failed lookup
+  std::chrono::milliseconds retry_max{30000};  // backoff cap (never beyond refresh_interval)
+  /// Per DNS query attempt: a query gets two tries, the second twice as long (1..60000 ms).
+  std::chrono::milliseconds query_timeout{2000};
   /// Our own "ip:port" or "ip" (any port) entries, removed from every result.
   std::vector<std::string> self_addresses;
   std::uint16_t default_port = 7946;  // for static members and SRV records with port 0
@@ -49,12 +52,13 @@ struct DiscoveryOptions {
 struct DiscoveredPeer {
   std::string address;  // numeric IP
   std::uint16_t port = 0;
-  std::string target;   // SRV target or the static entry's host
+  std::string target;  // SRV target or the static entry's host
 };
 
 struct DiscoveryResult {
-  /// The lookup (or the static list's resolution) succeeded; when false, `error` says why
-  /// and `peers` still holds the static members that resolved.
+  /// Every lookup of the round succeeded (the SRV query, each SRV target, each static name);
+  /// when false, `error` says which failed and why ("; "-separated) and `peers` still holds
+  /// every peer that did resolve (static members, and the SRV targets that resolved).
   bool ok = false;
   std::string error;
   std::vector<DiscoveredPeer> peers;  // without ourselves, sorted, unique

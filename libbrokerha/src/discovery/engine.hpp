@@ -30,7 +30,7 @@ class Engine {
 
   void start();    // first lookup now, then every refresh_interval (posts)
   void refresh();  // a lookup now (posts)
-  void stop();     // cancels queries and timers (on the context's thread)
+  void stop();     // cancels queries and timers (on the context's thread, or after it stopped)
   DiscoveryResult last() const;  // any thread
 
  private:
