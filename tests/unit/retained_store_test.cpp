@@ -11,6 +11,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "broker/message.hpp"
@@ -346,4 +347,24 @@ TEST_CASE("hybrid clock: strictly increasing, near wall time, moved forward by o
   const std::uint64_t t1 = other.now();
   other.observe(t1);
   CHECK(other.now() > t1);
+}
+
+TEST_CASE("retained store: beyond max_tombstones the oldest tombstones go first") {
+  RetainedStore store(std::chrono::hours(1));
+  store.set_max_tombstones(3);
+  const std::uint64_t base = std::uint64_t{1} << 40;
+  REQUIRE(store.apply("live", msg("live", "v"), {base, "n"}));
+  for (int i = 0; i < 5; ++i) {
+    const std::string t = "t" + std::to_string(i);
+    REQUIRE(store.apply(t, nullptr, {base + 1 + static_cast<std::uint64_t>(i), "n"}));
+    // Distinct deletion times, oldest first.
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  CHECK(store.tombstones() == 5);
+  store.prune(RetainedStore::Clock::now());
+  CHECK(store.tombstones() == 3);
+  std::set<std::string> kept;
+  for (const Seen& s : entries(store)) kept.insert(s.topic);
+  CHECK(kept == std::set<std::string>{"live", "t2", "t3", "t4"});
+  CHECK(store.size() == 1);
 }

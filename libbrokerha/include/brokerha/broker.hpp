@@ -15,6 +15,7 @@
 #include <brokerha/error.hpp>
 #include <brokerha/export.hpp>
 #include <brokerha/hooks.hpp>
+#include <brokerha/membership.hpp>
 #include <brokerha/options.hpp>
 
 #include <chrono>
@@ -100,6 +101,54 @@ struct TopicSubscribers {
   std::map<std::string, SubscriptionInfo> subscriptions;                  // client id
 };
 
+/// One data-plane link to a peer (cluster mode).
+struct ClusterLinkInfo {
+  std::string peer;
+  std::string address;  // "ip:port"
+  bool connected = false;
+  std::uint64_t frames_sent = 0;
+  std::uint64_t frames_acked = 0;
+  std::uint64_t frames_received = 0;
+  std::uint64_t duplicates = 0;  // re-sent frames not delivered twice
+  std::uint64_t dropped = 0;     // refused: the peer's queue was full
+  std::uint64_t failures = 0;    // failed connects, lost links, refused handshakes
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::size_t queue_frames = 0;
+  std::size_t queue_bytes = 0;
+  /// Round-trip histogram (seconds): cumulative counts of samples <= each bound.
+  std::vector<std::pair<double, std::uint64_t>> rtt_buckets;
+  std::uint64_t rtt_count = 0;
+  double rtt_sum = 0;
+};
+
+/// The cluster as this node sees it (Broker::cluster()). `enabled` is false on a single node.
+struct ClusterInfo {
+  bool enabled = false;
+  std::string node_name;
+  std::uint16_t port = 0;       // bound membership and data-plane port
+  std::vector<Member> members;  // alive and suspect, this node included
+  int health = 0;               // Lifeguard's local health score (0 = healthy)
+  // Discovery.
+  bool discovery_configured = false;
+  bool discovery_ok = false;  // the last lookup succeeded
+  std::string discovery_error;
+  std::size_t discovered_peers = 0;  // in the last result, this node excluded
+  /// Discovery has named nobody but this node for expected_members x refresh_interval.
+  bool provably_alone = false;
+  /// This node has received a retained snapshot from a peer (or never had a peer).
+  bool retained_synced = false;
+  // Data plane.
+  std::vector<ClusterLinkInfo> links;
+  std::uint64_t messages_forwarded = 0;  // message copies queued to peers
+  std::uint64_t messages_received = 0;   // messages received from peers
+  std::uint64_t forward_dropped = 0;     // copies refused by a full link queue
+  std::uint64_t malformed_frames = 0;
+  std::uint64_t route_ack_timeouts = 0;  // SUBACKs sent before every peer acknowledged
+  std::uint64_t retained_applied = 0;    // replicated retained entries that were newer
+  MembershipStats membership;
+};
+
 class Bus;
 
 class BROKERHA_API Broker {
@@ -166,6 +215,15 @@ class BROKERHA_API Broker {
   /// errc::malformed_input, errc::session_in_use (a client with that id is connected),
   /// errc::not_started, errc::timed_out.
   std::error_code import_session(std::string_view bytes);
+
+  /// The cluster's state (members, discovery, links, counters); `enabled` false on a single
+  /// node. Any thread; never waits for the broker's threads.
+  ClusterInfo cluster() const;
+
+  /// Fault injection for tests: while `address` (a peer's numeric IP) is blocked, this node
+  /// neither sends to it nor hears from it, on the membership and the data plane alike, as
+  /// in a network partition. No effect on a single node. Any thread.
+  void set_cluster_partition(const std::string& address, bool blocked);
 
   /// Disconnects a client (v5: DISCONNECT 0x98 Administrative action). False if unknown.
   bool stop_client(const std::string& client_id);

@@ -158,6 +158,10 @@ class BROKERHA_API Membership {
   std::uint16_t bound_port() const noexcept;
   MembershipStats stats() const;
 
+  /// Test fault switch: while `address` (numeric IP) is blocked, nothing is sent to it and
+  /// nothing from it is heard (UDP and TCP), as in a network partition. Any thread.
+  void set_blocked(const std::string& address, bool blocked);
+
   /// Best effort, one UDP datagram to `node`. errc::invalid_argument: unknown node or too
   /// large for udp_buffer_size.
   std::error_code send(const std::string& node, std::string_view payload);

@@ -6,7 +6,9 @@
 //
 // Thread safety: plain data; copy freely.
 
+#include <brokerha/discovery.hpp>
 #include <brokerha/export.hpp>
+#include <brokerha/membership.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -78,6 +80,26 @@ struct AccessRules {
   std::string password_file;
 };
 
+/// Cluster mode (SPEC section 4): membership, discovery and the data plane between nodes.
+/// docs/cluster.md describes what crosses the cluster and how.
+struct ClusterOptions {
+  /// Name, addresses, secret key and the `cluster.config.*` knobs. The data plane shares the
+  /// membership port (and its secret key: TLS 1.3 with a PSK derived from it).
+  MembershipOptions membership;
+  /// How members are found (`discovery.*`). The broker adds its own advertised address to
+  /// `self_addresses`.
+  DiscoveryOptions discovery;
+  unsigned expected_members = 3;  // `cluster.expected_members` (health checks)
+  /// A SUBACK waits at most this long for connected peers to acknowledge the new route.
+  std::chrono::milliseconds route_ack_timeout{1000};
+  /// Retained-set digests are exchanged with one peer this often (anti-entropy).
+  std::chrono::milliseconds repair_interval{30000};
+  /// Graceful stop: how long leaving the cluster may take.
+  std::chrono::milliseconds leave_timeout{2000};
+  std::size_t link_queue_bytes = 64u << 20;  // per peer; beyond it messages are dropped, counted
+  std::size_t max_tombstones = 100000;       // retained deletes remembered (oldest go first)
+};
+
 /// Broker settings; defaults are the `mqtt.*` defaults of the server's config.
 struct BrokerOptions {
   std::vector<ListenerOptions> listeners;  // none = a broker reachable only via publish()
@@ -110,6 +132,8 @@ struct BrokerOptions {
   /// Authentication and ACL rules from the configuration (replaceable at run time with
   /// Broker::set_access_rules()).
   AccessRules access;
+  /// Cluster mode; unset = a single broker that opens no cluster port.
+  std::optional<ClusterOptions> cluster;
 
   /// Throws std::invalid_argument("<field>: <reason>") when a value is out of range.
   BROKERHA_API void validate() const;

@@ -1,5 +1,7 @@
 #include "broker/retained.hpp"
 
+#include <algorithm>
+
 #include "topic/topic.hpp"
 
 namespace brokerha::broker {
@@ -95,6 +97,25 @@ void RetainedStore::prune(Clock::time_point now) {
       it = entries_.erase(it);
     } else if (!it->second.message && now - it->second.deleted_at >= tombstone_ttl_) {
       it = entries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const std::size_t dead = entries_.size() - live_;
+  if (dead <= max_tombstones_) return;
+  std::vector<Clock::time_point> ages;
+  ages.reserve(dead);
+  for (const auto& [name, e] : entries_) {
+    if (!e.message) ages.push_back(e.deleted_at);
+  }
+  const std::size_t drop = dead - max_tombstones_;
+  std::nth_element(ages.begin(), ages.begin() + static_cast<std::ptrdiff_t>(drop - 1), ages.end());
+  const Clock::time_point cutoff = ages[drop - 1];
+  std::size_t dropped = 0;
+  for (auto it = entries_.begin(); it != entries_.end() && dropped < drop;) {
+    if (!it->second.message && it->second.deleted_at <= cutoff) {
+      it = entries_.erase(it);
+      ++dropped;
     } else {
       ++it;
     }

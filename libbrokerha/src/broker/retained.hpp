@@ -71,8 +71,13 @@ class RetainedStore {
   /// Live messages (tombstones and `$` topics such as $SYS not counted).
   std::size_t size() const noexcept { return live_ - live_dollar_; }
 
-  /// Drops tombstones older than the TTL and messages whose expiry has passed.
+  /// Drops tombstones older than the TTL and messages whose expiry has passed; beyond
+  /// `max_tombstones` the oldest tombstones go too.
   void prune(Clock::time_point now);
+
+  void set_tombstone_ttl(std::chrono::milliseconds ttl) noexcept { tombstone_ttl_ = ttl; }
+  void set_max_tombstones(std::size_t n) noexcept { max_tombstones_ = n; }
+  std::size_t tombstones() const noexcept { return entries_.size() - live_; }
 
  private:
   void set(const std::string& topic, const MessagePtr& message, const RetainedVersion& version);
@@ -81,6 +86,7 @@ class RetainedStore {
   std::size_t live_ = 0;
   std::size_t live_dollar_ = 0;  // of live_, topics starting with '$'
   std::chrono::milliseconds tombstone_ttl_;
+  std::size_t max_tombstones_ = 100000;
   HybridClock clock_;
 };
 

@@ -25,6 +25,29 @@ MessageView view_of(const MessageInfo& m, std::chrono::system_clock::time_point 
   return v;
 }
 
+MessageView view_of(const broker::Message& m) {
+  MessageView v;
+  v.topic = m.topic;
+  v.payload = m.payload;
+  v.qos = m.qos;
+  v.retain = m.retain;
+  v.created = m.created;
+  if (m.expires_at) {
+    const auto left = *m.expires_at - broker::Message::Clock::now();
+    v.expiry_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                        (std::chrono::system_clock::now() + left).time_since_epoch())
+                        .count();
+  }
+  v.origin = m.origin;
+  const auto& p = m.properties;
+  if (p.payload_format_indicator) v.payload_format = *p.payload_format_indicator;
+  if (p.content_type) v.content_type = *p.content_type;
+  if (p.response_topic) v.response_topic = *p.response_topic;
+  if (p.correlation_data) v.correlation_data = *p.correlation_data;
+  v.user_properties = &p.user_properties;
+  return v;
+}
+
 void append_json_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');

@@ -20,6 +20,8 @@
 #include <utility>
 #include <vector>
 
+#include "broker/message.hpp"
+
 namespace brokerha::bus {
 
 /// What the renderer needs of a message (views; the owner outlives the call).
@@ -43,6 +45,9 @@ struct MessageView {
 
 /// A view of a snapshot message; `now` turns its remaining expiry into an absolute time.
 MessageView view_of(const MessageInfo& m, std::chrono::system_clock::time_point now);
+
+/// A view of a message the broker routes (publisher's protocol version and packet id unset).
+MessageView view_of(const broker::Message& m);
 
 /// Appends the message object to `out`. `extra` (may be empty) is inserted verbatim before
 /// the closing brace, e.g. `,"Nodes":[]`.

@@ -20,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -183,9 +184,19 @@ struct Membership::Impl final : mb::CoreOutput {
   const mb::CodecConfig& codec() const { return core->config().codec; }
 
   // --- CoreOutput (called inside Core calls, on the membership thread) --------------------------
+  // Test fault switch (Membership::set_blocked): addresses we neither send to nor hear.
+  std::atomic<bool> any_blocked{false};
+  mutable std::mutex blocked_mu;
+  std::set<std::string> blocked;
+  bool is_blocked(const asio::ip::address& a) const {
+    if (!any_blocked.load(std::memory_order_relaxed)) return false;
+    std::lock_guard<std::mutex> lock(blocked_mu);
+    return blocked.count(a.to_string()) != 0;
+  }
+
   void send_packet(const mb::Address& to, std::string bytes) override {
     const auto a = from_raw(to.ip);
-    if (!a || !usock.is_open()) return;
+    if (!a || !usock.is_open() || is_blocked(*a)) return;
     std::error_code ec;
     // Non-blocking: a full send buffer drops the datagram (best effort, as UDP).
     usock.send_to(asio::buffer(bytes), udp::endpoint(*a, to.port), 0, ec);
@@ -194,7 +205,7 @@ struct Membership::Impl final : mb::CoreOutput {
   void send_stream(std::uint64_t id, const mb::Address& to, std::string bytes,
                    bool expect_reply) override {
     const auto a = from_raw(to.ip);
-    if (!a || out_active >= opt.max_concurrent_streams) {
+    if (!a || out_active >= opt.max_concurrent_streams || is_blocked(*a)) {
       ++counters.streams_refused;
       if (expect_reply) {
         asio::post(io, [this, id] {
@@ -284,7 +295,9 @@ struct Membership::Impl final : mb::CoreOutput {
     acceptor.async_accept([this](const std::error_code& ec, tcp::socket s) {
       if (!acceptor.is_open()) return;
       if (!ec) {
-        if (in_active >= opt.max_concurrent_streams) {
+        std::error_code rec;
+        const auto remote = s.remote_endpoint(rec);
+        if (in_active >= opt.max_concurrent_streams || rec || is_blocked(remote.address())) {
           ++counters.streams_refused;
           std::error_code ignore;
           s.close(ignore);
@@ -371,7 +384,7 @@ struct Membership::Impl final : mb::CoreOutput {
     usock.async_receive_from(
         asio::buffer(rbuf), rfrom, [this](const std::error_code& ec, std::size_t n) {
           if (!usock.is_open() || ec == asio::error::operation_aborted) return;
-          if (!ec) {
+          if (!ec && !is_blocked(rfrom.address())) {
             core->on_packet(now(), mb::Address{raw_ip(rfrom.address()), rfrom.port()},
                             std::string_view(rbuf.data(), n));
             after();
@@ -575,6 +588,19 @@ void Membership::set_message_callback(MessageCallback cb) {
 }
 void Membership::set_stream_handler(StreamHandler handler) {
   if (!impl_->started.load()) impl_->on_foreign_stream = std::move(handler);
+}
+
+void Membership::set_blocked(const std::string& address, bool blocked) {
+  std::error_code ec;
+  const auto a = asio::ip::make_address(address, ec);
+  if (ec) return;
+  std::lock_guard<std::mutex> lock(impl_->blocked_mu);
+  if (blocked) {
+    impl_->blocked.insert(a.to_string());
+  } else {
+    impl_->blocked.erase(a.to_string());
+  }
+  impl_->any_blocked.store(!impl_->blocked.empty());
 }
 
 void Membership::start() {

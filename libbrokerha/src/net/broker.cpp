@@ -9,6 +9,7 @@
 #include <optional>
 #include <stdexcept>
 
+#include "cluster/node.hpp"
 #include "net/connection.hpp"
 #include "net/core.hpp"
 #include "net/transport.hpp"
@@ -120,6 +121,7 @@ struct Broker::Impl {
 
   std::mutex lifecycle_mutex;  // start/stop
   std::unique_ptr<net::Core> core;
+  std::unique_ptr<cluster::Node> node;  // cluster mode; outlives the shards that call it
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors;
   // One per BrokerOptions::listeners entry, with its TLS context (made by prepare_listeners()).
   std::vector<std::shared_ptr<net::ListenerState>> listeners;
@@ -249,12 +251,27 @@ void Broker::start(std::error_code& ec) noexcept {
       if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
       if (ec) {
         d.acceptors.clear();
+        d.endpoints.clear();
         d.core.reset();
         return;
       }
       const auto local = acceptor->local_endpoint();
       d.endpoints.push_back(Endpoint{local.address().to_string(), local.port(), l.type});
       d.acceptors.push_back(std::move(acceptor));
+    }
+    if (d.options.cluster) {
+      // Before the shards run, so that no routing happens without the cluster.
+      d.node = std::make_unique<cluster::Node>(*d.core, *d.options.cluster, d.bus);
+      d.core->cluster = d.node.get();
+      try {
+        d.node->start();
+      } catch (...) {
+        d.node.reset();
+        d.acceptors.clear();
+        d.endpoints.clear();
+        d.core.reset();
+        throw;
+      }
     }
     for (std::size_t i = 0; i < d.acceptors.size(); ++i) d.accept(i);
     for (auto& shard : d.core->shards()) d.guards.push_back(asio::make_work_guard(shard->ctx));
@@ -301,6 +318,8 @@ void Broker::stop() noexcept {
   if (!d.core || d.stopped) return;
   d.stopped = true;
   net::Core& core = *d.core;
+  // Leave the cluster first, while clients are still served: peers stop routing to us.
+  if (d.node) d.node->stop(true);
   core.stopping = true;
   // Close listeners and connections on their own threads, then let the threads finish the
   // last writes; a peer that does not read cannot hold the stop up beyond the grace timer.
@@ -342,6 +361,17 @@ void Broker::wait() noexcept {
   if (!d.running.load()) return;  // never started
   std::unique_lock<std::mutex> lock(d.wait_mutex);
   d.wait_cv.wait(lock, [&] { return d.finished; });
+}
+
+ClusterInfo Broker::cluster() const {
+  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
+  if (!impl_->node) return {};
+  return impl_->node->info();
+}
+
+void Broker::set_cluster_partition(const std::string& address, bool blocked) {
+  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
+  if (impl_->node) impl_->node->set_partition(address, blocked);
 }
 
 std::vector<Endpoint> Broker::listen_endpoints() const {

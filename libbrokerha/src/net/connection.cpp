@@ -740,7 +740,8 @@ void Connection::finish_publish(const MessagePtr& message, std::uint16_t packet_
                            : decision == Decision::allow;
   std::size_t targets = 0;
   if (allowed) {
-    targets = core_.route(message, *shard_).targets;
+    const RouteResult routed = core_.route(message, *shard_);
+    targets = routed.targets + routed.remote;
     if (core_.message_to.active()) core_.emit_message_to(*message, version_, packet_id);
     if (!core_.event_hooks.empty()) {
       MessageEvent e;
@@ -815,7 +816,9 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
     pending->subs.emplace_back(std::string(sub.filter), o);
   }
 
-  auto finish = [this](Pending& p) {
+  // Returns true when the SUBACK waits for the cluster (the connection is then paused and
+  // resumed by the completion).
+  auto finish = [this](Pending& p) -> bool {
     mqtt::Suback ack;
     ack.packet_id = p.packet_id;
     std::vector<session::Delivery> retained;
@@ -860,16 +863,26 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
         retained.push_back(std::move(rd));
       }
     }
-    send(ack);
-    session::QueueLimits limits{core_.options().max_queued_messages};
-    const std::size_t before = session_->state.queued_bytes();
-    for (session::Delivery& rd : retained) {
-      shard_->counters.add(shard_->counters.messages_dropped,
-                           session_->state.enqueue(std::move(rd), limits));
+    if (core_.cluster != nullptr && !shard_->route_changes.empty()) {
+      // A new filter on this node: peers must know the route before the client is told it
+      // is subscribed, or a publish on another node right after SUBACK would miss it.
+      std::vector<std::string> changes;
+      changes.swap(shard_->route_changes);
+      paused_ = true;
+      auto self = shared_from_this();
+      auto state = std::make_shared<std::pair<mqtt::Suback, std::vector<session::Delivery>>>(
+          std::move(ack), std::move(retained));
+      core_.cluster->routes_changed(std::move(changes), [self, state] {
+        asio::post(self->shard_->ctx, [self, state] {
+          if (self->state_ == State::closed) return;
+          self->complete_subscribe(state->first, state->second);
+          self->resume();
+        });
+      });
+      return true;
     }
-    shard_->account(static_cast<std::int64_t>(session_->state.queued_bytes()) -
-                    static_cast<std::int64_t>(before));
-    pump();
+    complete_subscribe(ack, retained);
+    return false;
   };
 
   if (core_.acl_hooks.empty()) {
@@ -884,8 +897,7 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
   *step = [self, pending, finish, weak = std::weak_ptr<std::function<void()>>(step)]() {
     if (self->state_ == State::closed) return;
     if (pending->decisions.size() == pending->subs.size()) {
-      finish(*pending);
-      self->resume();
+      if (!finish(*pending)) self->resume();
       return;
     }
     auto next = weak.lock();
@@ -910,6 +922,20 @@ mqtt::Status Connection::on_subscribe(mqtt::Subscribe& s) {
   };
   (*step)();
   return mqtt::Status::success();
+}
+
+void Connection::complete_subscribe(const mqtt::Suback& ack,
+                                    std::vector<session::Delivery>& retained) {
+  send(ack);
+  session::QueueLimits limits{core_.options().max_queued_messages};
+  const std::size_t before = session_->state.queued_bytes();
+  for (session::Delivery& rd : retained) {
+    shard_->counters.add(shard_->counters.messages_dropped,
+                         session_->state.enqueue(std::move(rd), limits));
+  }
+  shard_->account(static_cast<std::int64_t>(session_->state.queued_bytes()) -
+                  static_cast<std::int64_t>(before));
+  pump();
 }
 
 mqtt::Status Connection::on_unsubscribe(const mqtt::Unsubscribe& u) {

@@ -122,6 +122,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool rules_allow(std::string_view topic, Access access, bool is_filter) const;
   mqtt::Status on_subscribe(mqtt::Subscribe& s);
   mqtt::Status on_unsubscribe(const mqtt::Unsubscribe& u);
+  void complete_subscribe(const mqtt::Suback& ack, std::vector<session::Delivery>& retained);
   mqtt::Status on_disconnect(const mqtt::Disconnect& d);
 
   // Runs a hook chain; `k` gets the first non-defer answer (or defer) on this thread.

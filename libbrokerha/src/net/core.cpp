@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "cluster/protocol.hpp"
 #include "net/connection.hpp"
 #include "topic/topic.hpp"
 
@@ -75,6 +76,15 @@ constexpr auto kSweepInterval = std::chrono::seconds(1);
 
 Core::Core(BrokerOptions options) : options_(std::move(options)) {
   set_rules(access::Rules::compile(options_.access));
+  if (options_.cluster) {
+    const ClusterOptions& c = *options_.cluster;
+    node_name = c.membership.name;
+    // A delete must outlive every way an older copy can come back: gossip of the dead node
+    // and two rounds of discovery (SPEC section 4).
+    retained_.set_tombstone_ttl(c.membership.gossip_to_the_dead_time +
+                                2 * c.discovery.refresh_interval);
+    retained_.set_max_tombstones(c.max_tombstones);
+  }
   unsigned n = options_.io_threads;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   shards_.reserve(n);
@@ -93,15 +103,62 @@ unsigned Core::home_shard(std::string_view client_id) const noexcept {
 // ---- routing -------------------------------------------------------------------------------
 
 RouteResult Core::route(const MessagePtr& message, Shard& from) {
-  RouteResult result;
   const Message& m = *message;
+  // Cluster: `$SYS` stays on this node; retained writes go to every peer (each holds the
+  // whole retained set), other messages to the peers that announced a matching filter.
+  const bool clustered = cluster != nullptr && !cluster::node_local_topic(m.topic);
+  std::optional<broker::RetainedVersion> version;
   if (m.retain) {
     std::lock_guard<std::mutex> lock(retained_mutex_);
-    retained_.write(message, {});
+    version = retained_.write(message, node_name);
   }
+  RouteResult result = route_locally(message, from, [&] {
+    if (!clustered) return std::size_t{0};
+    const bool all = m.retain && peer_count.load(std::memory_order_relaxed) != 0;
+    std::vector<std::uint32_t>& peers = from.peer_scratch;
+    peers.clear();
+    if (!all) {
+      remote_tree_.match(
+          m.topic, [&](const RemoteSub& r) { peers.push_back(r.key); },
+          [](const topic::SubscriptionTree<RemoteSub>::Group&) {});
+      if (peers.empty()) return std::size_t{0};
+      if (peers.size() > 1) {
+        std::sort(peers.begin(), peers.end());
+        peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+      }
+    }
+    RemoteSend r;
+    r.message = message;
+    if (m.retain) r.version = version;
+    r.all = all;
+    r.peers = peers;
+    from.remote_outbox.push_back(std::move(r));
+    return all ? std::size_t{peer_count.load(std::memory_order_relaxed)} : peers.size();
+  });
+  if (result.targets != 0 || result.remote != 0) schedule_flush(from);
+  return result;
+}
+
+RouteResult Core::route_from_cluster(const MessagePtr& message,
+                                     const std::optional<broker::RetainedVersion>& version,
+                                     Shard& from) {
+  if (message->retain && version) {
+    std::lock_guard<std::mutex> lock(retained_mutex_);
+    retained_.apply(message->topic, message, *version);
+  }
+  RouteResult result = route_locally(message, from, [] { return std::size_t{0}; });
+  if (result.targets != 0) schedule_flush(from);
+  return result;
+}
+
+template <class Remote>
+RouteResult Core::route_locally(const MessagePtr& message, Shard& from, Remote&& remote) {
+  RouteResult result;
+  const Message& m = *message;
   std::vector<const SubEntry*>& matches = from.match_scratch;
   matches.clear();
   std::shared_lock<std::shared_mutex> lock(tree_mutex_);
+  result.remote = remote();
   tree_.match(
       m.topic, [&](const SubEntry& e) { matches.push_back(&e); },
       [&](const topic::SubscriptionTree<SubEntry>::Group& g) {
@@ -137,8 +194,6 @@ RouteResult Core::route(const MessagePtr& message, Shard& from) {
     }
     i = j;
   }
-  lock.unlock();
-  if (result.targets != 0) schedule_flush(from);
   return result;
 }
 
@@ -152,6 +207,18 @@ void Core::schedule_flush(Shard& shard) {
 }
 
 void Core::flush(Shard& from) {
+  if (cluster != nullptr) {
+    if (!from.remote_outbox.empty()) {
+      std::vector<RemoteSend> batch;
+      batch.swap(from.remote_outbox);
+      cluster->forward(std::move(batch));
+    }
+    if (!from.route_changes.empty()) {
+      std::vector<std::string> changes;
+      changes.swap(from.route_changes);
+      cluster->routes_changed(std::move(changes), {});
+    }
+  }
   for (unsigned i = 0; i < from.outbox.size(); ++i) {
     std::vector<Target>& batch = from.outbox[i];
     if (batch.empty()) continue;
@@ -239,7 +306,7 @@ void Core::discard_session(Shard& shard, const ClientSessionPtr& session) {
     std::unique_lock<std::shared_mutex> lock(tree_mutex_);
     for (const auto& entry : session->state.subscriptions()) {
       const auto [group, filter] = split_shared(entry.first);
-      tree_.erase(filter, group, session.get());
+      if (tree_.erase(filter, group, session.get())) note_filter(*session, filter, -1);
     }
   }
   shard.sessions.erase(session.get());
@@ -275,13 +342,70 @@ bool Core::subscribe(const ClientSessionPtr& session, const std::string& full_fi
                      const session::SubscriptionOptions& options) {
   const auto [group, filter] = split_shared(full_filter);
   std::unique_lock<std::shared_mutex> lock(tree_mutex_);
-  return tree_.insert(filter, group, SubEntry{session.get(), session, options});
+  const bool replaced = tree_.insert(filter, group, SubEntry{session.get(), session, options});
+  if (!replaced) note_filter(*session, filter, +1);
+  return replaced;
 }
 
 bool Core::unsubscribe(const ClientSessionPtr& session, const std::string& full_filter) {
   const auto [group, filter] = split_shared(full_filter);
   std::unique_lock<std::shared_mutex> lock(tree_mutex_);
-  return tree_.erase(filter, group, session.get());
+  const bool erased = tree_.erase(filter, group, session.get());
+  if (erased) note_filter(*session, filter, -1);
+  return erased;
+}
+
+void Core::note_filter(ClientSession& session, std::string_view filter, int delta) {
+  auto it = local_filter_refs_.find(filter);
+  if (delta > 0) {
+    if (it == local_filter_refs_.end()) {
+      local_filter_refs_.emplace(std::string(filter), 1u);
+      if (cluster != nullptr) shards_[session.shard]->route_changes.emplace_back(filter);
+    } else {
+      ++it->second;
+    }
+    return;
+  }
+  if (it == local_filter_refs_.end()) return;
+  if (--it->second == 0) {
+    local_filter_refs_.erase(it);
+    if (cluster != nullptr) shards_[session.shard]->route_changes.emplace_back(filter);
+  }
+}
+
+bool Core::local_filter_present(const std::string& filter) const {
+  std::shared_lock<std::shared_mutex> lock(tree_mutex_);
+  return local_filter_refs_.find(filter) != local_filter_refs_.end();
+}
+
+std::vector<std::string> Core::local_filters() const {
+  std::vector<std::string> out;
+  std::shared_lock<std::shared_mutex> lock(tree_mutex_);
+  out.reserve(local_filter_refs_.size());
+  for (const auto& [f, n] : local_filter_refs_) out.push_back(f);
+  return out;
+}
+
+void Core::remote_routes_add(std::uint32_t peer, const std::string& filter) {
+  std::unique_lock<std::shared_mutex> lock(tree_mutex_);
+  remote_tree_.insert(filter, {}, RemoteSub{peer});
+}
+
+void Core::remote_routes_remove(std::uint32_t peer, const std::string& filter) {
+  std::unique_lock<std::shared_mutex> lock(tree_mutex_);
+  remote_tree_.erase(filter, {}, peer);
+}
+
+bool Core::retained_apply(const std::string& topic, const MessagePtr& message,
+                          const broker::RetainedVersion& version) {
+  std::lock_guard<std::mutex> lock(retained_mutex_);
+  return retained_.apply(topic, message, version);
+}
+
+void Core::retained_for_each(
+    const std::function<void(const std::string&, const broker::RetainedStore::Entry&)>& f) const {
+  std::lock_guard<std::mutex> lock(retained_mutex_);
+  retained_.for_each(f);
 }
 
 std::vector<MessagePtr> Core::retained_matching(std::string_view filter) const {

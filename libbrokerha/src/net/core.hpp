@@ -23,10 +23,12 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -128,6 +130,32 @@ struct Target {
   session::Delivery delivery;
 };
 
+/// A message this node's clients published, on its way to other nodes (cluster mode).
+struct RemoteSend {
+  MessagePtr message;
+  std::optional<broker::RetainedVersion> version;  // retained writes: the version stored here
+  std::vector<std::uint32_t> peers;                // peer ids with a matching subscription
+  bool all = false;                                // retained: every peer
+};
+
+/// A remote node's subscription in the router's tree of remote routes.
+struct RemoteSub {
+  std::uint32_t key;  // peer id (cluster::Node numbers its peers)
+};
+
+/// The cluster as the router sees it (implemented by cluster::Node). Called on shard threads.
+class ClusterPort {
+ public:
+  virtual ~ClusterPort() = default;
+  /// Messages routed by this node for other nodes: one call per flush of a shard.
+  virtual void forward(std::vector<RemoteSend>&& batch) = 0;
+  /// The local subscriber count of these filters went to or from zero. The cluster announces
+  /// what Core::local_filter_present() says when it gets to them, so calls from different
+  /// shards may arrive in any order. `done` (may be empty) runs on a cluster thread once
+  /// every connected peer acknowledged the change, or the wait bound passed.
+  virtual void routes_changed(std::vector<std::string> filters, std::function<void()> done) = 0;
+};
+
 /// Per-shard counters: one writer (the shard's thread), read by stats().
 struct ShardCounters {
   std::atomic<std::uint64_t> messages_received{0};
@@ -172,6 +200,9 @@ struct Shard {
   // Sweeps run so far: a coarse clock (1 s) for "has this connection's output moved".
   std::uint32_t sweeps = 0;  // wraps after 136 years; compared by unsigned difference
   std::vector<const SubEntry*> match_scratch;
+  std::vector<RemoteSend> remote_outbox;   // for ClusterPort::forward() at the next flush
+  std::vector<std::string> route_changes;  // filters whose local presence changed
+  std::vector<std::uint32_t> peer_scratch;
   std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // shared by all reads
   bool flush_scheduled = false;
 
@@ -186,7 +217,8 @@ struct Shard {
 
 /// The result of routing one message.
 struct RouteResult {
-  std::size_t targets = 0;
+  std::size_t targets = 0;  // local sessions
+  std::size_t remote = 0;   // other nodes it is forwarded to
 };
 
 class Core {
@@ -221,6 +253,11 @@ class Core {
   /// Stores/deletes the retained copy and queues a delivery to every matching session in
   /// `from`'s outbox; flush_outbox() sends the batches.
   RouteResult route(const MessagePtr& message, Shard& from);
+  /// A message received from another node: stored if retained and newer than what is held
+  /// (`version`), delivered to local subscribers only, never forwarded again.
+  RouteResult route_from_cluster(const MessagePtr& message,
+                                 const std::optional<broker::RetainedVersion>& version,
+                                 Shard& from);
   /// Posts the outbox batches to their shards (the local batch is delivered inline) and
   /// writes the output every connection of the shard queued. Every handler that may have
   /// produced output ends with it, or relies on schedule_flush().
@@ -239,6 +276,28 @@ class Core {
   bool subscribe(const ClientSessionPtr& session, const std::string& full_filter,
                  const session::SubscriptionOptions& options);
   bool unsubscribe(const ClientSessionPtr& session, const std::string& full_filter);
+  /// True while some local session subscribes to `filter` (shared subscriptions count for
+  /// their plain filter). Any thread.
+  bool local_filter_present(const std::string& filter) const;
+  /// Every filter with a local subscriber (what this node announces). Any thread.
+  std::vector<std::string> local_filters() const;
+
+  // ---- cluster (the cluster's control thread) ----
+  /// Set before start(); null in single-node mode.
+  ClusterPort* cluster = nullptr;
+  /// Peers the cluster has (retained messages go to all of them); set by the cluster.
+  std::atomic<std::uint32_t> peer_count{0};
+  /// This node's name, part of every retained version written here ("" single node).
+  std::string node_name;
+  /// Replaces / changes / clears a peer's routes in the remote tree.
+  void remote_routes_add(std::uint32_t peer, const std::string& filter);
+  void remote_routes_remove(std::uint32_t peer, const std::string& filter);
+  /// Retained store access for replication (snapshots, digests, repair).
+  bool retained_apply(const std::string& topic, const MessagePtr& message,
+                      const broker::RetainedVersion& version);
+  void retained_for_each(
+      const std::function<void(const std::string&, const broker::RetainedStore::Entry&)>& f) const;
+
   /// Retained messages matching `filter` (for a new subscription).
   std::vector<MessagePtr> retained_matching(std::string_view filter) const;
 
@@ -279,8 +338,18 @@ class Core {
   BrokerOptions options_;
   std::vector<std::unique_ptr<Shard>> shards_;
 
+  void note_filter(ClientSession& session, std::string_view filter, int delta);
+  /// route()'s local part: matches the tree (and, under the same lock, calls `remote()`,
+  /// which returns how many peers the message is forwarded to) and fills the outboxes.
+  template <class Remote>
+  RouteResult route_locally(const MessagePtr& message, Shard& from, Remote&& remote);
+
   mutable std::shared_mutex tree_mutex_;
   topic::SubscriptionTree<SubEntry> tree_;
+  // Guarded by tree_mutex_: routes of other nodes, and how many local subscriptions use each
+  // plain filter (the cluster announces a filter while its count is above zero).
+  topic::SubscriptionTree<RemoteSub> remote_tree_;
+  std::map<std::string, std::uint32_t, std::less<>> local_filter_refs_;
 
   std::atomic<const access::Rules*> rules_{nullptr};
   std::mutex rules_mutex_;  // guards rules_history_

@@ -1,0 +1,686 @@
+#include "cluster/node.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+
+#include "bus/message_json.hpp"
+#include "topic/topic.hpp"
+
+namespace brokerha::cluster {
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+// A retained_entries frame is cut at about this size (the link sends frames whole).
+constexpr std::size_t kEntriesFrameBytes = 256 * 1024;
+
+std::shared_ptr<const std::string> shared(std::string s) {
+  return std::make_shared<const std::string>(std::move(s));
+}
+
+std::string endpoint_text(const std::string& address, std::uint16_t port) {
+  if (address.find(':') != std::string::npos) return "[" + address + "]:" + std::to_string(port);
+  return address + ":" + std::to_string(port);
+}
+
+// A filter a peer announces: valid, and plain (a peer announces "$share/g/f" as "f").
+bool valid_remote_filter(std::string_view f) {
+  topic::SharedFilter shared;
+  return topic::is_valid_filter(f) && !topic::parse_shared(f, shared);
+}
+
+}  // namespace
+
+Node::Node(net::Core& core, ClusterOptions options, std::shared_ptr<Bus> bus)
+    : core_(core), options_(std::move(options)), bus_(std::move(bus)) {
+  if (bus_) {
+    new_member_ = bus_->channel(bus_channels::kNewMember);
+    message_from_ = bus_->channel(bus_channels::kMessageFrom);
+  }
+  incoming_.resize(core_.shard_count());
+}
+
+Node::~Node() { stop(false); }
+
+std::uint16_t Node::port() const noexcept {
+  return membership_ ? membership_->bound_port() : std::uint16_t{0};
+}
+
+void Node::start() {
+  if (started_.exchange(true)) throw std::system_error(make_error_code(errc::already_started));
+  boot_epoch_ = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               std::chrono::system_clock::now().time_since_epoch())
+                                               .count());
+  LinkOptions lo;
+  lo.node_name = options_.membership.name;
+  lo.boot_epoch = boot_epoch_;
+  lo.secret_key = options_.membership.secret_key;
+  lo.max_queue_bytes = options_.link_queue_bytes;
+  lo.max_frame_bytes = std::size_t{core_.options().max_packet_size} + 65536;
+  LinkManager::Handlers h;
+  h.on_frame = [this](const std::string& peer, std::uint8_t kind, std::string_view body) {
+    on_frame(peer, kind, body);
+  };
+  h.on_up = [this](const std::string& peer, std::uint64_t epoch) { on_up(peer, epoch); };
+  h.on_down = [this](const std::string& peer) { on_down(peer); };
+  links_ = std::make_unique<LinkManager>(ctx_, std::move(lo), std::move(h));
+
+  membership_ = std::make_unique<Membership>(options_.membership);
+  membership_->set_event_callback(
+      [this](const MemberEvent& e) { asio::post(ctx_, [this, e] { on_member_event(e); }); });
+  membership_->set_stream_handler(
+      [this](int fd, std::string_view first) { links_->accept(fd, first); });
+  membership_->start();  // throws: the port is taken, bad options
+
+  const DiscoveryOptions& d = options_.discovery;
+  if (!d.domain.empty() || !d.members.empty()) {
+    DiscoveryOptions dopts = d;
+    const std::string& adv = options_.membership.advertise_address.empty()
+                                 ? options_.membership.bind_address
+                                 : options_.membership.advertise_address;
+    const std::uint16_t adv_port = options_.membership.advertise_port != 0
+                                       ? options_.membership.advertise_port
+                                       : membership_->bound_port();
+    dopts.self_addresses.push_back(endpoint_text(adv, adv_port));
+    try {
+      discovery_ = std::make_unique<discovery::Engine>(
+          ctx_, std::move(dopts), [this](const DiscoveryResult& r) { on_discovery(r); });
+    } catch (...) {
+      membership_->stop();
+      throw;
+    }
+  }
+
+  work_.emplace(asio::make_work_guard(ctx_));
+  asio::post(ctx_, [this] {
+    for (std::string& f : core_.local_filters()) announced_.insert(std::move(f));
+  });
+  thread_ = std::thread([this] {
+    try {
+      ctx_.run();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "brokerha: fatal error on the cluster thread: %s\n", e.what());
+      std::abort();
+    }
+  });
+  joiner_ = std::thread([this] { joiner_loop(); });
+  if (discovery_) discovery_->start();
+  asio::post(ctx_, [this] { schedule_repair(); });
+}
+
+void Node::stop(bool leave) noexcept {
+  if (!started_.load() || stopped_.exchange(true)) return;
+  if (leave && membership_) membership_->leave(options_.leave_timeout);
+  {
+    std::lock_guard<std::mutex> lock(join_mutex_);
+    joiner_stop_ = true;
+  }
+  join_cv_.notify_all();
+  if (joiner_.joinable()) joiner_.join();
+  if (membership_) membership_->stop();  // no event or stream after this
+  asio::post(ctx_, [this] {
+    if (discovery_) discovery_->stop();
+    if (links_) links_->stop();
+    repair_timer_.cancel();
+    // SUBACKs waiting for peers go out now.
+    std::vector<std::uint64_t> keys;
+    for (const auto& [k, w] : waiters_) keys.push_back(k);
+    for (std::uint64_t k : keys) finish_waiter(k, false);
+    ctx_.stop();
+  });
+  work_.reset();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Node::set_partition(const std::string& address, bool blocked) {
+  if (!membership_) return;
+  membership_->set_blocked(address, blocked);
+  asio::post(ctx_, [this, address, blocked] {
+    if (blocked) {
+      partitioned_.insert(address);
+    } else {
+      partitioned_.erase(address);
+    }
+    for (const auto& [name, p] : peers_) {
+      if (p.address == address) links_->set_blocked(name, blocked);
+    }
+  });
+}
+
+// ---- shard side ------------------------------------------------------------------------------
+
+void Node::forward(std::vector<net::RemoteSend>&& batch) {
+  asio::post(ctx_, [this, b = std::move(batch)]() mutable { send_batch(b); });
+}
+
+void Node::routes_changed(std::vector<std::string> filters, std::function<void()> done) {
+  asio::post(ctx_, [this, f = std::move(filters), d = std::move(done)]() mutable {
+    apply_route_changes(f, std::move(d));
+  });
+}
+
+// ---- control thread ----------------------------------------------------------------------------
+
+Node::Peer& Node::peer_named(const std::string& name) {
+  auto it = peers_.find(name);
+  if (it != peers_.end()) return it->second;
+  Peer& p = peers_[name];
+  p.name = name;
+  p.id = next_peer_id_++;
+  names_by_id_[p.id] = name;
+  return p;
+}
+
+Node::Peer* Node::find_peer(const std::string& name) {
+  auto it = peers_.find(name);
+  return it == peers_.end() ? nullptr : &it->second;
+}
+
+void Node::update_peer_count() {
+  std::uint32_t n = 0;
+  for (const auto& [name, p] : peers_) n += p.member ? 1 : 0;
+  core_.peer_count.store(n, std::memory_order_relaxed);
+}
+
+void Node::on_member_event(const MemberEvent& e) {
+  if (e.member.name == options_.membership.name) return;
+  switch (e.kind) {
+    case MemberEvent::Kind::join:
+    case MemberEvent::Kind::update: {
+      Peer& p = peer_named(e.member.name);
+      const bool moved = p.address != e.member.address || p.port != e.member.port;
+      const bool joined = !p.member;
+      p.member = true;
+      p.address = e.member.address;
+      p.port = e.member.port;
+      if (moved || joined) {
+        links_->add_peer(p.name, p.address, p.port);
+        if (partitioned_.count(p.address) != 0) links_->set_blocked(p.name, true);
+      }
+      update_peer_count();
+      if (joined && new_member_.active()) {
+        std::string json;
+        bus::append_json_string(json, endpoint_text(p.address, p.port));
+        new_member_.publish(std::move(json));
+      }
+      break;
+    }
+    case MemberEvent::Kind::leave:
+    case MemberEvent::Kind::failed:
+      if (Peer* p = find_peer(e.member.name)) forget_peer(*p);
+      break;
+  }
+}
+
+void Node::forget_peer(Peer& p) {
+  p.member = false;
+  p.up = false;
+  p.acked_routes = 0;
+  links_->remove_peer(p.name);
+  set_routes(p, {});
+  update_peer_count();
+  std::vector<std::uint64_t> done;
+  for (auto& [k, w] : waiters_) {
+    w.pending.erase(p.name);
+    if (w.pending.empty()) done.push_back(k);
+  }
+  for (std::uint64_t k : done) finish_waiter(k, false);
+  if (snapshot_peer_ == p.name) {
+    snapshot_peer_.clear();
+    request_snapshot();
+  }
+}
+
+void Node::set_routes(Peer& p, std::set<std::string> routes) {
+  for (const std::string& f : p.routes) {
+    if (routes.count(f) == 0) core_.remote_routes_remove(p.id, f);
+  }
+  for (const std::string& f : routes) {
+    if (p.routes.count(f) == 0) core_.remote_routes_add(p.id, f);
+  }
+  p.routes = std::move(routes);
+}
+
+void Node::send_batch(std::vector<net::RemoteSend>& batch) {
+  const auto now = broker::Message::Clock::now();
+  std::vector<const std::string*> targets;
+  for (net::RemoteSend& r : batch) {
+    targets.clear();
+    if (r.all) {
+      for (const auto& [name, p] : peers_) {
+        if (p.member) targets.push_back(&p.name);
+      }
+    } else {
+      for (std::uint32_t id : r.peers) {
+        auto it = names_by_id_.find(id);
+        if (it != names_by_id_.end()) targets.push_back(&it->second);
+      }
+    }
+    if (targets.empty()) continue;
+    auto body = shared(encode_message(*r.message, r.version ? &*r.version : nullptr, now));
+    for (const std::string* name : targets) {
+      if (links_->send(*name, static_cast<std::uint8_t>(Kind::publish), body)) {
+        forwarded_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        forward_dropped_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+  }
+}
+
+void Node::apply_route_changes(std::vector<std::string>& filters, std::function<void()> done) {
+  std::sort(filters.begin(), filters.end());
+  filters.erase(std::unique(filters.begin(), filters.end()), filters.end());
+  std::vector<RouteChange> delta;
+  for (std::string& f : filters) {
+    const bool present = core_.local_filter_present(f);
+    const bool announced = announced_.count(f) != 0;
+    if (present == announced) continue;
+    if (present) {
+      announced_.insert(f);
+    } else {
+      announced_.erase(f);
+    }
+    delta.push_back(RouteChange{present, std::move(f)});
+  }
+  if (!delta.empty()) {
+    ++route_number_;
+    auto body = shared(encode_routes_delta(route_number_, delta));
+    for (const auto& [name, p] : peers_) {
+      if (p.member || p.up) links_->send(name, static_cast<std::uint8_t>(Kind::routes_delta), body);
+    }
+  }
+  if (!done) return;
+  RouteWaiter w;
+  w.number = route_number_;
+  for (const auto& [name, p] : peers_) {
+    if (p.up && p.acked_routes < route_number_) w.pending.insert(name);
+  }
+  if (w.pending.empty()) {
+    done();
+    return;
+  }
+  w.done = std::move(done);
+  const std::uint64_t key = next_waiter_++;
+  w.timer = std::make_unique<asio::steady_timer>(ctx_, options_.route_ack_timeout);
+  w.timer->async_wait([this, key](const std::error_code& ec) {
+    if (!ec) finish_waiter(key, true);
+  });
+  waiters_.emplace(key, std::move(w));
+}
+
+void Node::ack_routes(Peer& p, std::uint64_t number) {
+  if (number <= p.acked_routes) return;
+  p.acked_routes = number;
+  std::vector<std::uint64_t> done;
+  for (auto& [k, w] : waiters_) {
+    if (w.number <= number) w.pending.erase(p.name);
+    if (w.pending.empty()) done.push_back(k);
+  }
+  for (std::uint64_t k : done) finish_waiter(k, false);
+}
+
+void Node::finish_waiter(std::uint64_t key, bool timed_out) {
+  auto it = waiters_.find(key);
+  if (it == waiters_.end()) return;
+  if (timed_out) ack_timeouts_.fetch_add(1, std::memory_order_relaxed);
+  std::function<void()> done = std::move(it->second.done);
+  if (it->second.timer) it->second.timer->cancel();
+  waiters_.erase(it);
+  if (done) done();
+}
+
+void Node::on_up(const std::string& name, std::uint64_t epoch) {
+  Peer& p = peer_named(name);
+  if (p.epoch != 0 && p.epoch != epoch) {
+    // The peer restarted: whatever it knew from us is gone, and its routes will come again.
+    set_routes(p, {});
+    p.acked_routes = 0;
+  }
+  p.epoch = epoch;
+  p.up = true;
+  std::vector<std::string> all(announced_.begin(), announced_.end());
+  links_->send(name, static_cast<std::uint8_t>(Kind::routes_full), shared(encode_routes_full(all)));
+  if (!synced_.load() && snapshot_peer_.empty()) {
+    request_snapshot();
+  } else if (synced_.load()) {
+    links_->send(name, static_cast<std::uint8_t>(Kind::digest), shared(encode_digest(digest())));
+  }
+}
+
+void Node::on_down(const std::string& name) {
+  Peer* p = find_peer(name);
+  if (p == nullptr) return;
+  p->up = false;
+  std::vector<std::uint64_t> done;
+  for (auto& [k, w] : waiters_) {
+    w.pending.erase(name);
+    if (w.pending.empty()) done.push_back(k);
+  }
+  for (std::uint64_t k : done) finish_waiter(k, false);
+}
+
+void Node::request_snapshot() {
+  if (synced_.load() || !snapshot_peer_.empty()) return;
+  for (const auto& [name, p] : peers_) {
+    if (!p.up) continue;
+    snapshot_peer_ = name;
+    links_->send(name, static_cast<std::uint8_t>(Kind::snapshot_request), shared(encode_u64(0)));
+    return;
+  }
+}
+
+void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view body) {
+  Peer& p = peer_named(name);
+  auto bad = [this] { malformed_.fetch_add(1, std::memory_order_relaxed); };
+  switch (static_cast<Kind>(kind)) {
+    case Kind::publish: {
+      WireMessage w;
+      if (!decode_message(body, w) || !topic::is_valid_name(w.topic)) return bad();
+      auto m = to_message(w, broker::Message::Clock::now());
+      received_.fetch_add(1, std::memory_order_relaxed);
+      if (message_from_.active()) emit_message_from(name, *m);
+      const std::size_t shard = std::hash<std::string>{}(name) % incoming_.size();
+      incoming_[shard].emplace_back(std::move(m), std::move(w.version));
+      if (!incoming_scheduled_) {
+        incoming_scheduled_ = true;
+        asio::post(ctx_, [this] { deliver_incoming(); });
+      }
+      return;
+    }
+    case Kind::routes_full: {
+      std::vector<std::string> filters;
+      if (!decode_routes_full(body, filters)) return bad();
+      std::set<std::string> routes;
+      for (std::string& f : filters) {
+        if (valid_remote_filter(f)) routes.insert(std::move(f));
+      }
+      set_routes(p, std::move(routes));
+      return;
+    }
+    case Kind::routes_delta: {
+      std::uint64_t number;
+      std::vector<RouteChange> changes;
+      if (!decode_routes_delta(body, number, changes)) return bad();
+      std::set<std::string> routes = p.routes;
+      for (RouteChange& c : changes) {
+        if (!valid_remote_filter(c.filter)) continue;
+        if (c.add) {
+          routes.insert(std::move(c.filter));
+        } else {
+          routes.erase(c.filter);
+        }
+      }
+      set_routes(p, std::move(routes));
+      links_->send(name, static_cast<std::uint8_t>(Kind::routes_ack), shared(encode_u64(number)));
+      return;
+    }
+    case Kind::routes_ack: {
+      std::uint64_t number;
+      if (!decode_u64(body, number)) return bad();
+      ack_routes(p, number);
+      return;
+    }
+    case Kind::snapshot_request:
+      send_entries(name, nullptr, true);
+      return;
+    case Kind::retained_entries:
+      return apply_entries(body);
+    case Kind::snapshot_end:
+      if (snapshot_peer_ == name) {
+        snapshot_peer_.clear();
+        synced_.store(true);
+      }
+      return;
+    case Kind::digest: {
+      Digest d;
+      if (!decode_digest(body, d)) return bad();
+      if (synced_.load()) on_digest(p, d);
+      return;
+    }
+    case Kind::bucket_request: {
+      std::vector<std::uint16_t> buckets;
+      if (!decode_buckets(body, buckets)) return bad();
+      send_entries(name, &buckets, false);
+      return;
+    }
+  }
+  bad();
+}
+
+void Node::deliver_incoming() {
+  incoming_scheduled_ = false;
+  for (unsigned i = 0; i < incoming_.size(); ++i) {
+    if (incoming_[i].empty()) continue;
+    net::Shard& shard = core_.shard(i);
+    asio::post(shard.ctx, [&core = core_, &shard, batch = std::move(incoming_[i])] {
+      for (const auto& [m, v] : batch) core.route_from_cluster(m, v, shard);
+      core.flush(shard);
+    });
+    incoming_[i] = {};
+  }
+}
+
+void Node::emit_message_from(const std::string& peer, const broker::Message& m) {
+  const bus::MessageView v = bus::view_of(m);
+  std::string extra = ",\"Node\":";
+  bus::append_json_string(extra, peer);
+  std::string json;
+  bus::append_message_json(json, v, extra);
+  message_from_.publish(std::move(json));
+}
+
+// ---- retained replication
+// ------------------------------------------------------------------------
+
+Digest Node::digest() const {
+  Digest d{};
+  core_.retained_for_each([&](const std::string& topic, const broker::RetainedStore::Entry& e) {
+    if (node_local_topic(topic)) return;
+    d[bucket_of(topic)] ^= entry_hash(topic, e.version, e.message == nullptr);
+  });
+  return d;
+}
+
+void Node::on_digest(Peer& p, const Digest& theirs) {
+  const Digest mine = digest();
+  std::vector<std::uint16_t> differ;
+  for (std::size_t i = 0; i < kDigestBuckets; ++i) {
+    if (mine[i] != theirs[i]) differ.push_back(static_cast<std::uint16_t>(i));
+  }
+  if (differ.empty()) return;
+  send_entries(p.name, &differ, false);
+  links_->send(p.name, static_cast<std::uint8_t>(Kind::bucket_request),
+               shared(encode_buckets(differ)));
+}
+
+void Node::send_entries(const std::string& peer, const std::vector<std::uint16_t>* buckets,
+                        bool snapshot_end) {
+  std::vector<bool> wanted;
+  if (buckets != nullptr) {
+    wanted.assign(kDigestBuckets, false);
+    for (std::uint16_t b : *buckets) wanted[b] = true;
+  }
+  // Copy the entries (shared messages) under the store's lock, encode outside it.
+  std::vector<std::pair<std::string, broker::RetainedStore::Entry>> entries;
+  core_.retained_for_each([&](const std::string& topic, const broker::RetainedStore::Entry& e) {
+    if (node_local_topic(topic)) return;
+    if (buckets != nullptr && !wanted[bucket_of(topic)]) return;
+    entries.emplace_back(topic, e);
+  });
+  const auto now = broker::Message::Clock::now();
+  std::string body;
+  std::uint32_t count = 0;
+  begin_retained(body);
+  auto flush = [&] {
+    if (count == 0) return;
+    finish_retained(body, count);
+    links_->send(peer, static_cast<std::uint8_t>(Kind::retained_entries), shared(std::move(body)));
+    body = std::string();
+    begin_retained(body);
+    count = 0;
+  };
+  for (const auto& [topic, e] : entries) {
+    if (e.message && e.message->expired(now)) continue;
+    append_retained(body, topic, e, now);
+    ++count;
+    if (body.size() >= kEntriesFrameBytes) flush();
+  }
+  flush();
+  if (snapshot_end) {
+    links_->send(peer, static_cast<std::uint8_t>(Kind::snapshot_end), shared(encode_u64(0)));
+  }
+}
+
+void Node::apply_entries(std::string_view body) {
+  std::vector<WireRetained> entries;
+  if (!decode_retained(body, entries)) {
+    malformed_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  const auto now = broker::Message::Clock::now();
+  for (const WireRetained& e : entries) {
+    if (node_local_topic(e.topic) || !topic::is_valid_name(e.topic)) continue;
+    broker::MessagePtr m;
+    if (e.message) {
+      auto built = to_message(*e.message, now);
+      built->retain = true;
+      m = std::move(built);
+    }
+    if (core_.retained_apply(std::string(e.topic), m, e.version)) {
+      retained_applied_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+void Node::schedule_repair() {
+  if (options_.repair_interval.count() <= 0) return;
+  repair_timer_.expires_after(options_.repair_interval);
+  repair_timer_.async_wait([this](const std::error_code& ec) {
+    if (ec) return;
+    if (synced_.load()) {
+      std::vector<const Peer*> up;
+      for (const auto& [name, p] : peers_) {
+        if (p.up) up.push_back(&p);
+      }
+      if (!up.empty()) {
+        static thread_local std::minstd_rand rng{std::random_device{}()};
+        const Peer* p = up[rng() % up.size()];
+        links_->send(p->name, static_cast<std::uint8_t>(Kind::digest),
+                     shared(encode_digest(digest())));
+      }
+    }
+    schedule_repair();
+  });
+}
+
+// ---- discovery and joins
+// ---------------------------------------------------------------------------
+
+void Node::on_discovery(const DiscoveryResult& r) {
+  {
+    std::lock_guard<std::mutex> lock(info_mutex_);
+    last_discovery_ = r;
+    discovery_seen_ = true;
+    if (r.peers.empty()) {
+      if (!alone_since_) alone_since_ = SteadyClock::now();
+    } else {
+      alone_since_.reset();
+    }
+  }
+  if (r.peers.empty()) return;
+  std::set<std::string> known;
+  for (const auto& [name, p] : peers_) {
+    if (p.member) known.insert(endpoint_text(p.address, p.port));
+  }
+  std::vector<std::string> seeds;
+  for (const DiscoveredPeer& d : r.peers) {
+    std::string e = endpoint_text(d.address, d.port);
+    if (known.count(e) == 0) seeds.push_back(std::move(e));
+  }
+  if (seeds.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(join_mutex_);
+    for (std::string& s : seeds) {
+      if (std::find(join_queue_.begin(), join_queue_.end(), s) == join_queue_.end())
+        join_queue_.push_back(std::move(s));
+    }
+  }
+  join_cv_.notify_all();
+}
+
+void Node::joiner_loop() {
+  std::unique_lock<std::mutex> lock(join_mutex_);
+  for (;;) {
+    join_cv_.wait(lock, [this] { return joiner_stop_ || !join_queue_.empty(); });
+    if (joiner_stop_) return;
+    std::vector<std::string> seeds;
+    seeds.swap(join_queue_);
+    lock.unlock();
+    std::error_code ec;
+    membership_->join(seeds, ec);  // failures: the next discovery round tries again
+    lock.lock();
+  }
+}
+
+ClusterInfo Node::info() const {
+  ClusterInfo info;
+  info.enabled = true;
+  info.node_name = options_.membership.name;
+  info.port = port();
+  if (membership_) {
+    info.members = membership_->members();
+    info.health = membership_->local_health();
+    info.membership = membership_->stats();
+  }
+  info.discovery_configured = discovery_ != nullptr;
+  {
+    std::lock_guard<std::mutex> lock(info_mutex_);
+    if (discovery_seen_) {
+      info.discovery_ok = last_discovery_.ok;
+      info.discovery_error = last_discovery_.error;
+      info.discovered_peers = last_discovery_.peers.size();
+    }
+    if (alone_since_) {
+      const auto needed = options_.discovery.refresh_interval *
+                          static_cast<long>(std::max(1u, options_.expected_members));
+      info.provably_alone = SteadyClock::now() - *alone_since_ >= needed;
+    }
+  }
+  info.retained_synced = synced_.load();
+  if (links_) {
+    for (const LinkStats& s : links_->stats()) {
+      ClusterLinkInfo l;
+      l.peer = s.peer;
+      l.address = s.address;
+      l.connected = s.connected;
+      l.frames_sent = s.frames_sent;
+      l.frames_acked = s.frames_acked;
+      l.frames_received = s.frames_received;
+      l.duplicates = s.duplicates;
+      l.dropped = s.dropped;
+      l.failures = s.failures;
+      l.bytes_sent = s.bytes_sent;
+      l.bytes_received = s.bytes_received;
+      l.queue_frames = s.queue_frames;
+      l.queue_bytes = s.queue_bytes;
+      for (std::size_t i = 0; i < LinkStats::kRttBounds.size(); ++i) {
+        l.rtt_buckets.emplace_back(LinkStats::kRttBounds[i], s.rtt_buckets[i]);
+      }
+      l.rtt_count = s.rtt_count;
+      l.rtt_sum = s.rtt_sum;
+      info.links.push_back(std::move(l));
+    }
+  }
+  info.messages_forwarded = forwarded_.load();
+  info.messages_received = received_.load();
+  info.forward_dropped = forward_dropped_.load();
+  info.malformed_frames = malformed_.load();
+  info.route_ack_timeouts = ack_timeouts_.load();
+  info.retained_applied = retained_applied_.load();
+  return info;
+}
+
+}  // namespace brokerha::cluster

@@ -1,0 +1,167 @@
+#pragma once
+// cluster::Node: what makes a broker a member of a cluster (SPEC section 4, issue 8). It owns
+// the membership (its own thread), discovery and the data-plane links (both on the node's
+// control thread), and plugs into the router through net::ClusterPort:
+//
+//  - Routes: the node announces the filters its local sessions subscribe to (a full set when
+//    a link comes up, numbered deltas as they change) and keeps each peer's filters in the
+//    router's remote tree, so a message goes only to nodes with a matching subscriber.
+//  - Messages: a shard's flush hands over the messages it routed for peers; the control
+//    thread encodes each once and queues the same bytes on every link it goes to. A message
+//    received from a peer is routed on one shard per peer (so one publisher's order holds),
+//    delivered locally and never forwarded again.
+//  - Retained messages: every write goes to every peer with its version (HLC + node); a
+//    joining node asks one peer for a snapshot; digests of 256 buckets are exchanged when a
+//    link comes up and every repair_interval, and differing buckets are swapped both ways, so
+//    every node converges to the newest write and deletes (tombstones) stay deleted.
+//
+// Threads: the control thread runs the links, discovery, the route bookkeeping and every
+// handler here; membership events arrive on the membership thread and are posted over;
+// forward() and routes_changed() are called on shard threads and post; joins run on a
+// joiner thread (Membership::join waits for the network). info() is callable from any thread.
+
+#include <brokerha/broker.hpp>
+#include <brokerha/bus.hpp>
+#include <brokerha/membership.hpp>
+#include <brokerha/options.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/link.hpp"
+#include "cluster/protocol.hpp"
+#include "discovery/engine.hpp"
+#include "net/asio.hpp"
+#include "net/core.hpp"
+
+namespace brokerha::cluster {
+
+class Node final : public net::ClusterPort {
+ public:
+  /// `core` must outlive the node. `bus` may be null.
+  Node(net::Core& core, ClusterOptions options, std::shared_ptr<Bus> bus);
+  ~Node() override;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  /// Binds the membership port and starts the control thread, links and discovery. Throws
+  /// std::system_error (bind failure, bad options).
+  void start();
+  /// Leaves the cluster (when `leave`, bounded by leave_timeout), closes the links and joins
+  /// the threads. Idempotent.
+  void stop(bool leave) noexcept;
+
+  /// The bound membership (and data-plane) port.
+  std::uint16_t port() const noexcept;
+  ClusterInfo info() const;
+  /// Broker::set_cluster_partition (any thread).
+  void set_partition(const std::string& address, bool blocked);
+
+  // net::ClusterPort (shard threads).
+  void forward(std::vector<net::RemoteSend>&& batch) override;
+  void routes_changed(std::vector<std::string> filters, std::function<void()> done) override;
+
+ private:
+  struct Peer {
+    std::string name;
+    std::uint32_t id = 0;
+    std::string address;
+    std::uint16_t port = 0;
+    bool member = false;  // alive or suspect in the membership
+    bool up = false;      // link handshake done
+    std::uint64_t epoch = 0;
+    std::uint64_t acked_routes = 0;  // highest routes_delta number acknowledged
+    std::set<std::string> routes;    // its filters, mirrored in the router's remote tree
+  };
+  struct RouteWaiter {
+    std::uint64_t number = 0;
+    std::set<std::string> pending;  // peers yet to acknowledge
+    std::function<void()> done;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+
+  // Control thread.
+  void on_member_event(const MemberEvent& e);
+  void on_frame(const std::string& peer, std::uint8_t kind, std::string_view body);
+  void on_up(const std::string& peer, std::uint64_t epoch);
+  void on_down(const std::string& peer);
+  void on_discovery(const DiscoveryResult& r);
+  Peer& peer_named(const std::string& name);
+  Peer* find_peer(const std::string& name);
+  void forget_peer(Peer& p);
+  void set_routes(Peer& p, std::set<std::string> routes);
+  void send_batch(std::vector<net::RemoteSend>& batch);
+  void apply_route_changes(std::vector<std::string>& filters, std::function<void()> done);
+  void ack_routes(Peer& p, std::uint64_t number);
+  void finish_waiter(std::uint64_t key, bool timed_out);
+  void deliver_incoming();
+  void send_entries(const std::string& peer, const std::vector<std::uint16_t>* buckets,
+                    bool snapshot_end);
+  Digest digest() const;
+  void on_digest(Peer& p, const Digest& theirs);
+  void apply_entries(std::string_view body);
+  void schedule_repair();
+  void request_snapshot();
+  void update_peer_count();
+  void emit_message_from(const std::string& peer, const broker::Message& m);
+  void joiner_loop();
+
+  net::Core& core_;
+  ClusterOptions options_;
+  std::shared_ptr<Bus> bus_;
+  BusChannel new_member_;
+  BusChannel message_from_;
+
+  asio::io_context ctx_{1};
+  std::thread thread_;
+  std::unique_ptr<Membership> membership_;
+  std::unique_ptr<LinkManager> links_;
+  std::unique_ptr<discovery::Engine> discovery_;
+  asio::steady_timer repair_timer_{ctx_};
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
+
+  // Control thread only.
+  std::map<std::string, Peer, std::less<>> peers_;
+  std::map<std::uint32_t, std::string> names_by_id_;
+  std::uint32_t next_peer_id_ = 1;
+  std::set<std::string> announced_;  // filters peers have been told about
+  std::uint64_t route_number_ = 0;
+  std::map<std::uint64_t, RouteWaiter> waiters_;
+  std::uint64_t next_waiter_ = 1;
+  std::string snapshot_peer_;  // asked for a snapshot, answer pending
+  std::vector<std::vector<std::pair<broker::MessagePtr, std::optional<broker::RetainedVersion>>>>
+      incoming_;  // per shard, routed at the end of the current handler
+  bool incoming_scheduled_ = false;
+  std::uint64_t boot_epoch_ = 0;
+  std::set<std::string> partitioned_;  // addresses cut off by set_partition (control thread)
+
+  // Joiner thread: seeds to join (guarded by join_mutex_).
+  std::thread joiner_;
+  std::mutex join_mutex_;
+  std::condition_variable join_cv_;
+  std::vector<std::string> join_queue_;
+  bool joiner_stop_ = false;
+
+  // info() (any thread), guarded by info_mutex_.
+  mutable std::mutex info_mutex_;
+  DiscoveryResult last_discovery_;
+  bool discovery_seen_ = false;
+  std::optional<std::chrono::steady_clock::time_point> alone_since_;
+  std::atomic<bool> synced_{false};
+  std::atomic<std::uint64_t> forwarded_{0}, received_{0}, forward_dropped_{0}, malformed_{0},
+      ack_timeouts_{0}, retained_applied_{0};
+  std::atomic<bool> started_{false};
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace brokerha::cluster

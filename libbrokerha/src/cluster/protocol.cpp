@@ -1,0 +1,403 @@
+#include "cluster/protocol.hpp"
+
+#include <cstring>
+
+namespace brokerha::cluster {
+
+namespace {
+
+// ---- writing ----------------------------------------------------------------------------------
+
+void put_u8(std::string& out, std::uint8_t v) { out.push_back(static_cast<char>(v)); }
+
+void put_fixed(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+
+void put_varint(std::string& out, std::uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+void put_str(std::string& out, std::string_view s) {
+  put_varint(out, s.size());
+  out.append(s.data(), s.size());
+}
+
+// ---- reading ----------------------------------------------------------------------------------
+
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+
+  bool u8(std::uint8_t& v) {
+    if (in_.empty()) return false;
+    v = static_cast<std::uint8_t>(in_[0]);
+    in_.remove_prefix(1);
+    return true;
+  }
+  bool fixed(std::uint64_t& v, int bytes) {
+    if (in_.size() < static_cast<std::size_t>(bytes)) return false;
+    v = 0;
+    for (int i = 0; i < bytes; ++i)
+      v |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(in_[static_cast<std::size_t>(i)]))
+           << (8 * i);
+    in_.remove_prefix(static_cast<std::size_t>(bytes));
+    return true;
+  }
+  bool varint(std::uint64_t& v) {
+    v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      std::uint8_t b;
+      if (!u8(b)) return false;
+      v |= static_cast<std::uint64_t>(b & 0x7F) << shift;
+      if ((b & 0x80) == 0) return shift < 63 || (b & 0x7E) == 0;
+    }
+    return false;
+  }
+  bool str(std::string_view& s) {
+    std::uint64_t n;
+    if (!varint(n) || n > in_.size()) return false;
+    s = in_.substr(0, static_cast<std::size_t>(n));
+    in_.remove_prefix(static_cast<std::size_t>(n));
+    return true;
+  }
+  bool done() const noexcept { return in_.empty(); }
+  std::size_t left() const noexcept { return in_.size(); }
+
+ private:
+  std::string_view in_;
+};
+
+// Message flags.
+constexpr std::uint8_t kQosMask = 0x03;
+constexpr std::uint8_t kRetain = 0x04;
+constexpr std::uint8_t kHasExpiry = 0x08;
+constexpr std::uint8_t kHasVersion = 0x10;
+constexpr std::uint8_t kHasProperties = 0x20;
+constexpr std::uint8_t kKnownFlags = 0x3F;
+
+// Property presence bits.
+constexpr std::uint8_t kPayloadFormat = 0x01;
+constexpr std::uint8_t kContentType = 0x02;
+constexpr std::uint8_t kResponseTopic = 0x04;
+constexpr std::uint8_t kCorrelation = 0x08;
+constexpr std::uint8_t kUserProperties = 0x10;
+constexpr std::uint8_t kKnownProperties = 0x1F;
+
+void put_version(std::string& out, const broker::RetainedVersion& v) {
+  put_fixed(out, v.hlc, 8);
+  put_str(out, v.node);
+}
+
+bool read_version(Reader& r, broker::RetainedVersion& v) {
+  std::string_view node;
+  if (!r.fixed(v.hlc, 8) || !r.str(node)) return false;
+  v.node.assign(node.data(), node.size());
+  return true;
+}
+
+void put_message(std::string& out, const broker::Message& m, const broker::RetainedVersion* version,
+                 broker::Message::Clock::time_point now) {
+  const auto& p = m.properties;
+  const bool has_props = p.payload_format_indicator || p.content_type || p.response_topic ||
+                         p.correlation_data || !p.user_properties.empty();
+  const auto expiry = m.remaining_expiry(now);
+  std::uint8_t flags = static_cast<std::uint8_t>(m.qos & kQosMask);
+  if (m.retain) flags |= kRetain;
+  if (expiry) flags |= kHasExpiry;
+  if (version != nullptr) flags |= kHasVersion;
+  if (has_props) flags |= kHasProperties;
+  put_u8(out, flags);
+  put_str(out, m.topic);
+  put_str(out, m.origin);
+  put_fixed(out,
+            static_cast<std::uint64_t>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(m.created.time_since_epoch())
+                    .count()),
+            8);
+  if (expiry) put_fixed(out, *expiry, 4);
+  if (version != nullptr) put_version(out, *version);
+  if (has_props) {
+    std::uint8_t present = 0;
+    if (p.payload_format_indicator) present |= kPayloadFormat;
+    if (p.content_type) present |= kContentType;
+    if (p.response_topic) present |= kResponseTopic;
+    if (p.correlation_data) present |= kCorrelation;
+    if (!p.user_properties.empty()) present |= kUserProperties;
+    put_u8(out, present);
+    if (p.payload_format_indicator) put_u8(out, *p.payload_format_indicator);
+    if (p.content_type) put_str(out, *p.content_type);
+    if (p.response_topic) put_str(out, *p.response_topic);
+    if (p.correlation_data) put_str(out, *p.correlation_data);
+    if (!p.user_properties.empty()) {
+      put_varint(out, p.user_properties.size());
+      for (const auto& [k, v] : p.user_properties) {
+        put_str(out, k);
+        put_str(out, v);
+      }
+    }
+  }
+  put_str(out, m.payload);
+}
+
+bool read_message(Reader& r, WireMessage& w) {
+  std::uint8_t flags;
+  if (!r.u8(flags) || (flags & ~kKnownFlags) != 0) return false;
+  w.qos = flags & kQosMask;
+  if (w.qos > 2) return false;
+  w.retain = (flags & kRetain) != 0;
+  std::uint64_t created;
+  if (!r.str(w.topic) || !r.str(w.origin) || !r.fixed(created, 8)) return false;
+  w.created_ms = static_cast<std::int64_t>(created);
+  if ((flags & kHasExpiry) != 0) {
+    std::uint64_t e;
+    if (!r.fixed(e, 4)) return false;
+    w.expiry = static_cast<std::uint32_t>(e);
+  }
+  if ((flags & kHasVersion) != 0) {
+    broker::RetainedVersion v;
+    if (!read_version(r, v)) return false;
+    w.version = std::move(v);
+  }
+  if ((flags & kHasProperties) != 0) {
+    std::uint8_t present;
+    if (!r.u8(present) || (present & ~kKnownProperties) != 0) return false;
+    if ((present & kPayloadFormat) != 0) {
+      std::uint8_t f;
+      if (!r.u8(f) || f > 1) return false;
+      w.payload_format = f;
+    }
+    std::string_view s;
+    if ((present & kContentType) != 0) {
+      if (!r.str(s)) return false;
+      w.content_type = s;
+    }
+    if ((present & kResponseTopic) != 0) {
+      if (!r.str(s)) return false;
+      w.response_topic = s;
+    }
+    if ((present & kCorrelation) != 0) {
+      if (!r.str(s)) return false;
+      w.correlation_data = s;
+    }
+    if ((present & kUserProperties) != 0) {
+      std::uint64_t n;
+      // Each pair takes at least two bytes: a count beyond that is a lie.
+      if (!r.varint(n) || n == 0 || n > r.left() / 2) return false;
+      w.user_properties.reserve(static_cast<std::size_t>(n));
+      for (std::uint64_t i = 0; i < n; ++i) {
+        std::string_view k, v;
+        if (!r.str(k) || !r.str(v)) return false;
+        w.user_properties.emplace_back(k, v);
+      }
+    }
+  }
+  return r.str(w.payload);
+}
+
+std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 1469598103934665603ull) noexcept {
+  for (char c : s) {
+    h ^= static_cast<std::uint8_t>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+}  // namespace
+
+std::string encode_message(const broker::Message& m, const broker::RetainedVersion* version,
+                           broker::Message::Clock::time_point now) {
+  std::string out;
+  out.reserve(32 + m.topic.size() + m.origin.size() + m.payload.size());
+  put_message(out, m, version, now);
+  return out;
+}
+
+bool decode_message(std::string_view body, WireMessage& out) {
+  Reader r(body);
+  return read_message(r, out) && r.done();
+}
+
+std::shared_ptr<broker::Message> to_message(const WireMessage& w,
+                                            broker::Message::Clock::time_point now) {
+  auto m = std::make_shared<broker::Message>();
+  m->topic.assign(w.topic.data(), w.topic.size());
+  m->payload.assign(w.payload.data(), w.payload.size());
+  m->qos = w.qos;
+  m->retain = w.retain;
+  m->origin.assign(w.origin.data(), w.origin.size());
+  m->created = std::chrono::system_clock::time_point(std::chrono::milliseconds(w.created_ms));
+  if (w.expiry) m->expires_at = now + std::chrono::seconds(*w.expiry);
+  auto& p = m->properties;
+  p.payload_format_indicator = w.payload_format;
+  if (w.content_type) p.content_type = std::string(*w.content_type);
+  if (w.response_topic) p.response_topic = std::string(*w.response_topic);
+  if (w.correlation_data) p.correlation_data = std::string(*w.correlation_data);
+  p.user_properties.reserve(w.user_properties.size());
+  for (const auto& [k, v] : w.user_properties) p.user_properties.emplace_back(k, v);
+  return m;
+}
+
+std::string encode_routes_full(const std::vector<std::string>& filters) {
+  std::string out;
+  put_varint(out, filters.size());
+  for (const auto& f : filters) put_str(out, f);
+  return out;
+}
+
+bool decode_routes_full(std::string_view body, std::vector<std::string>& filters) {
+  Reader r(body);
+  std::uint64_t n;
+  if (!r.varint(n) || n > r.left()) return false;
+  filters.clear();
+  filters.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::string_view f;
+    if (!r.str(f) || f.empty()) return false;
+    filters.emplace_back(f);
+  }
+  return r.done();
+}
+
+std::string encode_routes_delta(std::uint64_t number, const std::vector<RouteChange>& changes) {
+  std::string out;
+  put_fixed(out, number, 8);
+  put_varint(out, changes.size());
+  for (const auto& c : changes) {
+    put_u8(out, c.add ? 1 : 0);
+    put_str(out, c.filter);
+  }
+  return out;
+}
+
+bool decode_routes_delta(std::string_view body, std::uint64_t& number,
+                         std::vector<RouteChange>& changes) {
+  Reader r(body);
+  std::uint64_t n;
+  if (!r.fixed(number, 8) || !r.varint(n) || n > r.left()) return false;
+  changes.clear();
+  changes.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::uint8_t op;
+    std::string_view f;
+    if (!r.u8(op) || op > 1 || !r.str(f) || f.empty()) return false;
+    changes.push_back(RouteChange{op == 1, std::string(f)});
+  }
+  return r.done();
+}
+
+std::string encode_u64(std::uint64_t v) {
+  std::string out;
+  put_fixed(out, v, 8);
+  return out;
+}
+
+bool decode_u64(std::string_view body, std::uint64_t& v) {
+  Reader r(body);
+  return r.fixed(v, 8) && r.done();
+}
+
+void begin_retained(std::string& body) {
+  body.clear();
+  put_fixed(body, 0, 4);
+}
+
+void append_retained(std::string& body, const std::string& topic,
+                     const broker::RetainedStore::Entry& e,
+                     broker::Message::Clock::time_point now) {
+  put_str(body, topic);
+  put_version(body, e.version);
+  if (!e.message) {
+    put_u8(body, 0);
+    return;
+  }
+  put_u8(body, 1);
+  put_message(body, *e.message, nullptr, now);
+}
+
+void finish_retained(std::string& body, std::uint32_t count) {
+  for (int i = 0; i < 4; ++i)
+    body[static_cast<std::size_t>(i)] = static_cast<char>((count >> (8 * i)) & 0xFF);
+}
+
+bool decode_retained(std::string_view body, std::vector<WireRetained>& out) {
+  Reader r(body);
+  std::uint64_t n;
+  if (!r.fixed(n, 4) || n > r.left()) return false;
+  out.clear();
+  out.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    WireRetained e;
+    std::uint8_t live;
+    if (!r.str(e.topic) || e.topic.empty() || !read_version(r, e.version) || !r.u8(live) ||
+        live > 1)
+      return false;
+    if (live == 1) {
+      WireMessage m;
+      if (!read_message(r, m) || m.topic != e.topic) return false;
+      e.message = std::move(m);
+    }
+    out.push_back(std::move(e));
+  }
+  return r.done();
+}
+
+std::size_t bucket_of(std::string_view topic) noexcept {
+  return static_cast<std::size_t>(fnv1a(topic) % kDigestBuckets);
+}
+
+std::uint64_t entry_hash(std::string_view topic, const broker::RetainedVersion& v,
+                         bool tombstone) noexcept {
+  std::uint64_t h = fnv1a(topic);
+  char buf[9];
+  for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>((v.hlc >> (8 * i)) & 0xFF);
+  buf[8] = tombstone ? 1 : 0;
+  h = fnv1a(std::string_view(buf, sizeof buf), h);
+  h = fnv1a(v.node, h);
+  // Mix so that XOR over entries does not cancel structure.
+  h ^= h >> 33;
+  h *= 0xff51afd7ed558ccdull;
+  h ^= h >> 33;
+  return h;
+}
+
+std::string encode_digest(const Digest& d) {
+  std::string out;
+  out.reserve(kDigestBuckets * 8);
+  for (std::uint64_t v : d) put_fixed(out, v, 8);
+  return out;
+}
+
+bool decode_digest(std::string_view body, Digest& d) {
+  Reader r(body);
+  for (std::uint64_t& v : d) {
+    if (!r.fixed(v, 8)) return false;
+  }
+  return r.done();
+}
+
+std::string encode_buckets(const std::vector<std::uint16_t>& buckets) {
+  std::string out;
+  put_varint(out, buckets.size());
+  for (std::uint16_t b : buckets) put_fixed(out, b, 2);
+  return out;
+}
+
+bool decode_buckets(std::string_view body, std::vector<std::uint16_t>& buckets) {
+  Reader r(body);
+  std::uint64_t n;
+  if (!r.varint(n) || n > kDigestBuckets) return false;
+  buckets.clear();
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::uint64_t b;
+    if (!r.fixed(b, 2) || b >= kDigestBuckets) return false;
+    buckets.push_back(static_cast<std::uint16_t>(b));
+  }
+  return r.done();
+}
+
+}  // namespace brokerha::cluster

@@ -1,0 +1,111 @@
+#pragma once
+// The cluster's messages between nodes: the bodies of the data-plane frames (link.hpp carries
+// them, reliably and in order, tagged with a kind). docs/cluster-protocol.md describes the
+// formats byte by byte.
+//
+// Integers are little-endian fixed width; strings and byte blocks are a varint length then
+// the bytes. Every decoder takes untrusted bytes and returns false on anything malformed
+// (truncation, lengths past the end, trailing bytes, invalid enum values): the caller drops
+// the frame and counts it, never crashes. Decoded views point into the frame body.
+//
+// Sans-I/O: no Asio, no threads.
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "broker/message.hpp"
+#include "broker/retained.hpp"
+
+namespace brokerha::cluster {
+
+/// Frame kinds (LinkManager kinds 1..255).
+enum class Kind : std::uint8_t {
+  publish = 1,           // one message to route locally (never forwarded again)
+  routes_full = 2,       // the sender's complete set of subscription filters
+  routes_delta = 3,      // filters added/removed, numbered; answered with routes_ack
+  routes_ack = 4,        // the receiver applied deltas up to this number
+  snapshot_request = 5,  // "send me your retained set" (a joining node asks one peer)
+  retained_entries = 6,  // retained entries (snapshot or repair), tombstones included
+  snapshot_end = 7,      // the snapshot is complete
+  digest = 8,            // per-bucket hashes of the retained set (anti-entropy)
+  bucket_request = 9,    // "send me your entries of these buckets"
+};
+
+/// A message on the wire: what a node needs to route it as if published locally.
+struct WireMessage {
+  std::string_view topic;
+  std::string_view payload;
+  std::uint8_t qos = 0;
+  bool retain = false;
+  std::string_view origin;                         // publisher's client id (no-local)
+  std::optional<std::uint32_t> expiry;             // remaining seconds
+  std::optional<broker::RetainedVersion> version;  // retained messages: the write's version
+  std::int64_t created_ms = 0;                     // unix ms
+  // MQTT 5.0 properties forwarded with the message.
+  std::optional<std::uint8_t> payload_format;
+  std::optional<std::string_view> content_type;
+  std::optional<std::string_view> response_topic;
+  std::optional<std::string_view> correlation_data;
+  std::vector<std::pair<std::string_view, std::string_view>> user_properties;
+};
+
+/// Encodes `m` (with its remaining expiry at `now`, and `version` for a retained write).
+std::string encode_message(const broker::Message& m, const broker::RetainedVersion* version,
+                           broker::Message::Clock::time_point now);
+bool decode_message(std::string_view body, WireMessage& out);
+/// A Message built from a decoded one (expiry counted from `now`).
+std::shared_ptr<broker::Message> to_message(const WireMessage& w,
+                                            broker::Message::Clock::time_point now);
+
+/// Routes: the complete set (routes_full) or numbered changes (routes_delta).
+struct RouteChange {
+  bool add = true;
+  std::string filter;
+};
+std::string encode_routes_full(const std::vector<std::string>& filters);
+bool decode_routes_full(std::string_view body, std::vector<std::string>& filters);
+std::string encode_routes_delta(std::uint64_t number, const std::vector<RouteChange>& changes);
+bool decode_routes_delta(std::string_view body, std::uint64_t& number,
+                         std::vector<RouteChange>& changes);
+std::string encode_u64(std::uint64_t v);  // routes_ack, snapshot_request, snapshot_end
+bool decode_u64(std::string_view body, std::uint64_t& v);
+
+/// Retained entries: each a topic, a version and the message (none = tombstone).
+struct WireRetained {
+  std::string_view topic;
+  broker::RetainedVersion version;
+  std::optional<WireMessage> message;
+};
+/// Appends one entry to a retained_entries body under construction (count patched by
+/// finish_retained()).
+void begin_retained(std::string& body);
+void append_retained(std::string& body, const std::string& topic,
+                     const broker::RetainedStore::Entry& e, broker::Message::Clock::time_point now);
+void finish_retained(std::string& body, std::uint32_t count);
+bool decode_retained(std::string_view body, std::vector<WireRetained>& out);
+
+/// Anti-entropy digest: kDigestBuckets hashes, one per bucket of topics.
+inline constexpr std::size_t kDigestBuckets = 256;
+using Digest = std::array<std::uint64_t, kDigestBuckets>;
+std::size_t bucket_of(std::string_view topic) noexcept;
+/// The hash an entry contributes to its bucket (topic, version, live or tombstone).
+std::uint64_t entry_hash(std::string_view topic, const broker::RetainedVersion& v,
+                         bool tombstone) noexcept;
+std::string encode_digest(const Digest& d);
+bool decode_digest(std::string_view body, Digest& d);
+std::string encode_buckets(const std::vector<std::uint16_t>& buckets);
+bool decode_buckets(std::string_view body, std::vector<std::uint16_t>& buckets);
+
+/// True for topics that are never replicated (`$SYS/...`: per node).
+inline bool node_local_topic(std::string_view topic) noexcept {
+  return topic.size() >= 4 && topic.compare(0, 4, "$SYS") == 0 &&
+         (topic.size() == 4 || topic[4] == '/');
+}
+
+}  // namespace brokerha::cluster

@@ -1,0 +1,450 @@
+// The cluster data path with in-process brokers (issue 8): several brokerha::Broker on
+// 127.0.0.1 in one process, each with cluster options (membership + data plane on a free
+// port, static discovery seeds), and real MQTT clients on their listeners. What crosses the
+// cluster: publishes (only to nodes with a matching subscriber, exactly once, in order, with
+// MQTT 5 properties), routes before SUBACK, wills, and the replicated retained set (writes,
+// deletes, a late joiner's single snapshot). Bounded waits, no timing assertions.
+//
+// Real processes with DNS discovery: cluster_server_test.cpp.
+
+#include <brokerha/broker.hpp>
+#include <brokerha/bus.hpp>
+#include <brokerha/options.hpp>
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support/broker_fixture.hpp"
+#include "support/broker_mqtt_client.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using brokerha::BrokerOptions;
+using brokerha::ClusterInfo;
+using brokerha::test::make_connect;
+using brokerha::test::make_publish;
+using brokerha::test::MqttClient;
+using brokerha::test::publishes;
+using brokerha::test::Received;
+using brokerha::test::TestBroker;
+using brokerha::test::wait_until;
+namespace mqtt = brokerha::mqtt;
+using mqtt::ProtocolVersion;
+
+constexpr auto kFormTimeout = 30s;
+
+BrokerOptions node_options(const std::string& name, const std::vector<std::string>& seeds,
+                           const std::string& key = {}, const std::string& address = "127.0.0.1") {
+  BrokerOptions o;
+  brokerha::ClusterOptions c;
+  c.membership.name = name;
+  c.membership.bind_address = address;
+  c.membership.port = 0;
+  c.membership.secret_key = key;
+  c.discovery.members = seeds;
+  c.discovery.refresh_interval = 1000ms;
+  c.discovery.retry_min = 100ms;
+  c.leave_timeout = 500ms;
+  c.repair_interval = 2000ms;
+  o.cluster = c;
+  o.sys_interval = 0ms;
+  return o;
+}
+
+/// N brokers; node i > 0 seeds with node 0. With `distinct_addresses`, node i's cluster
+/// port is on 127.0.0.(21+i), so that a partition can cut nodes off by address.
+struct TestCluster {
+  explicit TestCluster(std::size_t n, const std::string& key = {}, bool distinct_addresses = false,
+                       const std::function<void(BrokerOptions&)>& tune = nullptr)
+      : key_(key), distinct_(distinct_addresses), tune_(tune) {
+    for (std::size_t i = 0; i < n; ++i) add();
+  }
+
+  std::string address(std::size_t i) const {
+    return distinct_ ? "127.0.0." + std::to_string(21 + i) : "127.0.0.1";
+  }
+
+  TestBroker& add() {
+    std::vector<std::string> seeds;
+    if (!nodes.empty()) seeds.push_back(address(0) + ":" + std::to_string(cluster_port(0)));
+    BrokerOptions o =
+        node_options("n" + std::to_string(nodes.size() + 1), seeds, key_, address(nodes.size()));
+    if (tune_) tune_(o);
+    nodes.push_back(std::make_unique<TestBroker>(std::move(o)));
+    return *nodes.back();
+  }
+
+  std::uint16_t cluster_port(std::size_t i) const { return nodes[i]->broker.cluster().port; }
+
+  /// Every node sees every other as a member and has a connected link to it.
+  bool formed() const {
+    for (const auto& n : nodes) {
+      const ClusterInfo ci = n->broker.cluster();
+      if (ci.members.size() != nodes.size()) return false;
+      std::size_t up = 0;
+      for (const auto& l : ci.links) up += l.connected ? 1 : 0;
+      if (up != nodes.size() - 1) return false;
+    }
+    return true;
+  }
+
+  brokerha::Broker& operator[](std::size_t i) { return nodes[i]->broker; }
+  std::uint16_t port(std::size_t i) const { return nodes[i]->port; }
+
+  std::vector<std::unique_ptr<TestBroker>> nodes;
+
+ private:
+  std::string key_;
+  bool distinct_ = false;
+  std::function<void(BrokerOptions&)> tune_;
+};
+
+std::string describe(const TestCluster& c) {
+  std::string s;
+  for (const auto& n : c.nodes) {
+    const ClusterInfo ci = n->broker.cluster();
+    s += ci.node_name + ": " + std::to_string(ci.members.size()) + " members, links";
+    for (const auto& l : ci.links) s += " " + l.peer + (l.connected ? "(up)" : "(down)");
+    s += "\n";
+  }
+  return s;
+}
+
+/// Connects a client to `port` and subscribes `filter` at `qos`.
+std::unique_ptr<MqttClient> subscriber(std::uint16_t port, const std::string& id,
+                                       const std::string& filter, std::uint8_t qos,
+                                       ProtocolVersion v = ProtocolVersion::v5) {
+  auto c = std::make_unique<MqttClient>(v);
+  REQUIRE(c->open_and_connect(port, make_connect(v, id)) == 0);
+  REQUIRE(c->subscribe(filter, qos));
+  return c;
+}
+
+std::unique_ptr<MqttClient> publisher(std::uint16_t port, const std::string& id,
+                                      ProtocolVersion v = ProtocolVersion::v5) {
+  auto c = std::make_unique<MqttClient>(v);
+  REQUIRE(c->open_and_connect(port, make_connect(v, id)) == 0);
+  return c;
+}
+
+/// Receives `n` PUBLISH packets (acknowledging QoS 1/2), then checks nothing more arrives
+/// before a PINGRESP.
+std::vector<Received> receive_exactly(MqttClient& c, std::size_t n) {
+  std::vector<Received> got;
+  while (got.size() < n) {
+    auto r = c.await<mqtt::Publish>(5s);
+    if (!r) break;
+    c.acknowledge(*r->as<mqtt::Publish>());
+    got.push_back(std::move(*r));
+  }
+  CHECK(got.size() == n);
+  const auto more = c.ping(1s);
+  REQUIRE(more);
+  CHECK(publishes(*more).empty());
+  return got;
+}
+
+}  // namespace
+
+TEST_CASE("cluster broker: three nodes form and publishes reach the other nodes exactly once") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+
+  auto s2 = subscriber(c.port(1), "s2", "t/#", 2);
+  auto s3 = subscriber(c.port(2), "s3", "t/#", 2, ProtocolVersion::v311);
+  auto p1 = publisher(c.port(0), "p1");
+  for (std::uint8_t qos = 0; qos <= 2; ++qos) {
+    // make_publish keeps views: the strings must outlive the packet.
+    const std::string topic = "t/" + std::to_string(qos);
+    const std::string payload = "q" + std::to_string(qos);
+    auto p = make_publish(topic, payload, qos);
+    mqtt::Properties props;
+    props.user_properties.push_back(mqtt::UserProperty{"k", "v"});
+    props.content_type = "text/plain";
+    props.response_topic = "r/1";
+    props.correlation_data = "cd";
+    p.properties = props;
+    p1->publish(p);
+  }
+  for (auto* s : {s2.get(), s3.get()}) {
+    const auto got = receive_exactly(*s, 3);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const auto* p = got[i].as<mqtt::Publish>();
+      CHECK(p->topic == "t/" + std::to_string(i));
+      CHECK(p->qos == i);
+      if (s == s2.get()) {
+        CHECK(p->properties.content_type == std::optional<std::string_view>("text/plain"));
+        CHECK(p->properties.response_topic == std::optional<std::string_view>("r/1"));
+        CHECK(p->properties.correlation_data == std::optional<std::string_view>("cd"));
+        REQUIRE(p->properties.user_properties.size() == 1);
+        CHECK(p->properties.user_properties[0].name == "k");
+      }
+    }
+  }
+}
+
+TEST_CASE("cluster broker: a subscription on one node gets the next publish on another") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto p1 = publisher(c.port(0), "p1");
+  for (int i = 0; i < 20; ++i) {
+    const std::string topic = "fresh/" + std::to_string(i);
+    MqttClient s(ProtocolVersion::v5);
+    REQUIRE(s.open_and_connect(c.port(2), make_connect(ProtocolVersion::v5, "s3-" + topic)) == 0);
+    REQUIRE(s.subscribe(topic, 1));
+    // Right after SUBACK: node 1 must already route this topic to node 3.
+    p1->publish(make_publish(topic, "x", 1));
+    auto r = s.await<mqtt::Publish>(5s);
+    REQUIRE_MESSAGE(r, "publish " << i << " missed");
+    CHECK(r->as<mqtt::Publish>()->topic == topic);
+  }
+}
+
+TEST_CASE("cluster broker: no traffic to a node without a matching subscriber") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto s2 = subscriber(c.port(1), "s2", "only/two", 1);
+  auto p1 = publisher(c.port(0), "p1");
+  for (int i = 0; i < 50; ++i) p1->publish(make_publish("only/two", std::to_string(i), 1));
+  receive_exactly(*s2, 50);
+  CHECK(c[1].cluster().messages_received == 50);
+  CHECK(c[2].cluster().messages_received == 0);
+  CHECK(c[0].cluster().messages_forwarded == 50);
+}
+
+TEST_CASE("cluster broker: one publisher's messages arrive in order on another node") {
+  TestCluster c(2);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto s2 = subscriber(c.port(1), "s2", "seq", 1);
+  auto p1 = publisher(c.port(0), "p1");
+  constexpr int kCount = 2000;
+  for (int i = 0; i < kCount; ++i) {
+    const std::string payload = std::to_string(i);  // outlives the packet's view
+    auto p = make_publish("seq", payload, i % 2 == 0 ? 0 : 1);
+    if (p.qos == 0) {
+      p1->send(p);
+    } else {
+      p1->publish(p);
+    }
+  }
+  int expected = 0;
+  bool in_order = true;
+  while (expected < kCount) {
+    auto r = s2->await<mqtt::Publish>(5s);
+    if (!r) break;
+    const auto* p = r->as<mqtt::Publish>();
+    s2->acknowledge(*p);
+    if (in_order && std::string(p->payload) != std::to_string(expected)) {
+      in_order = false;
+      MESSAGE("expected " << expected << " got " << std::string(p->payload));
+    }
+    ++expected;
+  }
+  CHECK(expected == kCount);
+  CHECK(in_order);
+}
+
+TEST_CASE("cluster broker: a retained message set on one node and deleted on another converges") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto p2 = publisher(c.port(1), "p2");
+  p2->publish(make_publish("ret/a", "one", 1, true));
+  auto everywhere = [&](std::size_t want) {
+    for (std::size_t i = 0; i < c.nodes.size(); ++i) {
+      if (c[i].retained("ret/#").size() != want) return false;
+    }
+    return true;
+  };
+  REQUIRE(wait_until([&] { return everywhere(1); }, 10s));
+  CHECK(c[2].retained("ret/a").at(0).payload == "one");
+
+  auto p3 = publisher(c.port(2), "p3");
+  p3->publish(make_publish("ret/a", "", 1, true));
+  REQUIRE(wait_until([&] { return everywhere(0); }, 10s));
+  // A new subscriber anywhere gets nothing.
+  MqttClient s(ProtocolVersion::v5);
+  REQUIRE(s.open_and_connect(c.port(0), make_connect(ProtocolVersion::v5, "late")) == 0);
+  REQUIRE(s.subscribe("ret/#", 1));
+  const auto more = s.ping(1s);
+  REQUIRE(more);
+  CHECK(publishes(*more).empty());
+}
+
+TEST_CASE("cluster broker: a late joiner receives the retained set once") {
+  TestCluster c(2);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto p1 = publisher(c.port(0), "p1");
+  constexpr std::size_t kRetained = 300;
+  for (std::size_t i = 0; i < kRetained; ++i) {
+    p1->publish(make_publish("r/" + std::to_string(i), "v" + std::to_string(i), 1, true));
+  }
+  p1->publish(make_publish("r/gone", "x", 1, true));
+  p1->publish(make_publish("r/gone", "", 1, true));  // a tombstone travels too
+  REQUIRE(wait_until([&] { return c[1].retained("r/#").size() == kRetained; }, 10s));
+  c.add();
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  REQUIRE(wait_until([&] { return c[2].retained("r/#").size() == kRetained; }, 10s));
+  const ClusterInfo ci = c[2].cluster();
+  CHECK(ci.retained_synced);
+  // One snapshot: each entry (tombstone included) applied once, not once per peer.
+  CHECK(ci.retained_applied == kRetained + 1);
+  CHECK(c[2].retained("r/17").at(0).payload == "v17");
+}
+
+TEST_CASE("cluster broker: a will of a client on one node reaches another node") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto s3 = subscriber(c.port(2), "s3", "wills/#", 1);
+  MqttClient w(ProtocolVersion::v5);
+  auto con = make_connect(ProtocolVersion::v5, "dying");
+  mqtt::Will will;
+  will.topic = "wills/dying";
+  will.payload = "gone";
+  will.qos = 1;
+  con.will = will;
+  REQUIRE(w.open_and_connect(c.port(0), con) == 0);
+  w.close();  // no DISCONNECT: the will is published
+  auto r = s3->await<mqtt::Publish>(10s);
+  REQUIRE(r);
+  CHECK(r->as<mqtt::Publish>()->topic == "wills/dying");
+  CHECK(r->as<mqtt::Publish>()->payload == "gone");
+}
+
+TEST_CASE("cluster broker: a node with the wrong secret key neither joins nor injects") {
+  const std::string key(16, 'k');
+  TestCluster c(2, key);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto s2 = subscriber(c.port(1), "s2", "#", 1);
+  // The members' own traffic flows (over TLS 1.3 with the PSK from the key).
+  auto p1 = publisher(c.port(0), "p1");
+  p1->publish(make_publish("keyed", "ok", 1));
+  auto got = s2->await<mqtt::Publish>(5s);
+  REQUIRE(got);
+  CHECK(got->as<mqtt::Publish>()->payload == "ok");
+  s2->acknowledge(*got->as<mqtt::Publish>());
+  TestBroker intruder(node_options("intruder", {"127.0.0.1:" + std::to_string(c.cluster_port(0))},
+                                   std::string(16, 'x')));
+  auto pi = publisher(intruder.port, "pi");
+  for (int i = 0; i < 5; ++i) pi->publish(make_publish("inject", "bad", 1, true));
+  // Give it time to try: the cluster stays two nodes, nothing arrives.
+  wait_until([&] { return c[0].cluster().membership.dropped > 0; }, 5s);
+  CHECK(c[0].cluster().members.size() == 2);
+  CHECK(c[1].cluster().members.size() == 2);
+  CHECK(intruder.broker.cluster().members.size() == 1);
+  const auto more = s2->ping(1s);
+  REQUIRE(more);
+  CHECK(publishes(*more).empty());
+  CHECK(c[0].retained("inject").empty());
+}
+
+TEST_CASE(
+    "cluster broker: a partition longer than the dead time heals and retained state converges") {
+  // Fast failure detection so the test stays short: dead after ~2 s, gossiped for 2 s.
+  TestCluster c(3, {}, true, [](BrokerOptions& o) {
+    auto& m = o.cluster->membership;
+    m.probe_interval = 200ms;
+    m.probe_timeout = 100ms;
+    m.gossip_to_the_dead_time = 2000ms;
+    m.push_pull_interval = 2000ms;
+    o.cluster->discovery.refresh_interval = 2000ms;
+  });
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto p1 = publisher(c.port(0), "p1");
+  p1->publish(make_publish("p/keep", "v0", 1, true));
+  p1->publish(make_publish("p/del1", "x", 1, true));
+  p1->publish(make_publish("p/del2", "y", 1, true));
+  REQUIRE(wait_until([&] { return c[2].retained("p/#").size() == 3; }, 10s));
+
+  // {n1, n2} | {n3}
+  for (std::size_t side_a : {0u, 1u}) {
+    c[side_a].set_cluster_partition(c.address(2), true);
+    c[2].set_cluster_partition(c.address(side_a), true);
+  }
+  REQUIRE_MESSAGE(wait_until(
+                      [&] {
+                        return c[0].cluster().members.size() == 2 &&
+                               c[1].cluster().members.size() == 2 &&
+                               c[2].cluster().members.size() == 1;
+                      },
+                      30s),
+                  describe(c));
+  // Longer than gossip_to_the_dead_time: the dead are no longer gossiped about.
+  std::this_thread::sleep_for(2500ms);
+
+  // Writes and deletes on both sides.
+  p1->publish(make_publish("p/del1", "", 1, true));
+  p1->publish(make_publish("p/keep", "A-new", 1, true));
+  p1->publish(make_publish("p/a", "A", 1, true));
+  auto p3 = publisher(c.port(2), "p3");
+  p3->publish(make_publish("p/del2", "", 1, true));
+  p3->publish(make_publish("p/b", "B", 1, true));
+  REQUIRE(wait_until([&] { return c[1].retained("p/#").size() == 3; }, 10s));
+
+  for (std::size_t side_a : {0u, 1u}) {
+    c[side_a].set_cluster_partition(c.address(2), false);
+    c[2].set_cluster_partition(c.address(side_a), false);
+  }
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, 60s), describe(c));
+  const std::map<std::string, std::string> expected{
+      {"p/a", "A"}, {"p/b", "B"}, {"p/keep", "A-new"}};
+  auto state = [&](std::size_t i) {
+    std::map<std::string, std::string> out;
+    for (const auto& m : c[i].retained("p/#")) out[m.topic] = m.payload;
+    return out;
+  };
+  const bool converged = wait_until(
+      [&] { return state(0) == expected && state(1) == expected && state(2) == expected; }, 30s);
+  for (std::size_t i = 0; i < 3; ++i) {
+    std::string s;
+    for (const auto& [t, v] : state(i)) s += t + "=" + v + " ";
+    INFO("n" << i + 1 << ": " << s);
+    CHECK(converged);
+  }
+}
+
+TEST_CASE("cluster broker: the bus reports new members and messages from peers") {
+  auto bus = std::make_shared<brokerha::Bus>();
+  auto sub = bus->subscribe({std::string(brokerha::bus_channels::kNewMember),
+                             std::string(brokerha::bus_channels::kMessageFrom)},
+                            100);
+  TestBroker n1(node_options("n1", {}), [&](brokerha::Broker& b) { b.set_bus(bus); });
+  const std::uint16_t n1_cluster = n1.broker.cluster().port;
+  TestBroker n2(node_options("n2", {"127.0.0.1:" + std::to_string(n1_cluster)}));
+  REQUIRE(wait_until([&] { return n1.broker.cluster().members.size() == 2; }, kFormTimeout));
+  const std::string n2_endpoint = "\"127.0.0.1:" + std::to_string(n2.broker.cluster().port) + "\"";
+  auto linked = [](const brokerha::Broker& b) {
+    const ClusterInfo ci = b.cluster();
+    return ci.links.size() == 1 && ci.links[0].connected;
+  };
+  REQUIRE(wait_until([&] { return linked(n1.broker) && linked(n2.broker); }, 10s));
+  auto s1 = subscriber(n1.port, "s1", "bus/#", 0);
+  auto p2 = publisher(n2.port, "p2");
+  p2->publish(make_publish("bus/x", "payload", 1));
+  REQUIRE(s1->await<mqtt::Publish>(5s));
+
+  bool member = false, message = false;
+  for (int i = 0; i < 50 && !(member && message); ++i) {
+    auto e = sub->pop(100ms);
+    if (!e) continue;
+    if (e->channel == brokerha::bus_channels::kNewMember) {
+      CHECK(e->data == n2_endpoint);
+      member = true;
+    }
+    if (e->channel == brokerha::bus_channels::kMessageFrom) {
+      CHECK(e->data.find("\"TopicName\":\"bus/x\"") != std::string::npos);
+      CHECK(e->data.find("\"Node\":\"n2\"") != std::string::npos);
+      message = true;
+    }
+  }
+  CHECK(member);
+  CHECK(message);
+}
