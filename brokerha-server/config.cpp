@@ -9,6 +9,9 @@
 #include "config.hpp"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -834,6 +837,23 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+// The first IPv4 address of an interface that is up and not loopback ("" if none): what
+// cluster.advertise defaults to when cluster.bind is 0.0.0.0.
+std::string first_non_loopback_address() {
+  struct ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return {};
+  std::string found;
+  for (struct ifaddrs* i = list; i != nullptr && found.empty(); i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != AF_INET) continue;
+    if ((i->ifa_flags & IFF_UP) == 0 || (i->ifa_flags & IFF_LOOPBACK) != 0) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    const auto* a = reinterpret_cast<const struct sockaddr_in*>(i->ifa_addr);
+    if (::inet_ntop(AF_INET, &a->sin_addr, text, sizeof text) != nullptr) found = text;
+  }
+  ::freeifaddrs(list);
+  return found;
+}
+
 std::string hostname() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0 || buf[0] == '\0') return "localhost";
@@ -990,6 +1010,53 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
   o.access.acl = q.acl;
   o.access.acl_default_allow = q.acl_default == "allow";
   o.access.password_file = q.password_file;
+
+  // Cluster mode only when discovery is configured (SPEC section 4).
+  const DiscoveryConfig& d = config.discovery;
+  if (!d.domain.empty() || !d.members.empty()) {
+    const ClusterConfig& c = config.cluster;
+    const MemberlistConfig& k = c.config;
+    ClusterOptions co;
+    MembershipOptions& m = co.membership;
+    m.name = c.node_name;
+    m.bind_address = c.bind;
+    m.port = c.port;
+    m.advertise_address = c.advertise;
+    if (m.advertise_address.empty() && (c.bind == "0.0.0.0" || c.bind.empty())) {
+      m.advertise_address = first_non_loopback_address();
+    }
+    m.secret_key = k.secret_key;
+    m.label = k.label;
+    // Peers find this node's HTTP API (for /proxy) in its metadata.
+    m.meta = "api=" + std::to_string(config.api.port);
+    m.tcp_timeout = std::chrono::milliseconds(k.tcp_timeout);
+    m.push_pull_interval = std::chrono::milliseconds(k.push_pull_interval);
+    m.probe_interval = std::chrono::milliseconds(k.probe_interval);
+    m.probe_timeout = std::chrono::milliseconds(k.probe_timeout);
+    m.gossip_interval = std::chrono::milliseconds(k.gossip_interval);
+    m.gossip_to_the_dead_time = std::chrono::milliseconds(k.gossip_to_the_dead_time);
+    m.dead_node_reclaim_time = std::chrono::milliseconds(k.dead_node_reclaim_time);
+    m.indirect_checks = static_cast<int>(k.indirect_checks);
+    m.retransmit_mult = static_cast<int>(k.retransmit_mult);
+    m.suspicion_mult = static_cast<int>(k.suspicion_mult);
+    m.suspicion_max_timeout_mult = static_cast<int>(k.suspicion_max_timeout_mult);
+    m.awareness_max_multiplier = static_cast<int>(k.awareness_max_multiplier);
+    m.gossip_nodes = static_cast<int>(k.gossip_nodes);
+    m.udp_buffer_size = k.udp_buffer_size;
+    m.enable_compression = k.enable_compression;
+    m.disable_tcp_pings = k.disable_tcp_pings;
+    m.gossip_verify_incoming = k.gossip_verify_incoming;
+    m.delegate_protocol_min = static_cast<std::uint8_t>(k.delegate_protocol_min);
+    m.delegate_protocol_max = static_cast<std::uint8_t>(k.delegate_protocol_max);
+    m.delegate_protocol_version = static_cast<std::uint8_t>(k.delegate_protocol_version);
+    co.discovery.domain = d.domain;
+    co.discovery.members = d.members;
+    co.discovery.nameservers = d.nameservers;
+    co.discovery.refresh_interval = std::chrono::milliseconds(d.refresh_interval);
+    co.discovery.default_port = c.port;
+    co.expected_members = c.expected_members;
+    o.cluster = std::move(co);
+  }
   return o;
 }
 

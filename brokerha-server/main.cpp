@@ -211,6 +211,11 @@ int main(int argc, char** argv) {
                 ep.address.c_str(), static_cast<unsigned>(ep.port), kind.c_str());
     server::log_info("MQTT listening on " + ep.address + ":" + std::to_string(ep.port) + kind);
   }
+  if (const brokerha::ClusterInfo ci = broker.cluster(); ci.enabled) {
+    std::printf("brokerha-server %s: cluster node %s on port %u\n", brokerha::library_version(),
+                ci.node_name.c_str(), static_cast<unsigned>(ci.port));
+    server::log_info("cluster node " + ci.node_name + " on port " + std::to_string(ci.port));
+  }
   std::fflush(stdout);
 
   int sig = 0;

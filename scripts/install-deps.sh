@@ -17,7 +17,7 @@ packages=(
   # the listener tests make their CA and certificates with the openssl command
   openssl
   # tools the checks use
-  clang-format
+  clang-format curl
   # promtool (checks /metrics in the HTTP API tests)
   prometheus
 )

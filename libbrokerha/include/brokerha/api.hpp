@@ -83,9 +83,11 @@ struct ApiOptions {
   std::chrono::milliseconds proxy_timeout{5000};   // per member of a /proxy call
   std::chrono::milliseconds sse_keepalive{30000};  // an SSE comment at least this often
   std::size_t max_body_bytes = 1024 * 1024;        // request bodies above it: 413
-  /// The cluster's members (called per request). Null = only this node.
+  /// The cluster's members (called per request). Null = Broker::cluster()'s members in
+  /// cluster mode (their API port from the "api=<port>" metadata), else only this node.
   std::function<std::vector<ApiMember>()> members;
-  /// The cluster's state for /ready and /healthz (called per probe). Null = a single node.
+  /// The cluster's state for /ready and /healthz (called per probe). Null = derived from
+  /// Broker::cluster() in cluster mode (SPEC section 6), else a single node.
   std::function<ClusterHealth()> cluster_health;
 };
 

@@ -27,7 +27,9 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
+#include <functional>
 #include <future>
 #include <mutex>
 #include <string_view>
@@ -343,6 +345,7 @@ struct ApiServer::Impl {
 
   std::vector<ApiMember> member_list() {
     if (options.members) return options.members();
+    if (const ClusterInfo ci = broker.cluster(); ci.enabled) return cluster_members(ci);
     ApiMember self;
     self.name = options.node_name;
     self.address = options.bind == "0.0.0.0" || options.bind == "::" ? "127.0.0.1" : options.bind;
@@ -764,8 +767,56 @@ struct ApiServer::Impl {
 
   // ---- probes -----------------------------------------------------------------------------------
 
+  // The members of a cluster-mode broker. Each advertises its API port in its metadata as
+  // "api=<port>" (brokerha-server does; another embedder's nodes are assumed to use ours).
+  static std::vector<ApiMember> cluster_members(const ClusterInfo& ci) {
+    std::vector<ApiMember> out;
+    for (const Member& m : ci.members) {
+      ApiMember a;
+      a.name = m.name;
+      a.address = m.address;
+      a.port = m.port;
+      a.meta = m.meta;
+      a.state = m.state == MemberState::suspect ? 1 : 0;
+      a.pmin = m.protocol_min;
+      a.pmax = m.protocol_max;
+      a.pcur = m.protocol_cur;
+      a.dmin = m.delegate_min;
+      a.dmax = m.delegate_max;
+      a.dcur = m.delegate_cur;
+      if (m.meta.rfind("api=", 0) == 0) {
+        const long port = std::strtol(m.meta.c_str() + 4, nullptr, 10);
+        if (port > 0 && port <= 65535) a.api_port = static_cast<std::uint16_t>(port);
+      }
+      a.self = m.name == ci.node_name;
+      out.push_back(std::move(a));
+    }
+    return out;
+  }
+
+  // SPEC section 6: ready when joined to at least one peer, or provably alone (discovery
+  // named nobody else for expected_members x refresh_interval). One dead peer changes
+  // neither: the survivors still have each other.
+  static ClusterHealth cluster_health(const ClusterInfo& ci) {
+    ClusterHealth h;
+    h.discovery = ci.discovery_configured;
+    h.discovered_members = ci.members.size();
+    if (!ci.discovery_configured) return h;
+    const bool joined = ci.members.size() > 1;
+    if (!joined && !ci.provably_alone) {
+      std::string why = "not joined to a cluster yet";
+      if (!ci.discovery_error.empty()) why += " (discovery: " + ci.discovery_error + ")";
+      h.cluster_error = why;
+    }
+    if (ci.port == 0) h.member_error = "the cluster port is not bound";
+    return h;
+  }
+
   Reply health(bool liveness) {
-    ClusterHealth h = options.cluster_health ? options.cluster_health() : ClusterHealth{};
+    ClusterHealth h = options.cluster_health ? options.cluster_health() : [&] {
+      const ClusterInfo ci = broker.cluster();
+      return ci.enabled ? cluster_health(ci) : ClusterHealth{};
+    }();
     if (!h.discovery) h = ClusterHealth{};  // single node: the cluster checks pass
     std::vector<std::pair<const char*, std::optional<std::string>>> checks;
     if (liveness) {
@@ -887,7 +938,84 @@ struct ApiServer::Impl {
       out +=
           "broker_bus_dropped_total{channel=\"" + label_value(channel) + "\"} " + n(dropped) + "\n";
     }
+    append_cluster_metrics(out, broker.cluster());
     return Reply{200, std::move(out), "text/plain; version=0.0.4; charset=utf-8"};
+  }
+
+  // Cluster counters and one series per data-plane link (cluster mode only).
+  static void append_cluster_metrics(std::string& out, const ClusterInfo& ci) {
+    if (!ci.enabled) return;
+    auto n = [](auto v) { return std::to_string(v); };
+    auto one = [&](const char* name, const char* type, const char* help, const std::string& v) {
+      out += std::string("# HELP ") + name + ' ' + help + "\n# TYPE " + name + ' ' + type + '\n' +
+             name + ' ' + v + '\n';
+    };
+    one("broker_cluster_messages_forwarded_total", "counter",
+        "Message copies queued to peers (one per peer).", n(ci.messages_forwarded));
+    one("broker_cluster_messages_received_total", "counter", "Messages received from peers.",
+        n(ci.messages_received));
+    one("broker_cluster_forward_dropped_total", "counter",
+        "Message copies refused because a peer's link queue was full.", n(ci.forward_dropped));
+    one("broker_cluster_malformed_frames_total", "counter",
+        "Data-plane frames from peers that did not decode.", n(ci.malformed_frames));
+    one("broker_cluster_route_ack_timeouts_total", "counter",
+        "SUBACKs sent before every peer acknowledged the route.", n(ci.route_ack_timeouts));
+    one("broker_cluster_retained_applied_total", "counter",
+        "Replicated retained entries that were newer than the local copy.", n(ci.retained_applied));
+    one("broker_cluster_membership_dropped_total", "counter",
+        "Membership packets dropped (malformed, wrong key or label).", n(ci.membership.dropped));
+    one("broker_cluster_probe_failures_total", "counter", "Failed membership probes.",
+        n(ci.membership.probe_failures));
+    one("broker_cluster_local_health", "gauge", "Lifeguard's local health score (0 = healthy).",
+        n(ci.health));
+    struct Series {
+      const char* name;
+      const char* type;
+      const char* help;
+      std::function<std::string(const ClusterLinkInfo&)> value;
+    };
+    const Series series[] = {
+        {"broker_cluster_link_up", "gauge", "1 while the link to the peer is connected.",
+         [&](const ClusterLinkInfo& l) { return n(l.connected ? 1 : 0); }},
+        {"broker_cluster_link_sent_total", "counter", "Frames written to the peer.",
+         [&](const ClusterLinkInfo& l) { return n(l.frames_sent); }},
+        {"broker_cluster_link_acked_total", "counter", "Frames the peer acknowledged.",
+         [&](const ClusterLinkInfo& l) { return n(l.frames_acked); }},
+        {"broker_cluster_link_received_total", "counter", "Frames received from the peer.",
+         [&](const ClusterLinkInfo& l) { return n(l.frames_received); }},
+        {"broker_cluster_link_failed_total", "counter",
+         "Failed connects, lost links and refused handshakes.",
+         [&](const ClusterLinkInfo& l) { return n(l.failures); }},
+        {"broker_cluster_link_dropped_total", "counter", "Frames refused: the queue was full.",
+         [&](const ClusterLinkInfo& l) { return n(l.dropped); }},
+        {"broker_cluster_link_queue_frames", "gauge", "Frames queued or unacknowledged.",
+         [&](const ClusterLinkInfo& l) { return n(l.queue_frames); }},
+        {"broker_cluster_link_queue_bytes", "gauge", "Bytes queued or unacknowledged.",
+         [&](const ClusterLinkInfo& l) { return n(l.queue_bytes); }},
+    };
+    for (const Series& m : series) {
+      out += std::string("# HELP ") + m.name + ' ' + m.help + "\n# TYPE " + m.name + ' ' + m.type +
+             '\n';
+      for (const ClusterLinkInfo& l : ci.links) {
+        out += std::string(m.name) + "{peer=\"" + label_value(l.peer) + "\"} " + m.value(l) + '\n';
+      }
+    }
+    const char* rtt = "broker_cluster_link_rtt_seconds";
+    out +=
+        std::string("# HELP ") + rtt + " Round trip of link pings.\n# TYPE " + rtt + " histogram\n";
+    for (const ClusterLinkInfo& l : ci.links) {
+      const std::string peer = "peer=\"" + label_value(l.peer) + "\"";
+      for (const auto& [bound, count] : l.rtt_buckets) {
+        char le[32];
+        std::snprintf(le, sizeof le, "%g", bound);
+        out += std::string(rtt) + "_bucket{" + peer + ",le=\"" + le + "\"} " + n(count) + '\n';
+      }
+      out += std::string(rtt) + "_bucket{" + peer + ",le=\"+Inf\"} " + n(l.rtt_count) + '\n';
+      char sum[64];
+      std::snprintf(sum, sizeof sum, "%.9g", l.rtt_sum);
+      out += std::string(rtt) + "_sum{" + peer + "} " + sum + '\n';
+      out += std::string(rtt) + "_count{" + peer + "} " + n(l.rtt_count) + '\n';
+    }
   }
 
   // ---- /debug -----------------------------------------------------------------------------------

@@ -1,0 +1,227 @@
+// The cluster as a user runs it: real brokerha-server processes that find each other through
+// DNS SRV (a DNS server the test starts: tests/support/dns_server.py), real MQTT clients, the
+// HTTP API, and kill -9 of a node. Also runs scripts/local-cluster.sh --check, the one-command
+// local cluster of the README. Bounded waits, no timing assertions.
+
+#include <doctest/doctest.h>
+#include <httplib.h>
+#include <signal.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "support/broker_fixture.hpp"
+#include "support/broker_mqtt_client.hpp"
+#include "support/broker_process.hpp"
+#include "support/child_process.hpp"
+#include "support/dns_server.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using brokerha::test::BackgroundProcess;
+using brokerha::test::DnsServer;
+using brokerha::test::DnsZone;
+using brokerha::test::free_port;
+using brokerha::test::make_connect;
+using brokerha::test::make_publish;
+using brokerha::test::MqttClient;
+using brokerha::test::wait_until;
+namespace mqtt = brokerha::mqtt;
+using mqtt::ProtocolVersion;
+
+const char* const kServer = BROKERHA_SERVER_PATH;
+const std::string kDomain = "_broker._tcp.cluster.test";
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+/// One brokerha-server process: node i on 127.0.0.(40+i) for the cluster port.
+struct ServerNode {
+  int index = 0;
+  std::string address;
+  std::uint16_t mqtt_port = 0;
+  std::uint16_t api_port = 0;
+  std::uint16_t cluster_port = 0;
+  std::string dir;
+  BackgroundProcess process;
+
+  std::string name() const { return "node" + std::to_string(index); }
+
+  bool start(const std::string& nameserver) {
+    const std::string config = dir + "/" + name() + ".yaml";
+    std::ofstream(config) << "mqtt:\n  port: " << mqtt_port << "\n  bind: 127.0.0.1\n"
+                          << "api:\n  port: " << api_port << "\n  bind: " << address << "\n"
+                          << "cluster:\n  node_name: " << name() << "\n  bind: " << address
+                          << "\n  port: " << cluster_port << "\n  expected_members: 3\n"
+                          << "discovery:\n  domain: " << kDomain << "\n  nameservers: [\""
+                          << nameserver << "\"]\n  refresh_interval: 1000\n";
+    if (!process.start({kServer, "--config", config})) return false;
+    return process.wait_output([](const std::string& out) { return contains(out, "cluster node"); },
+                               15s);
+  }
+
+  int get(const std::string& path, std::string* body = nullptr) const {
+    httplib::Client c(address, api_port);  // /proxy reaches peers' APIs at their address
+    c.set_connection_timeout(2);
+    c.set_read_timeout(5);
+    auto r = c.Get(path.c_str());
+    if (!r) return -1;
+    if (body != nullptr) *body = r->body;
+    return r->status;
+  }
+
+  /// Members listed by /api/discovery/members.
+  std::size_t members() const {
+    std::string body;
+    if (get("/api/discovery/members", &body) != 200) return 0;
+    std::size_t n = 0;
+    for (std::size_t at = body.find("\"Name\""); at != std::string::npos;
+         at = body.find("\"Name\"", at + 1)) {
+      ++n;
+    }
+    return n;
+  }
+};
+
+struct ServerCluster {
+  explicit ServerCluster(int n) {
+    std::string templ = "/tmp/brokerha-cluster-test-XXXXXX";
+    REQUIRE(::mkdtemp(templ.data()) != nullptr);
+    dir = templ;
+    for (int i = 1; i <= n; ++i) {
+      auto node = std::make_unique<ServerNode>();
+      node->index = i;
+      node->address = "127.0.0." + std::to_string(40 + i);
+      node->mqtt_port = free_port();
+      node->api_port = free_port();
+      node->cluster_port = free_port();
+      node->dir = dir;
+      nodes.push_back(std::move(node));
+    }
+    DnsZone zone;
+    for (const auto& node : nodes) {
+      const std::string target = node->name() + ".cluster.test";
+      zone.srv(kDomain, node->cluster_port, target).a(target, node->address);
+    }
+    dns = std::make_unique<DnsServer>(zone);
+    REQUIRE_MESSAGE(dns->started(), dns->error());
+  }
+  ~ServerCluster() {
+    nodes.clear();  // kills the processes by pid
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+
+  void start(std::size_t i) {
+    REQUIRE_MESSAGE(nodes[i]->start(dns->nameserver()), nodes[i]->process.describe());
+  }
+  bool all_see(std::size_t members, const std::vector<std::size_t>& which) const {
+    for (std::size_t i : which) {
+      if (nodes[i]->members() != members) return false;
+    }
+    return true;
+  }
+
+  std::string dir;
+  std::unique_ptr<DnsServer> dns;
+  std::vector<std::unique_ptr<ServerNode>> nodes;
+};
+
+}  // namespace
+
+TEST_CASE("cluster server: three processes found through DNS SRV form a cluster and route") {
+  ServerCluster c(3);
+  for (std::size_t i = 0; i < 3; ++i) c.start(i);
+  REQUIRE_MESSAGE(wait_until(
+                      [&] {
+                        return c.all_see(3, {0, 1, 2});
+                      },
+                      30s),
+                  c.nodes[0]->process.describe());
+  REQUIRE(wait_until(
+      [&] {
+        for (const auto& n : c.nodes) {
+          if (n->get("/ready") != 200) return false;
+        }
+        return true;
+      },
+      15s));
+  CHECK(c.dns->count_queries("", "SRV", kDomain) >= 3);
+
+  MqttClient s2(ProtocolVersion::v5), s3(ProtocolVersion::v311), p1(ProtocolVersion::v5);
+  REQUIRE(s2.open_and_connect(c.nodes[1]->mqtt_port, make_connect(ProtocolVersion::v5, "s2")) == 0);
+  REQUIRE(s3.open_and_connect(c.nodes[2]->mqtt_port, make_connect(ProtocolVersion::v311, "s3")) ==
+          0);
+  REQUIRE(p1.open_and_connect(c.nodes[0]->mqtt_port, make_connect(ProtocolVersion::v5, "p1")) == 0);
+  REQUIRE(s2.subscribe("proc/#", 1));
+  REQUIRE(s3.subscribe("proc/#", 1));
+  p1.publish(make_publish("proc/a", "hello", 1));
+  for (MqttClient* s : {&s2, &s3}) {
+    auto r = s->await<mqtt::Publish>(10s);
+    REQUIRE(r);
+    CHECK(r->as<mqtt::Publish>()->payload == "hello");
+    s->acknowledge(*r->as<mqtt::Publish>());
+  }
+
+  // /metrics carries the cluster series, /proxy answers for every node.
+  std::string metrics;
+  REQUIRE(c.nodes[0]->get("/metrics", &metrics) == 200);
+  CHECK(contains(metrics, "broker_cluster_members 3"));
+  CHECK(contains(metrics, "broker_cluster_link_up{peer=\"node2\"} 1"));
+  CHECK(contains(metrics, "broker_cluster_messages_forwarded_total 2"));
+  std::string proxy;
+  REQUIRE(c.nodes[1]->get("/proxy/api/mqtt/clients", &proxy) == 200);
+  for (const char* name : {"\"node1\"", "\"node2\"", "\"node3\""}) CHECK(contains(proxy, name));
+  CHECK(contains(proxy, "\"p1\""));
+  CHECK(contains(proxy, "\"s3\""));
+}
+
+TEST_CASE("cluster server: kill -9 of one node leaves the others ready and routing") {
+  ServerCluster c(3);
+  for (std::size_t i = 0; i < 3; ++i) c.start(i);
+  REQUIRE(wait_until([&] { return c.all_see(3, {0, 1, 2}); }, 30s));
+  MqttClient p1(ProtocolVersion::v5), s2(ProtocolVersion::v5);
+  REQUIRE(p1.open_and_connect(c.nodes[0]->mqtt_port, make_connect(ProtocolVersion::v5, "p1")) == 0);
+  REQUIRE(s2.open_and_connect(c.nodes[1]->mqtt_port, make_connect(ProtocolVersion::v5, "s2")) == 0);
+  REQUIRE(s2.subscribe("after/#", 1));
+
+  c.nodes[2]->process.kill(SIGKILL);
+  REQUIRE(wait_until([&] { return c.all_see(2, {0, 1}); }, 30s));
+  // One dead peer does not make the survivors unready.
+  CHECK(c.nodes[0]->get("/ready") == 200);
+  CHECK(c.nodes[1]->get("/ready") == 200);
+  p1.publish(make_publish("after/kill", "still here", 1));
+  auto r = s2.await<mqtt::Publish>(10s);
+  REQUIRE(r);
+  CHECK(r->as<mqtt::Publish>()->payload == "still here");
+  s2.acknowledge(*r->as<mqtt::Publish>());
+
+  // The killed node restarts with the same name and address and rejoins.
+  c.start(2);
+  REQUIRE(wait_until([&] { return c.all_see(3, {0, 1, 2}); }, 40s));
+}
+
+TEST_CASE("cluster server: the local-cluster script works as documented") {
+  const std::string script = std::string(BROKERHA_SOURCE_DIR) + "/scripts/local-cluster.sh";
+  if (brokerha::test::find_program("mosquitto_sub").empty() ||
+      brokerha::test::find_program("curl").empty()) {
+    MESSAGE("skipped: mosquitto-clients or curl is not installed");
+    return;
+  }
+  const std::uint16_t base = free_port();
+  REQUIRE(base != 0);
+  const auto r = brokerha::test::run_process(
+      {"/usr/bin/env", "BROKERHA_SERVER=" + std::string(kServer),
+       "BASE_PORT=" + std::to_string(base % 40000 + 20000), "/bin/bash", script, "--check"},
+      120s);
+  INFO(r.out);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "reached node2 and node3"));
+}
