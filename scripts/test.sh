@@ -3,7 +3,7 @@
 #   deps     scripts/install-deps.sh (installs as root; otherwise only checks)
 #   ci       gcc Release -Werror build (`ci` preset) and every ctest suite
 #   headers  all_verify_interface_header_sets: each public header compiles on its own
-#   asan     clang ASan+UBSan build, unit + integration (+ smoke) tests
+#   asan     clang ASan+UBSan build, unit + integration + cluster (+ smoke) tests
 #   tsan     clang TSan build, integration + cluster tests (unit while those do not exist)
 #   install  scripts/test-install.sh: installed static/shared packages, pkg-config,
 #            add_subdirectory
