@@ -414,7 +414,8 @@ TEST_CASE(
 TEST_CASE("cluster broker: the bus reports new members and messages from peers") {
   auto bus = std::make_shared<brokerha::Bus>();
   auto sub = bus->subscribe({std::string(brokerha::bus_channels::kNewMember),
-                             std::string(brokerha::bus_channels::kMessageFrom)},
+                             std::string(brokerha::bus_channels::kMessageFrom),
+                             std::string(brokerha::bus_channels::kMessageTo)},
                             100);
   TestBroker n1(node_options("n1", {}), [&](brokerha::Broker& b) { b.set_bus(bus); });
   const std::uint16_t n1_cluster = n1.broker.cluster().port;
@@ -427,12 +428,18 @@ TEST_CASE("cluster broker: the bus reports new members and messages from peers")
   };
   REQUIRE(wait_until([&] { return linked(n1.broker) && linked(n2.broker); }, 10s));
   auto s1 = subscriber(n1.port, "s1", "bus/#", 0);
+  auto s2 = subscriber(n2.port, "s2", "bus/to/#", 0);
   auto p2 = publisher(n2.port, "p2");
   p2->publish(make_publish("bus/x", "payload", 1));
   REQUIRE(s1->await<mqtt::Publish>(5s));
+  // Published on n1: the event names the node it went to (n2), and a local-only one none.
+  auto p1 = publisher(n1.port, "p1");
+  p1->publish(make_publish("bus/to/2", "remote", 1));
+  p1->publish(make_publish("bus/local", "local", 1));
+  REQUIRE(s2->await<mqtt::Publish>(5s));
 
-  bool member = false, message = false;
-  for (int i = 0; i < 50 && !(member && message); ++i) {
+  bool member = false, message = false, to_remote = false, to_local = false;
+  for (int i = 0; i < 50 && !(member && message && to_remote && to_local); ++i) {
     auto e = sub->pop(100ms);
     if (!e) continue;
     if (e->channel == brokerha::bus_channels::kNewMember) {
@@ -444,7 +451,19 @@ TEST_CASE("cluster broker: the bus reports new members and messages from peers")
       CHECK(e->data.find("\"Node\":\"n2\"") != std::string::npos);
       message = true;
     }
+    if (e->channel == brokerha::bus_channels::kMessageTo) {
+      if (e->data.find("\"TopicName\":\"bus/to/2\"") != std::string::npos) {
+        CHECK(e->data.find("\"Nodes\":[\"n2\"]") != std::string::npos);
+        to_remote = true;
+      }
+      if (e->data.find("\"TopicName\":\"bus/local\"") != std::string::npos) {
+        CHECK(e->data.find("\"Nodes\":[]") != std::string::npos);
+        to_local = true;
+      }
+    }
   }
   CHECK(member);
   CHECK(message);
+  CHECK(to_remote);
+  CHECK(to_local);
 }

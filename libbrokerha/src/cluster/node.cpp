@@ -38,6 +38,7 @@ Node::Node(net::Core& core, ClusterOptions options, std::shared_ptr<Bus> bus)
   if (bus_) {
     new_member_ = bus_->channel(bus_channels::kNewMember);
     message_from_ = bus_->channel(bus_channels::kMessageFrom);
+    message_to_ = bus_->channel(bus_channels::kMessageTo);
   }
   incoming_.resize(core_.shard_count());
 }
@@ -257,6 +258,12 @@ void Node::send_batch(std::vector<net::RemoteSend>& batch) {
         auto it = names_by_id_.find(id);
         if (it != names_by_id_.end()) targets.push_back(&it->second);
       }
+    }
+    if (r.tap) {
+      std::vector<std::string> names;
+      for (const std::string* name : targets) names.push_back(*name);
+      message_to_.publish(
+          net::render_message_to(*r.message, r.tap->version, r.tap->packet_id, names));
     }
     if (targets.empty()) continue;
     auto body = shared(encode_message(*r.message, r.version ? &*r.version : nullptr, now));

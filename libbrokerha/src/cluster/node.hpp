@@ -121,6 +121,7 @@ class Node final : public net::ClusterPort {
   std::shared_ptr<Bus> bus_;
   BusChannel new_member_;
   BusChannel message_from_;
+  BusChannel message_to_;
 
   asio::io_context ctx_{1};
   std::thread thread_;

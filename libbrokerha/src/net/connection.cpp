@@ -742,7 +742,7 @@ void Connection::finish_publish(const MessagePtr& message, std::uint16_t packet_
   if (allowed) {
     const RouteResult routed = core_.route(message, *shard_);
     targets = routed.targets + routed.remote;
-    if (core_.message_to.active()) core_.emit_message_to(*message, version_, packet_id);
+    if (core_.message_to.active()) core_.emit_message_to(message, version_, packet_id, *shard_);
     if (!core_.event_hooks.empty()) {
       MessageEvent e;
       e.client_id = message->origin;

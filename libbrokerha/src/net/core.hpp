@@ -136,6 +136,13 @@ struct RemoteSend {
   std::optional<broker::RetainedVersion> version;  // retained writes: the version stored here
   std::vector<std::uint32_t> peers;                // peer ids with a matching subscription
   bool all = false;                                // retained: every peer
+  /// Set when `cluster:message_to` has a subscriber: the cluster publishes the event with the
+  /// names of the nodes the message went to (the publisher's protocol version and packet id).
+  struct Tap {
+    mqtt::ProtocolVersion version;
+    std::uint16_t packet_id;
+  };
+  std::optional<Tap> tap;
 };
 
 /// A remote node's subscription in the router's tree of remote routes.
@@ -221,6 +228,10 @@ struct RouteResult {
   std::size_t remote = 0;   // other nodes it is forwarded to
 };
 
+/// The JSON of a `cluster:message_to` event: the message and the nodes it went to.
+std::string render_message_to(const Message& m, mqtt::ProtocolVersion version,
+                              std::uint16_t packet_id, const std::vector<std::string>& nodes);
+
 class Core {
  public:
   explicit Core(BrokerOptions options);
@@ -240,8 +251,11 @@ class Core {
   /// active() is the one load a publish costs while nobody subscribes.
   std::shared_ptr<Bus> bus;
   BusChannel message_to;
-  /// Renders a client's message and publishes it on `cluster:message_to` (net/bus_tap.cpp).
-  void emit_message_to(const Message& m, mqtt::ProtocolVersion version, std::uint16_t packet_id);
+  /// Publishes a client's message on `cluster:message_to` (net/bus_tap.cpp): rendered here on
+  /// a single node; in cluster mode handed to the cluster with the message's remote send, so
+  /// the event can name the nodes it went to. Call right after route() on the same shard.
+  void emit_message_to(const MessagePtr& m, mqtt::ProtocolVersion version, std::uint16_t packet_id,
+                       Shard& shard);
 
   /// Calls `f(hook)` on every event hook.
   template <class F>
