@@ -302,8 +302,10 @@ void Node::apply_route_changes(std::vector<std::string>& filters, std::function<
   if (!done) return;
   RouteWaiter w;
   w.number = route_number_;
+  // Every member counts, connected or not yet: a link still coming up (a node that just
+  // joined) gets the delta when it connects, and the wait is bounded anyway.
   for (const auto& [name, p] : peers_) {
-    if (p.up && p.acked_routes < route_number_) w.pending.insert(name);
+    if ((p.up || p.member) && p.acked_routes < route_number_) w.pending.insert(name);
   }
   if (w.pending.empty()) {
     done();
@@ -349,7 +351,8 @@ void Node::on_up(const std::string& name, std::uint64_t epoch) {
   p.epoch = epoch;
   p.up = true;
   std::vector<std::string> all(announced_.begin(), announced_.end());
-  links_->send(name, static_cast<std::uint8_t>(Kind::routes_full), shared(encode_routes_full(all)));
+  links_->send(name, static_cast<std::uint8_t>(Kind::routes_full),
+               shared(encode_routes_full(route_number_, all)));
   if (!synced_.load() && snapshot_peer_.empty()) {
     request_snapshot();
   } else if (synced_.load()) {
@@ -360,13 +363,9 @@ void Node::on_up(const std::string& name, std::uint64_t epoch) {
 void Node::on_down(const std::string& name) {
   Peer* p = find_peer(name);
   if (p == nullptr) return;
+  // Waiters keep waiting for it: the link reconnects and the delta is re-sent (bounded by
+  // route_ack_timeout); a peer that failed is forgotten through its membership event.
   p->up = false;
-  std::vector<std::uint64_t> done;
-  for (auto& [k, w] : waiters_) {
-    w.pending.erase(name);
-    if (w.pending.empty()) done.push_back(k);
-  }
-  for (std::uint64_t k : done) finish_waiter(k, false);
 }
 
 void Node::request_snapshot() {
@@ -398,13 +397,15 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
       return;
     }
     case Kind::routes_full: {
+      std::uint64_t number;
       std::vector<std::string> filters;
-      if (!decode_routes_full(body, filters)) return bad();
+      if (!decode_routes_full(body, number, filters)) return bad();
       std::set<std::string> routes;
       for (std::string& f : filters) {
         if (valid_remote_filter(f)) routes.insert(std::move(f));
       }
       set_routes(p, std::move(routes));
+      links_->send(name, static_cast<std::uint8_t>(Kind::routes_ack), shared(encode_u64(number)));
       return;
     }
     case Kind::routes_delta: {

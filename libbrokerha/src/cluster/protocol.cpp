@@ -242,17 +242,19 @@ std::shared_ptr<broker::Message> to_message(const WireMessage& w,
   return m;
 }
 
-std::string encode_routes_full(const std::vector<std::string>& filters) {
+std::string encode_routes_full(std::uint64_t number, const std::vector<std::string>& filters) {
   std::string out;
+  put_fixed(out, number, 8);
   put_varint(out, filters.size());
   for (const auto& f : filters) put_str(out, f);
   return out;
 }
 
-bool decode_routes_full(std::string_view body, std::vector<std::string>& filters) {
+bool decode_routes_full(std::string_view body, std::uint64_t& number,
+                        std::vector<std::string>& filters) {
   Reader r(body);
   std::uint64_t n;
-  if (!r.varint(n) || n > r.left()) return false;
+  if (!r.fixed(number, 8) || !r.varint(n) || n > r.left()) return false;
   filters.clear();
   filters.reserve(static_cast<std::size_t>(n));
   for (std::uint64_t i = 0; i < n; ++i) {

@@ -27,7 +27,7 @@ namespace brokerha::cluster {
 /// Frame kinds (LinkManager kinds 1..255).
 enum class Kind : std::uint8_t {
   publish = 1,           // one message to route locally (never forwarded again)
-  routes_full = 2,       // the sender's complete set of subscription filters
+  routes_full = 2,       // the sender's complete set of filters; answered with routes_ack
   routes_delta = 3,      // filters added/removed, numbered; answered with routes_ack
   routes_ack = 4,        // the receiver applied deltas up to this number
   snapshot_request = 5,  // "send me your retained set" (a joining node asks one peer)
@@ -68,8 +68,10 @@ struct RouteChange {
   bool add = true;
   std::string filter;
 };
-std::string encode_routes_full(const std::vector<std::string>& filters);
-bool decode_routes_full(std::string_view body, std::vector<std::string>& filters);
+/// routes_full carries the number of the last delta it includes, acknowledged like a delta.
+std::string encode_routes_full(std::uint64_t number, const std::vector<std::string>& filters);
+bool decode_routes_full(std::string_view body, std::uint64_t& number,
+                        std::vector<std::string>& filters);
 std::string encode_routes_delta(std::uint64_t number, const std::vector<RouteChange>& changes);
 bool decode_routes_delta(std::string_view body, std::uint64_t& number,
                          std::vector<RouteChange>& changes);
