@@ -22,6 +22,12 @@
 // Idle mode (--idle N): N connections that CONNECT and stay; with --broker-pid the broker's
 // VmRSS before and after gives the memory per idle connection.
 //
+// Transports (every mode): plain TCP by default; --tls (asio::ssl::stream over the socket),
+// --ws PATH (RFC 6455 client: the upgrade with the `mqtt` subprotocol, MQTT in masked binary
+// frames) and --wss PATH (both). A plain TCP connection has no wrapper at all (Conn::wrap_ is
+// null) and keeps the readiness + non-blocking read path; a wrapped one reads with
+// async_read_some into its own buffer, and each flush becomes one write (one binary frame).
+//
 // Output: a progress line on stderr once a second, a human summary on stdout, then one
 // machine-readable line on stdout: `RESULT key=value ...` (see print_usage()). Exit status: 0
 // when the run completed with no loss, duplicate, reordering or invalid message; 1 when it
@@ -40,7 +46,13 @@
 #include <asio.hpp>
 // clang-format on
 
+#include <asio/ssl.hpp>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
@@ -91,6 +103,9 @@ constexpr std::uint64_t kMaxPerPump = 512;
 constexpr std::size_t kReadBuffer = 256 * 1024;
 // Read rounds per readiness event before yielding to other connections.
 constexpr int kReadRounds = 4;
+// Read buffer of each TLS / WebSocket connection (its reads are asynchronous, so they cannot
+// share the plain connections' buffer; TLS has its own record buffers below it).
+constexpr std::size_t kWrappedReadBuffer = 4 * 1024;
 
 // ---- options --------------------------------------------------------------------------------
 
@@ -137,7 +152,19 @@ struct Options {
   long broker_pid = 0;
   bool progress = true;
   std::string label;
+  // Transport.
+  bool tls = false;
+  std::string tls_ca;    // --cafile (empty: the system's default CA paths)
+  std::string tls_cert;  // --cert / --key: client certificate
+  std::string tls_key;
+  bool tls_insecure = false;  // --insecure: no certificate or host name verification
+  bool ws = false;
+  std::string ws_path;
 };
+
+const char* transport_name(const Options& o) {
+  return o.ws ? (o.tls ? "wss" : "ws") : (o.tls ? "tls" : "tcp");
+}
 
 void print_usage(std::FILE* out) {
   std::fprintf(
@@ -153,6 +180,14 @@ void print_usage(std::FILE* out) {
       "  --sub-host H / --sub-port P  subscribers (and idle connections) only\n"
       "  --mqtt 3.1.1|5               protocol version [3.1.1]\n"
       "  --keepalive S                keep alive in CONNECT [0 = off]\n"
+      "Transport (every mode; plain TCP by default):\n"
+      "  --tls                        MQTT in TLS (1.2+), the server verified with --cafile\n"
+      "  --cafile PATH                CA file for the server certificate (implies --tls;\n"
+      "                               default: the system's CA paths)\n"
+      "  --cert PATH / --key PATH     client certificate and key (implies --tls)\n"
+      "  --insecure                   TLS without certificate or host name verification\n"
+      "  --ws PATH                    MQTT over WebSocket on PATH (subprotocol mqtt)\n"
+      "  --wss PATH                   MQTT over WebSocket in TLS (--ws PATH --tls)\n"
       "Traffic:\n"
       "  --shape fan-in|pairs|fan-out  [pairs]; defaults 10->1, 10->10, 1->50\n"
       "  --pubs N / --subs N          publishers / subscribers (pairs: equal)\n"
@@ -176,11 +211,12 @@ void print_usage(std::FILE* out) {
       "  --label NAME                 echoed as scenario=NAME in the RESULT line\n"
       "  --no-progress                no progress line on stderr\n"
       "\n"
-      "The last stdout line is `RESULT key=value ...`: traffic keys mode shape qos mqtt pubs\n"
-      "subs payload rate backlog inflight duration_s sent expected delivered received\n"
+      "The last stdout line is `RESULT key=value ...`: traffic keys mode transport shape qos\n"
+      "mqtt pubs subs payload rate backlog inflight duration_s sent expected delivered received\n"
       "throughput publish_rate p50_us p99_us p999_us max_us mean_us lost duplicates reordered\n"
-      "invalid broker_cpu_s broker_cpu_s_per_m bench_cpu_s ok error; idle keys mode connections\n"
-      "connected connect_s rss_before_kib rss_after_kib rss_delta_kib kib_per_conn ok error.\n"
+      "invalid broker_cpu_s broker_cpu_s_per_m bench_cpu_s ok error; idle keys mode transport\n"
+      "mqtt connections connected connect_s rss_before_kib rss_after_kib rss_delta_kib\n"
+      "kib_per_conn ok error.\n"
       "Exit status: 0 ok, 1 loss/duplicates/reordering/invalid, 2 usage, 3 run failed.\n",
       kPayloadHeaderSize);
 }
@@ -312,10 +348,33 @@ Options parse_options(int argc, char** argv) {
       }
     } else if (arg == "--no-progress") {
       o.progress = false;
+    } else if (arg == "--tls") {
+      o.tls = true;
+    } else if (arg == "--cafile") {
+      o.tls = true;
+      o.tls_ca = next();
+    } else if (arg == "--cert") {
+      o.tls = true;
+      o.tls_cert = next();
+    } else if (arg == "--key") {
+      o.tls = true;
+      o.tls_key = next();
+    } else if (arg == "--insecure") {
+      o.tls = true;
+      o.tls_insecure = true;
+    } else if (arg == "--ws" || arg == "--wss") {
+      o.ws = true;
+      if (arg == "--wss") o.tls = true;
+      o.ws_path = next();
+      if (o.ws_path.empty() || o.ws_path[0] != '/' ||
+          o.ws_path.find_first_of(" \t\r\n") != std::string::npos) {
+        usage_error(arg + " \"" + o.ws_path + "\": expected a path starting with '/'");
+      }
     } else {
       usage_error("unknown argument \"" + arg + "\"");
     }
   }
+  if (o.tls_cert.empty() != o.tls_key.empty()) usage_error("--cert and --key go together");
   if (o.mode == Mode::traffic) {
     switch (o.shape) {
       case Shape::fan_in:
@@ -431,6 +490,18 @@ struct Topic {
   std::uint64_t max_outstanding() const;
 };
 
+// The layers of a TLS / WebSocket connection (null for plain TCP).
+struct Wrapped {
+  std::optional<asio::ssl::stream<tcp::socket&>> tls;
+  bool ws = false;
+  bool reading = false;    // an async_read_some is running
+  std::vector<char> buf;   // its buffer
+  std::string ws_in;       // received WebSocket bytes not yet parsed
+  std::string ws_key;      // Sec-WebSocket-Key of the upgrade
+  std::string ws_control;  // pong frames to write before the next data frame
+  std::string handshake;   // the upgrade request while it is written
+};
+
 class Conn {
  public:
   Conn(Engine& engine, Role role, std::uint32_t index, tcp::endpoint endpoint);
@@ -463,8 +534,27 @@ class Conn {
 
  private:
   void on_connected();
+  void send_connect();
   void wait_readable();
   void on_readable();
+  void write_completed(const std::error_code& ec);
+  // TLS / WebSocket (wrap_ set).
+  template <typename F>
+  void with_stream(F&& f) {
+    if (wrap_->tls) {
+      f(*wrap_->tls);
+    } else {
+      f(socket_);
+    }
+  }
+  void start_websocket();
+  void read_upgrade_answer();
+  void read_wrapped();
+  bool on_wrapped_bytes(std::size_t n);  // false: the connection failed or closed
+  bool feed_mqtt(std::string_view bytes);
+  void flush_wrapped();
+  void read_failed(const std::error_code& ec);
+  const std::string& host() const;
   mqtt::Status on_packet(std::uint8_t first, std::string_view body);
   mqtt::Status on_publish(std::uint8_t first, std::string_view body);
   mqtt::Status on_ack(std::uint8_t type, std::string_view body);
@@ -501,6 +591,7 @@ class Conn {
   std::vector<std::uint8_t> id_state_;  // 0 free, 1 awaiting PUBACK/PUBREC, 2 awaiting PUBCOMP
   std::uint16_t next_id_ = 1;
   std::uint64_t read_ns_ = 0;  // when the current read completed
+  std::unique_ptr<Wrapped> wrap_;
 };
 
 class Engine {
@@ -522,6 +613,14 @@ class Engine {
   std::uint64_t rejected = 0;  // QoS 1/2 publishes the broker acknowledged with an error
   std::uint64_t last_delivery_ns = 0;
   bool any_keepalive = false;
+  std::unique_ptr<asio::ssl::context> tls_context;   // --tls
+  std::uint64_t mask_state = 0x9E3779B97F4A7C15ull;  // WebSocket masking keys (xorshift)
+  std::uint32_t next_mask() {
+    mask_state ^= mask_state << 13;
+    mask_state ^= mask_state >> 7;
+    mask_state ^= mask_state << 17;
+    return static_cast<std::uint32_t>(mask_state >> 16);
+  }
 
   void on_conn_ready(Conn& c);
   void fail(const std::string& what);
@@ -589,7 +688,17 @@ Conn::Conn(Engine& engine, Role role, std::uint32_t index, tcp::endpoint endpoin
       index_(index),
       endpoint_(std::move(endpoint)),
       socket_(engine.io),
-      timer_(engine.io) {}
+      timer_(engine.io) {
+  if (engine.tls_context || engine.opt.ws) {
+    wrap_ = std::make_unique<Wrapped>();
+    if (engine.tls_context) wrap_->tls.emplace(socket_, *engine.tls_context);
+    wrap_->ws = engine.opt.ws;
+  }
+}
+
+const std::string& Conn::host() const {
+  return role_ == Role::publisher ? eng_.opt.pub_host : eng_.opt.sub_host;
+}
 
 std::string Conn::name() const {
   switch (role_) {
@@ -626,6 +735,137 @@ void Conn::on_connected() {
     fail("socket options: " + ec.message());
     return;
   }
+  if (!wrap_) {
+    send_connect();
+    return;
+  }
+  if (!wrap_->tls) {
+    start_websocket();
+    return;
+  }
+  SSL* ssl = wrap_->tls->native_handle();
+  asio::error_code addr_ec;
+  asio::ip::make_address(host(), addr_ec);
+  if (addr_ec) SSL_set_tlsext_host_name(ssl, host().c_str());  // SNI for names, not addresses
+  if (!eng_.opt.tls_insecure) {
+    wrap_->tls->set_verify_callback(asio::ssl::host_name_verification(host()));
+  }
+  wrap_->tls->async_handshake(asio::ssl::stream_base::client, [this](const std::error_code& e) {
+    if (state_ == ConnState::closed) return;
+    if (e) {
+      fail("TLS handshake with " + host() + ": " + e.message());
+      return;
+    }
+    if (wrap_->ws) {
+      start_websocket();
+    } else {
+      send_connect();
+    }
+  });
+}
+
+// base64 (RFC 4648) with OpenSSL.
+std::string base64(const unsigned char* data, std::size_t n) {
+  std::string out(4 * ((n + 2) / 3) + 1, '\0');
+  const int len =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(&out[0]), data, static_cast<int>(n));
+  out.resize(static_cast<std::size_t>(len));
+  return out;
+}
+
+std::string websocket_accept(const std::string& key) {
+  const std::string text = key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  return base64(digest, sizeof digest);
+}
+
+// Case-insensitive value of `name` in an HTTP response head ("" when absent).
+std::string header_value(const std::string& head, const std::string& name) {
+  std::size_t at = head.find("\r\n");
+  while (at != std::string::npos && at + 2 < head.size()) {
+    const std::size_t start = at + 2;
+    const std::size_t end = head.find("\r\n", start);
+    const std::string line = head.substr(start, end == std::string::npos ? end : end - start);
+    const std::size_t colon = line.find(':');
+    if (colon == name.size() &&
+        std::equal(name.begin(), name.end(), line.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        })) {
+      const std::size_t v = line.find_first_not_of(" \t", colon + 1);
+      return v == std::string::npos ? std::string() : line.substr(v);
+    }
+    at = end;
+  }
+  return {};
+}
+
+void Conn::start_websocket() {
+  unsigned char nonce[16];
+  for (std::size_t i = 0; i < sizeof nonce; i += 4) {
+    const std::uint32_t m = eng_.next_mask();
+    std::memcpy(nonce + i, &m, 4);
+  }
+  wrap_->ws_key = base64(nonce, sizeof nonce);
+  const std::uint16_t port = endpoint_.port();
+  wrap_->handshake =
+      "GET " + eng_.opt.ws_path + " HTTP/1.1\r\nHost: " + host() + ":" + std::to_string(port) +
+      "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + wrap_->ws_key +
+      "\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n";
+  with_stream([this](auto& stream) {
+    asio::async_write(stream, asio::buffer(wrap_->handshake),
+                      [this](const std::error_code& ec, std::size_t) {
+                        if (state_ == ConnState::closed) return;
+                        std::string().swap(wrap_->handshake);
+                        if (ec) {
+                          fail("WebSocket upgrade: " + ec.message());
+                          return;
+                        }
+                        wrap_->buf.resize(kWrappedReadBuffer);
+                        read_upgrade_answer();
+                      });
+  });
+}
+
+void Conn::read_upgrade_answer() {
+  with_stream([this](auto& stream) {
+    stream.async_read_some(
+        asio::buffer(wrap_->buf), [this](const std::error_code& ec, std::size_t n) {
+          if (state_ == ConnState::closed) return;
+          if (ec) {
+            fail("WebSocket upgrade: " +
+                 (ec == asio::error::eof ? std::string("connection closed") : ec.message()));
+            return;
+          }
+          std::string& in = wrap_->ws_in;
+          in.append(wrap_->buf.data(), n);
+          const std::size_t end = in.find("\r\n\r\n");
+          if (end == std::string::npos) {
+            if (in.size() > 16 * 1024) {
+              fail("WebSocket upgrade: answer head too long");
+            } else {
+              read_upgrade_answer();
+            }
+            return;
+          }
+          const std::string head = in.substr(0, end + 2);
+          in.erase(0, end + 4);  // frames may follow the head
+          if (head.rfind("HTTP/1.1 101", 0) != 0) {
+            fail("WebSocket upgrade refused: " + head.substr(0, head.find("\r\n")));
+            return;
+          }
+          if (header_value(head, "Sec-WebSocket-Accept") != websocket_accept(wrap_->ws_key)) {
+            fail("WebSocket upgrade: wrong Sec-WebSocket-Accept");
+            return;
+          }
+          std::string().swap(wrap_->ws_key);
+          send_connect();
+        });
+  });
+}
+
+void Conn::send_connect() {
   const std::string prefix = eng_.opt.topic_prefix;
   std::string client_id = "bhb-" + prefix.substr(prefix.rfind('/') + 1) + "-" +
                           (role_ == Role::publisher    ? "p"
@@ -650,6 +890,10 @@ void Conn::on_connected() {
 }
 
 void Conn::wait_readable() {
+  if (wrap_) {
+    read_wrapped();
+    return;
+  }
   if (wait_active_ || state_ == ConnState::closed) return;
   wait_active_ = true;
   socket_.async_wait(tcp::socket::wait_read, [this](const std::error_code& ec) {
@@ -691,6 +935,147 @@ void Conn::on_readable() {
   }
   after_read();
   wait_readable();
+}
+
+void Conn::read_failed(const std::error_code& ec) {
+  if (state_ == ConnState::closing) {
+    close_now();
+    return;
+  }
+  fail(ec == asio::error::eof || ec == asio::ssl::error::stream_truncated
+           ? std::string("connection closed by the broker")
+           : "read: " + ec.message());
+}
+
+void Conn::read_wrapped() {
+  if (wrap_->reading || state_ == ConnState::closed) return;
+  if (wrap_->buf.empty()) wrap_->buf.resize(kWrappedReadBuffer);
+  // Frames that came with the upgrade answer.
+  if (wrap_->ws && !wrap_->ws_in.empty() && !on_wrapped_bytes(0)) return;
+  wrap_->reading = true;
+  with_stream([this](auto& stream) {
+    stream.async_read_some(asio::buffer(wrap_->buf),
+                           [this](const std::error_code& ec, std::size_t n) {
+                             wrap_->reading = false;
+                             if (state_ == ConnState::closed) return;
+                             if (ec) {
+                               if (ec != asio::error::operation_aborted) read_failed(ec);
+                               return;
+                             }
+                             read_ns_ = now_ns();
+                             if (!on_wrapped_bytes(n)) return;
+                             after_read();
+                             read_wrapped();
+                           });
+  });
+}
+
+bool Conn::feed_mqtt(std::string_view bytes) {
+  const mqtt::Status s = framer_.feed(
+      bytes, [this](std::uint8_t first, std::string_view body) { return on_packet(first, body); });
+  if (state_ == ConnState::closed) return false;
+  if (!s.ok()) {
+    fail(std::string("bad packet from the broker: ") + s.detail);
+    return false;
+  }
+  return true;
+}
+
+// A WebSocket frame header from the client: FIN + opcode, the mask bit and the length, then the
+// masking key.
+void append_ws_header(std::string& out, std::uint8_t opcode, std::size_t len, std::uint32_t key) {
+  out += static_cast<char>(0x80 | opcode);
+  if (len < 126) {
+    out += static_cast<char>(0x80 | len);
+  } else if (len <= 0xFFFF) {
+    out += static_cast<char>(0x80 | 126);
+    out += static_cast<char>(len >> 8);
+    out += static_cast<char>(len & 0xFF);
+  } else {
+    out += static_cast<char>(0x80 | 127);
+    for (int shift = 56; shift >= 0; shift -= 8) {
+      out += static_cast<char>((static_cast<std::uint64_t>(len) >> shift) & 0xFF);
+    }
+  }
+  out.append(reinterpret_cast<const char*>(&key), 4);
+}
+
+// Appends one masked frame with `payload` (RFC 6455 5.3).
+void append_ws_frame(std::string& out, std::uint8_t opcode, std::string_view payload,
+                     std::uint32_t key) {
+  append_ws_header(out, opcode, payload.size(), key);
+  unsigned char mask[4];
+  std::memcpy(mask, &key, 4);
+  const std::size_t at = out.size();
+  out.append(payload);
+  char* p = &out[at];
+  for (std::size_t i = 0; i < payload.size(); ++i) p[i] = static_cast<char>(p[i] ^ mask[i & 3]);
+}
+
+// `n` new bytes in wrap_->buf: MQTT bytes (TLS), or WebSocket frames carrying them.
+bool Conn::on_wrapped_bytes(std::size_t n) {
+  if (!wrap_->ws) return feed_mqtt(std::string_view(wrap_->buf.data(), n));
+  std::string& in = wrap_->ws_in;
+  in.append(wrap_->buf.data(), n);
+  std::size_t pos = 0;
+  bool alive = true;
+  while (alive && in.size() - pos >= 2) {
+    const auto b0 = static_cast<std::uint8_t>(in[pos]);
+    const auto b1 = static_cast<std::uint8_t>(in[pos + 1]);
+    std::size_t head = 2;
+    std::uint64_t len = b1 & 0x7Fu;
+    if (len == 126) head += 2;
+    if (len == 127) head += 8;
+    if (in.size() - pos < head) break;
+    if (len >= 126) {
+      len = 0;
+      for (std::size_t i = pos + 2; i < pos + head; ++i) {
+        len = (len << 8) | static_cast<std::uint8_t>(in[i]);
+      }
+    }
+    if ((b1 & 0x80u) != 0) {
+      fail("masked WebSocket frame from the broker");
+      return false;
+    }
+    if (len > (64u << 20)) {
+      fail("WebSocket frame of " + std::to_string(len) + " bytes from the broker");
+      return false;
+    }
+    if (in.size() - pos - head < len) break;  // the rest of the frame has not arrived
+    const std::string_view payload(in.data() + pos + head, static_cast<std::size_t>(len));
+    pos += head + static_cast<std::size_t>(len);
+    switch (b0 & 0x0Fu) {
+      case 0x0:
+      case 0x2:
+        alive = payload.empty() || feed_mqtt(payload);
+        break;
+      case 0x8: {
+        const unsigned code =
+            payload.size() >= 2
+                ? (static_cast<unsigned>(static_cast<std::uint8_t>(payload[0])) << 8) |
+                      static_cast<std::uint8_t>(payload[1])
+                : 0;
+        if (state_ == ConnState::closing) {
+          close_now();
+        } else {
+          fail("WebSocket close from the broker (code " + std::to_string(code) + ")");
+        }
+        return false;
+      }
+      case 0x9:
+        append_ws_frame(wrap_->ws_control, 0xA, payload, eng_.next_mask());
+        break;
+      case 0xA:
+        break;
+      default:
+        fail("unexpected WebSocket opcode " + std::to_string(b0 & 0x0Fu) + " from the broker");
+        return false;
+    }
+  }
+  if (!alive) return false;
+  in.erase(0, pos);
+  if (in.empty() && in.capacity() > kWrappedReadBuffer) std::string().swap(in);
+  return true;
 }
 
 mqtt::Status Conn::on_packet(std::uint8_t first, std::string_view body) {
@@ -920,26 +1305,54 @@ void Conn::after_read() {
 }
 
 void Conn::flush() {
+  if (wrap_) {
+    flush_wrapped();
+    return;
+  }
   if (write_active_ || pending_.empty() || state_ == ConnState::closed) return;
   writing_.swap(pending_);
   pending_.clear();
   write_active_ = true;
   last_write_ns_ = now_ns();
   asio::async_write(socket_, asio::buffer(writing_),
-                    [this](const std::error_code& ec, std::size_t) {
-                      write_active_ = false;
-                      writing_.clear();
-                      if (state_ == ConnState::closed) return;
-                      if (ec) {
-                        if (state_ == ConnState::closing) {
-                          close_now();
-                        } else if (ec != asio::error::operation_aborted) {
-                          fail("write: " + ec.message());
-                        }
-                        return;
-                      }
-                      on_written();
-                    });
+                    [this](const std::error_code& ec, std::size_t) { write_completed(ec); });
+}
+
+void Conn::write_completed(const std::error_code& ec) {
+  write_active_ = false;
+  writing_.clear();
+  if (state_ == ConnState::closed) return;
+  if (ec) {
+    if (state_ == ConnState::closing) {
+      close_now();
+    } else if (ec != asio::error::operation_aborted) {
+      fail("write: " + ec.message());
+    }
+    return;
+  }
+  on_written();
+}
+
+// One write per flush: TLS encrypts the queued bytes, WebSocket sends them as one binary frame
+// after any pong.
+void Conn::flush_wrapped() {
+  if (write_active_ || state_ == ConnState::closed) return;
+  if (pending_.empty() && wrap_->ws_control.empty()) return;
+  writing_.clear();
+  if (wrap_->ws) {
+    writing_.swap(wrap_->ws_control);
+    if (!pending_.empty()) append_ws_frame(writing_, 0x2, pending_, eng_.next_mask());
+    pending_.clear();
+  } else {
+    writing_.swap(pending_);
+    pending_.clear();
+  }
+  write_active_ = true;
+  last_write_ns_ = now_ns();
+  with_stream([this](auto& stream) {
+    asio::async_write(stream, asio::buffer(writing_),
+                      [this](const std::error_code& ec, std::size_t) { write_completed(ec); });
+  });
 }
 
 void Conn::on_written() {
@@ -1106,9 +1519,47 @@ tcp::endpoint resolve(asio::io_context& io, const std::string& host, std::uint16
   return results.begin()->endpoint();
 }
 
+// The client TLS context: TLS 1.2+, the server verified against --cafile (or the system's CA
+// paths) unless --insecure, an optional client certificate. nullptr with a message on error.
+std::unique_ptr<asio::ssl::context> make_tls_context(const Options& o) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+  std::error_code ec;
+  const char* what = "";
+  if (o.tls_insecure) {
+    ctx->set_verify_mode(asio::ssl::verify_none);
+  } else {
+    ctx->set_verify_mode(asio::ssl::verify_peer);
+    if (o.tls_ca.empty()) {
+      what = "the default CA paths";
+      ctx->set_default_verify_paths(ec);
+    } else {
+      what = "--cafile";
+      ctx->load_verify_file(o.tls_ca, ec);
+    }
+  }
+  if (!ec && !o.tls_cert.empty()) {
+    what = "--cert";
+    ctx->use_certificate_chain_file(o.tls_cert, ec);
+    if (!ec) {
+      what = "--key";
+      ctx->use_private_key_file(o.tls_key, asio::ssl::context::pem, ec);
+    }
+  }
+  if (ec) {
+    std::fprintf(stderr, "brokerha-bench: TLS: %s: %s\n", what, ec.message().c_str());
+    return nullptr;
+  }
+  return ctx;
+}
+
 int Engine::run() {
   const tcp::endpoint pub_ep = resolve(io, opt.pub_host, opt.pub_port);
   const tcp::endpoint sub_ep = resolve(io, opt.sub_host, opt.sub_port);
+  if (opt.tls) {
+    tls_context = make_tls_context(opt);
+    if (!tls_context) return 2;
+  }
 
   // Enough file descriptors for every connection.
   rlimit rl{};
@@ -1496,9 +1947,10 @@ void Engine::print_traffic_result() {
   const char* version = opt.version == ProtocolVersion::v5 ? "5" : "3.1.1";
   const auto us = [](std::uint64_t ns) { return static_cast<double>(ns) / 1e3; };
   std::printf(
-      "brokerha-bench: %s, QoS %u, MQTT %s, %ld publishers -> %ld subscribers, %zu-byte "
-      "payloads, ",
-      shape_name(opt.shape), opt.qos, version, opt.pubs, opt.subs, opt.payload);
+      "brokerha-bench: %s, QoS %u, MQTT %s over %s, %ld publishers -> %ld subscribers, "
+      "%zu-byte payloads, ",
+      shape_name(opt.shape), opt.qos, version, transport_name(opt), opt.pubs, opt.subs,
+      opt.payload);
   if (opt.rate > 0) {
     std::printf("%g msg/s per publisher", opt.rate);
   } else {
@@ -1540,18 +1992,18 @@ void Engine::print_traffic_result() {
 
   std::printf("RESULT");
   if (!opt.label.empty()) std::printf(" scenario=%s", opt.label.c_str());
-  std::printf(
-      " mode=traffic shape=%s qos=%u mqtt=%s pubs=%ld subs=%ld payload=%zu rate=%g backlog=%" PRIu64
-      " inflight=%u duration_s=%.3f sent=%" PRIu64 " expected=%" PRIu64 " delivered=%" PRIu64
-      " received=%" PRIu64
-      " throughput=%.0f publish_rate=%.0f p50_us=%.1f p99_us=%.1f"
-      " p999_us=%.1f max_us=%.1f mean_us=%.1f lost=%" PRIu64 " duplicates=%" PRIu64
-      " reordered=%" PRIu64 " invalid=%" PRIu64 " rejected=%" PRIu64,
-      shape_name(opt.shape), opt.qos, version, opt.pubs, opt.subs, opt.payload, opt.rate,
-      opt.backlog, opt.inflight, publish_s, sent, expected, total.unique, total.received,
-      throughput, publish_rate, us(latency.percentile(0.5)), us(latency.percentile(0.99)),
-      us(latency.percentile(0.999)), us(latency.max()), latency.mean() / 1e3, total.lost,
-      total.duplicates, total.reordered, invalid, rejected);
+  std::printf(" mode=traffic transport=%s", transport_name(opt));
+  std::printf(" shape=%s qos=%u mqtt=%s pubs=%ld subs=%ld payload=%zu rate=%g backlog=%" PRIu64
+              " inflight=%u duration_s=%.3f sent=%" PRIu64 " expected=%" PRIu64
+              " delivered=%" PRIu64 " received=%" PRIu64
+              " throughput=%.0f publish_rate=%.0f p50_us=%.1f p99_us=%.1f"
+              " p999_us=%.1f max_us=%.1f mean_us=%.1f lost=%" PRIu64 " duplicates=%" PRIu64
+              " reordered=%" PRIu64 " invalid=%" PRIu64 " rejected=%" PRIu64,
+              shape_name(opt.shape), opt.qos, version, opt.pubs, opt.subs, opt.payload, opt.rate,
+              opt.backlog, opt.inflight, publish_s, sent, expected, total.unique, total.received,
+              throughput, publish_rate, us(latency.percentile(0.5)), us(latency.percentile(0.99)),
+              us(latency.percentile(0.999)), us(latency.max()), latency.mean() / 1e3, total.lost,
+              total.duplicates, total.reordered, invalid, rejected);
   if (broker_cpu) {
     std::printf(" broker_cpu_s=%.3f broker_cpu_s_per_m=%.4f", *broker_cpu,
                 total.unique > 0 ? *broker_cpu * 1e6 / static_cast<double>(total.unique) : 0.0);
@@ -1566,9 +2018,9 @@ void Engine::print_idle_result() {
   const double connect_s = connect_end_ns_ > connect_start_ns_
                                ? static_cast<double>(connect_end_ns_ - connect_start_ns_) / 1e9
                                : 0.0;
-  std::printf("brokerha-bench: %ld idle connections (MQTT %s) to %s:%u\n", opt.idle,
-              opt.version == ProtocolVersion::v5 ? "5" : "3.1.1", opt.sub_host.c_str(),
-              static_cast<unsigned>(opt.sub_port));
+  std::printf("brokerha-bench: %ld idle connections (MQTT %s, %s) to %s:%u\n", opt.idle,
+              opt.version == ProtocolVersion::v5 ? "5" : "3.1.1", transport_name(opt),
+              opt.sub_host.c_str(), static_cast<unsigned>(opt.sub_port));
   std::printf("  connected   %zu in %.2f s\n", ready_, connect_s);
   std::optional<std::int64_t> delta;
   if (rss_before_ && rss_after_) {
@@ -1581,8 +2033,9 @@ void Engine::print_idle_result() {
   if (!error_.empty()) std::printf("  error       %s\n", error_.c_str());
   std::printf("RESULT");
   if (!opt.label.empty()) std::printf(" scenario=%s", opt.label.c_str());
-  std::printf(" mode=idle mqtt=%s connections=%ld connected=%zu connect_s=%.3f",
-              opt.version == ProtocolVersion::v5 ? "5" : "3.1.1", opt.idle, ready_, connect_s);
+  std::printf(" mode=idle transport=%s mqtt=%s connections=%ld connected=%zu connect_s=%.3f",
+              transport_name(opt), opt.version == ProtocolVersion::v5 ? "5" : "3.1.1", opt.idle,
+              ready_, connect_s);
   if (delta) {
     std::printf(" rss_before_kib=%" PRIu64 " rss_after_kib=%" PRIu64 " rss_delta_kib=%" PRId64
                 " kib_per_conn=%.3f",

@@ -247,3 +247,24 @@ TEST_CASE("websocket: hostile input does not block other listeners") {
   REQUIRE(pong);
   CHECK(static_cast<std::uint8_t>((*pong)[0]) == 0xD0);
 }
+
+TEST_CASE("websocket: broker shutdown closes with 1001 going away") {
+  TempDir dir;
+  TestCa ca(dir);
+  const auto server = ca.issue("server", "localhost", 30, true);
+  ListenerBroker b(
+      {listener(ListenerType::ws), tls_listener(ListenerType::wss, server.first, server.second)});
+  WsClient plain;
+  ws_connect(plain, b.ports[0], "going-away-ws");
+  WsClient secure;
+  REQUIRE(status_line(secure.open(b.ports[1], "/mqtt", "mqtt", TlsSettings{ca.cert(), {}, {}})) ==
+          "HTTP/1.1 101 Switching Protocols");
+  REQUIRE(secure.send_frame(0x2, connect_packet("going-away-wss")));
+  REQUIRE(is_connack_ok(secure.receive_mqtt()));
+  b.broker().stop();
+  // RFC 6455 7.4.1: 1001 "going away", a server going down.
+  CHECK(plain.read_close_code() == std::optional<std::uint16_t>(1001));
+  CHECK(plain.wire.wait_closed());
+  CHECK(secure.read_close_code() == std::optional<std::uint16_t>(1001));
+  CHECK(secure.wire.wait_closed());
+}

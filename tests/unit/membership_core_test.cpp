@@ -138,3 +138,41 @@ TEST_CASE("membership core answers pings addressed to it only") {
   core.on_packet(2ms, addr(2), std::string("\xff\x01\x02", 3));
   CHECK(core.stats().dropped_malformed >= 2);
 }
+
+TEST_CASE("membership core takes a compressed stream message as it decompresses") {
+  // Found by tests/fuzz/membership_fuzz.cpp (an oracle that assumed otherwise, no crash): what
+  // a compressed stream message decompresses to is handed on as it is, as memberlist does: it
+  // may be no stream message at all, or carry bytes after the message. The core drops the
+  // first (counted) and answers the second, ignoring the tail.
+  Capture out;
+  mb::Core core(config_me(), out);
+  core.start(0us);
+  const mb::CodecConfig& c = core.config().codec;
+
+  const std::string dead = mb::encode_dead({1, "b", "c"});
+  const std::string z1 = mb::compress_message(dead);
+  std::string msg;
+  std::size_t used = 0;
+  REQUIRE(mb::decode_stream(c, z1, msg, used) == mb::DecodeStatus::ok);
+  CHECK(msg == dead);
+  CHECK(used == z1.size());
+  bool more = false;
+  CHECK(mb::stream_message_length(msg, more, c.max_stream) == 0);  // not a stream message
+  const auto malformed = core.stats().dropped_malformed;
+  CHECK_FALSE(core.on_stream(1ms, addr(2), z1).has_value());
+  CHECK(core.stats().dropped_malformed == malformed + 1);
+
+  const std::string ping = mb::encode(mb::Ping{7, "me", "", 0, ""});
+  const std::string z2 = mb::compress_message(ping + "trailing bytes");
+  REQUIRE(mb::decode_stream(c, z2, msg, used) == mb::DecodeStatus::ok);
+  CHECK(msg == ping + "trailing bytes");
+  CHECK(mb::stream_message_length(msg, more, c.max_stream) == ping.size());
+  const auto reply = core.on_stream(2ms, addr(2), z2);
+  REQUIRE(reply.has_value());
+  REQUIRE(mb::decode_stream(c, *reply, msg, used) == mb::DecodeStatus::ok);
+  REQUIRE(static_cast<mb::MsgType>(msg[0]) == mb::MsgType::ack);
+  mb::Ack ack;
+  REQUIRE(mb::decode(std::string_view(msg).substr(1), ack));
+  CHECK(ack.seq_no == 7);
+  CHECK(core.stats().dropped_malformed == malformed + 1);
+}

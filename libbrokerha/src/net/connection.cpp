@@ -1281,7 +1281,10 @@ void Connection::close_after_write() {
   if (state_ == State::closed) return;
   if (!close_when_written_) since_ = Clock::now();
   close_when_written_ = true;
-  if (transport_) transport_->closing();
+  if (transport_) {
+    // WebSocket close code (RFC 6455 7.4.1): 1001 "going away" when the broker shuts down.
+    transport_->closing(close_reason_ == ReasonCode::server_shutting_down ? 1001 : 1000);
+  }
   if (!write_active_ && !has_output()) {
     close();
     return;

@@ -557,10 +557,10 @@ Transport::Result Transport::ws_control() {
 
 // ---- output ----------------------------------------------------------------------------------
 
-void Transport::closing() {
+void Transport::closing(std::uint16_t ws_code) {
   if (close_sent_) return;
   if ((ws_ && ws_open_) || (ssl_ != nullptr && SSL_is_init_finished(ssl_) != 0)) {
-    if (close_code_ == 0) close_code_ = 1000;
+    if (close_code_ == 0) close_code_ = ws_code;
     close_pending_ = true;
   }
 }

@@ -98,9 +98,11 @@ class Transport {
   /// made here: handshake answers, frame headers, ciphertext) and into `plain`'s memory.
   void wrap(const std::vector<asio::const_buffer>& plain, std::string& own,
             std::vector<asio::const_buffer>& wire);
-  /// The MQTT side is closing: end the WebSocket (close frame) and TLS (close_notify) cleanly
-  /// after the output that is queued.
-  void closing();
+  /// The MQTT side is closing: end the WebSocket (close frame with `ws_code`, RFC 6455 7.4.1:
+  /// 1000 normal closure, 1001 going away when the broker shuts down) and TLS (close_notify)
+  /// cleanly after the output that is queued. A code chosen earlier by the WebSocket layer
+  /// itself (1002, 1003, 1007, 1009) is kept.
+  void closing(std::uint16_t ws_code = 1000);
 
   /// The client's address from a PROXY header, once read (taken once).
   std::optional<std::pair<std::string, std::uint16_t>> take_peer() {
