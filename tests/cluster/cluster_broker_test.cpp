@@ -467,3 +467,25 @@ TEST_CASE("cluster broker: the bus reports new members and messages from peers")
   CHECK(to_remote);
   CHECK(to_local);
 }
+
+TEST_CASE("cluster broker: the read ACL of the receiving node applies to messages from peers") {
+  // Every node's rules: client "blocked" may not read secret/#; everything else is allowed.
+  TestCluster c(2, {}, false, [](BrokerOptions& o) {
+    brokerha::AclRule rule;
+    rule.client = "blocked";
+    rule.filters.emplace_back("secret/#", 0);
+    o.access.acl.push_back(rule);
+  });
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  // "#" is granted at SUBSCRIBE (no rule names it); each delivery is checked on node 2.
+  auto blocked = subscriber(c.port(1), "blocked", "#", 1);
+  auto open = subscriber(c.port(1), "open", "#", 1);
+  auto p1 = publisher(c.port(0), "p1");
+  p1->publish(make_publish("secret/x", "s", 1));
+  p1->publish(make_publish("open/x", "o", 1));
+  const auto got_open = receive_exactly(*open, 2);
+  const auto got_blocked = receive_exactly(*blocked, 1);
+  REQUIRE(got_blocked.size() == 1);
+  CHECK(got_blocked[0].as<mqtt::Publish>()->topic == "open/x");
+  CHECK(c[1].stats().acl_denials >= 1);
+}
