@@ -150,6 +150,57 @@ TEST_CASE("membership net: user messages over UDP") {
   CHECK(nodes[1]->messages.front() == "hello");
 }
 
+TEST_CASE("membership net: reliable user messages over TCP") {
+  auto nodes = form_three(kKey);
+  // Larger than a UDP packet may be: send() refuses it, send_reliable() carries it.
+  const std::string big(20000, 'r');
+  CHECK(nodes[0]->m->send("c", big) == brokerha::errc::invalid_argument);
+  CHECK(!nodes[0]->m->send_reliable("c", big));
+  CHECK(nodes[0]->m->send_reliable("nobody", "x") == brokerha::errc::invalid_argument);
+  CHECK(wait_until(
+      [&] {
+        std::lock_guard<std::mutex> lock(nodes[2]->mu);
+        return !nodes[2]->messages.empty();
+      },
+      5s));
+  std::lock_guard<std::mutex> lock(nodes[2]->mu);
+  REQUIRE(nodes[2]->messages.size() == 1);
+  CHECK(nodes[2]->messages.front() == big);
+}
+
+TEST_CASE("membership net: push-pull carries the user state both ways") {
+  struct Seen {
+    std::mutex mu;
+    std::vector<std::pair<std::string, bool>> states;
+  };
+  auto seen_a = std::make_shared<Seen>();
+  auto seen_b = std::make_shared<Seen>();
+  auto make = [](const std::string& name, const std::shared_ptr<Seen>& seen) {
+    auto m = std::make_unique<brokerha::Membership>(options(name, kKey));
+    m->set_state_callbacks(
+        [name](bool join) { return "state of " + name + (join ? " (join)" : ""); },
+        [seen](std::string_view state, bool join) {
+          std::lock_guard<std::mutex> lock(seen->mu);
+          seen->states.emplace_back(std::string(state), join);
+        });
+    m->start();
+    return m;
+  };
+  auto a = make("a", seen_a);
+  auto b = make("b", seen_b);
+  REQUIRE(b->join({"127.0.0.1:" + std::to_string(a->bound_port())}) == 1);
+  auto got = [](Seen& s, const std::string& want) {
+    std::lock_guard<std::mutex> lock(s.mu);
+    return std::any_of(s.states.begin(), s.states.end(),
+                       [&](const auto& st) { return st.first == want && st.second; });
+  };
+  // The join's push-pull: b sent its state to a, and a answered with its own.
+  CHECK(wait_until([&] { return got(*seen_a, "state of b (join)"); }, 5s));
+  CHECK(wait_until([&] { return got(*seen_b, "state of a (join)"); }, 5s));
+  b->stop();
+  a->stop();
+}
+
 TEST_CASE("membership net: a crashed node is marked failed") {
   auto nodes = form_three(kKey);
   nodes[2]->m->stop();  // no leave message: as a kill -9

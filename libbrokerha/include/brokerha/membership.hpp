@@ -14,11 +14,12 @@
 //   m.leave(std::chrono::seconds(5));        // graceful: peers record "left"
 //   m.stop();                                // without leave(): peers detect a failure
 //
-// Thread safety: every member function may be called from any thread. join(), leave() and
-// send() wait for the membership thread and return errc::invalid_argument when called from
-// inside a callback (which runs on that thread); members(), local_health(), bound_port() and
-// stop() never wait for the protocol. Callbacks must be set before start(); whatever they
-// use must outlive the Membership or its stop() (which joins the thread that runs them).
+// Thread safety: every member function may be called from any thread. join(), leave(),
+// send() and send_reliable() wait for the membership thread and return errc::invalid_argument when
+// called from inside a callback (which runs on that thread); members(), local_health(),
+// bound_port() and stop() never wait for the protocol. Callbacks must be set before start();
+// whatever they use must outlive the Membership or its stop() (which joins the thread that runs
+// them).
 
 #include <brokerha/error.hpp>
 #include <brokerha/export.hpp>
@@ -121,6 +122,12 @@ class BROKERHA_API Membership {
   /// descriptor (the handler owns it and must close it) and the bytes already read from it.
   /// Runs on the membership thread; must not block (hand the descriptor to another thread).
   using StreamHandler = std::function<void(int fd, std::string_view first_bytes)>;
+  /// Push-pull user state (memberlist's Delegate.LocalState / MergeRemoteState): what this
+  /// node sends with every push-pull (`join`: the exchange is part of a join), and what it
+  /// gets from the other side (never empty). Both run on the membership thread, inside the
+  /// protocol, so they must be quick and must not call into the Membership.
+  using LocalStateCallback = std::function<std::string(bool join)>;
+  using MergeStateCallback = std::function<void(std::string_view state, bool join)>;
 
   explicit Membership(MembershipOptions options);
   ~Membership();  // stop()
@@ -131,6 +138,7 @@ class BROKERHA_API Membership {
   void set_event_callback(EventCallback cb);
   void set_message_callback(MessageCallback cb);
   void set_stream_handler(StreamHandler handler);
+  void set_state_callbacks(LocalStateCallback local, MergeStateCallback merge);
 
   /// Binds UDP and TCP on the same port, marks this node alive and starts the thread.
   /// Throws std::system_error (bind failure, bad options: errc::invalid_argument,
@@ -165,6 +173,11 @@ class BROKERHA_API Membership {
   /// Best effort, one UDP datagram to `node`. errc::invalid_argument: unknown node or too
   /// large for udp_buffer_size.
   std::error_code send(const std::string& node, std::string_view payload);
+
+  /// A user message to `node` over a TCP stream (memberlist's SendReliable): not limited by
+  /// udp_buffer_size and not lost to UDP drops; delivered to the peer's message callback.
+  /// errc::invalid_argument: unknown node.
+  std::error_code send_reliable(const std::string& node, std::string_view payload);
 
  private:
   struct Impl;

@@ -144,6 +144,8 @@ struct Membership::Impl final : mb::CoreOutput {
   MembershipOptions opt;
   EventCallback on_event;
   MessageCallback on_message;
+  LocalStateCallback on_local_state;
+  MergeStateCallback on_merge_state;
   StreamHandler on_foreign_stream;
 
   asio::io_context io;
@@ -259,6 +261,39 @@ struct Membership::Impl final : mb::CoreOutput {
 
   void user_message(std::string_view payload) override {
     if (on_message && pending_messages.size() < 1024) pending_messages.emplace_back(payload);
+  }
+
+  std::string local_state(bool join) override {
+    return on_local_state ? on_local_state(join) : std::string();
+  }
+
+  void merge_remote_state(std::string_view state, bool join) override {
+    if (on_merge_state && !state.empty()) on_merge_state(state, join);
+  }
+
+  // Runs `f(core)` on the membership thread and returns whether it succeeded (send and
+  // send_reliable): inline on that thread, else posted and waited for (at most 5 s).
+  template <class F>
+  std::error_code run_send(F f) {
+    if (!started.load() || stopped.load()) return make_error_code(errc::not_started);
+    if (on_thread()) {
+      const bool ok = f(*core);
+      after();
+      return ok ? std::error_code() : make_error_code(errc::invalid_argument);
+    }
+    auto result = std::make_shared<std::promise<bool>>();
+    auto fut = result->get_future();
+    asio::post(io, [this, result, f = std::move(f)] {
+      result->set_value(f(*core));
+      after();
+    });
+    if (fut.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
+      return make_error_code(errc::timed_out);
+    try {
+      return fut.get() ? std::error_code() : make_error_code(errc::invalid_argument);
+    } catch (const std::future_error&) {
+      return make_error_code(errc::stopped);
+    }
   }
 
   // --- streams ----------------------------------------------------------------------------------
@@ -705,26 +740,21 @@ MembershipStats Membership::stats() const {
 }
 
 std::error_code Membership::send(const std::string& node, std::string_view payload) {
-  if (!impl_->started.load() || impl_->stopped.load()) return make_error_code(errc::not_started);
-  Impl* im = impl_.get();
-  if (im->on_thread()) {
-    const bool ok = im->core->send_user_packet(node, payload);
-    im->after();
-    return ok ? std::error_code() : make_error_code(errc::invalid_argument);
-  }
-  auto result = std::make_shared<std::promise<bool>>();
-  auto fut = result->get_future();
-  asio::post(im->io, [im, result, node, copy = std::string(payload)] {
-    result->set_value(im->core->send_user_packet(node, copy));
-    im->after();
+  return impl_->run_send([node, copy = std::string(payload)](mb::Core& core) {
+    return core.send_user_packet(node, copy);
   });
-  if (fut.wait_for(std::chrono::seconds(5)) != std::future_status::ready)
-    return make_error_code(errc::timed_out);
-  try {
-    return fut.get() ? std::error_code() : make_error_code(errc::invalid_argument);
-  } catch (const std::future_error&) {
-    return make_error_code(errc::stopped);
-  }
+}
+
+std::error_code Membership::send_reliable(const std::string& node, std::string_view payload) {
+  return impl_->run_send([node, copy = std::string(payload)](mb::Core& core) {
+    return core.send_user_stream(node, copy);
+  });
+}
+
+void Membership::set_state_callbacks(LocalStateCallback local, MergeStateCallback merge) {
+  if (impl_->started.load()) return;
+  impl_->on_local_state = std::move(local);
+  impl_->on_merge_state = std::move(merge);
 }
 
 }  // namespace brokerha
