@@ -225,3 +225,55 @@ TEST_CASE("cluster server: the local-cluster script works as documented") {
   CHECK(r.exit_code == 0);
   CHECK(contains(r.out, "reached node2 and node3"));
 }
+
+TEST_CASE("cluster server: a persistent session follows its client to another node") {
+  const std::string sub = brokerha::test::find_program("mosquitto_sub");
+  const std::string pub = brokerha::test::find_program("mosquitto_pub");
+  if (sub.empty() || pub.empty()) {
+    MESSAGE("skipped: mosquitto-clients is not installed");
+    return;
+  }
+  ServerCluster c(3);
+  for (std::size_t i = 0; i < 3; ++i) c.start(i);
+  REQUIRE(wait_until([&] { return c.all_see(3, {0, 1, 2}); }, 30s));
+  auto port = [&](std::size_t i) { return std::to_string(c.nodes[i]->mqtt_port); };
+
+  // mosquitto_sub subscribes on node 1 with a session kept for 300 s, then leaves (-E).
+  auto r = brokerha::test::run_process(
+      {sub, "-h", "127.0.0.1", "-p", port(0), "-V", "mqttv5", "-c", "-x", "300", "-i", "follower",
+       "-q", "1", "-t", "follow/t", "-E"},
+      20s);
+  REQUIRE_MESSAGE(r.ok(), r.err);
+  // 20 QoS 1 messages published on node 3 are queued in the session on node 1.
+  r = brokerha::test::run_process({"/bin/sh", "-c",
+                                   "seq 1 20 | " + pub + " -h 127.0.0.1 -p " + port(2) +
+                                       " -V mqttv5 -i feeder -q 1 -t follow/t -l"},
+                                  20s);
+  REQUIRE_MESSAGE(r.ok(), r.err);
+  auto queued_on_node1 = [&] {
+    httplib::Client api(c.nodes[0]->address, c.nodes[0]->api_port);
+    api.set_read_timeout(5);
+    auto res =
+        api.Post("/api/mqtt/client/inflight", R"({"client_id":"follower"})", "application/json");
+    if (!res || res->status != 200) return std::size_t{0};
+    std::size_t n = 0;
+    for (std::size_t at = res->body.find("\"TopicName\""); at != std::string::npos;
+         at = res->body.find("\"TopicName\"", at + 1)) {
+      ++n;
+    }
+    return n;
+  };
+  REQUIRE(wait_until([&] { return queued_on_node1() == 20; }, 10s));
+
+  // The client comes back on node 2: the session moves there, with its 20 messages.
+  r = brokerha::test::run_process(
+      {sub,  "-h",       "127.0.0.1", "-p", port(1), "-V",       "mqttv5", "-c", "-x", "300",
+       "-i", "follower", "-q",        "1",  "-t",    "follow/t", "-C",     "20", "-W", "15"},
+      30s);
+  INFO(r.err);
+  CHECK(r.ok());
+  std::string expected;
+  for (int i = 1; i <= 20; ++i) expected += std::to_string(i) + "\n";
+  CHECK(r.out == expected);
+  CHECK(queued_on_node1() == 0);  // node 1 no longer holds the session
+}

@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -174,6 +175,85 @@ TEST_CASE("cluster protocol: digests and bucket lists") {
   CHECK(cluster::bucket_of("t") < cluster::kDigestBuckets);
 }
 
+TEST_CASE("cluster protocol: claims round trip and refuse truncation and bad values") {
+  cluster::ClaimRequest cr;
+  const std::string req = cluster::encode_claim_request(77, "client-a");
+  REQUIRE(cluster::decode_claim_request(req, cr));
+  CHECK(cr.request == 77);
+  CHECK(cr.client_id == "client-a");
+
+  std::uint64_t request = 0, hlc = 0;
+  const std::string grant = cluster::encode_claim_grant(78, 0xABCDEF0123ull);
+  REQUIRE(cluster::decode_claim_grant(grant, request, hlc));
+  CHECK(request == 78);
+  CHECK(hlc == 0xABCDEF0123ull);
+
+  cluster::TakeRequest t;
+  t.request = 9;
+  t.client_id = "c";
+  t.version = broker::RetainedVersion{42, "n3"};
+  t.resume = true;
+  const std::string take = cluster::encode_take_request(t);
+  cluster::TakeRequest t2;
+  REQUIRE(cluster::decode_take_request(take, t2));
+  CHECK(t2.request == 9);
+  CHECK(t2.client_id == "c");
+  CHECK(t2.version.hlc == 42);
+  CHECK(t2.version.node == "n3");
+  CHECK(t2.resume);
+
+  cluster::TakeReply moved;
+  moved.request = 9;
+  moved.client_id = "c";
+  moved.version = t.version;
+  moved.outcome = cluster::TakeOutcome::moved;
+  moved.session = std::string_view("BHS\x01session", 11);
+  const std::string reply = cluster::encode_take_reply(moved);
+  cluster::TakeReply back;
+  REQUIRE(cluster::decode_take_reply(reply, back));
+  CHECK(back.outcome == cluster::TakeOutcome::moved);
+  CHECK(back.session == moved.session);
+  CHECK(back.version.node == "n3");
+  cluster::TakeReply none = moved;
+  none.outcome = cluster::TakeOutcome::newer_here;
+  const std::string reply_none = cluster::encode_take_reply(none);
+  REQUIRE(cluster::decode_take_reply(reply_none, back));
+  CHECK(back.outcome == cluster::TakeOutcome::newer_here);
+  CHECK(back.session.empty());
+
+  std::vector<cluster::HeldClaim> held{{"a", {1, "n1"}}, {"b", {2, "n2"}}};
+  const std::string list = cluster::encode_claims_held(held);
+  std::vector<cluster::HeldClaim> held2;
+  REQUIRE(cluster::decode_claims_held(list, held2));
+  REQUIRE(held2.size() == 2);
+  CHECK(held2[1].client_id == "b");
+  CHECK(held2[1].version.hlc == 2);
+
+  // Every strict prefix and a trailing byte are refused by the body's own decoder.
+  const std::vector<std::pair<std::string, std::function<bool(const std::string&)>>> cases{
+      {req, [&](const std::string& b) { return cluster::decode_claim_request(b, cr); }},
+      {grant, [&](const std::string& b) { return cluster::decode_claim_grant(b, request, hlc); }},
+      {take, [&](const std::string& b) { return cluster::decode_take_request(b, t2); }},
+      {reply, [&](const std::string& b) { return cluster::decode_take_reply(b, back); }},
+      {reply_none, [&](const std::string& b) { return cluster::decode_take_reply(b, back); }},
+      {list, [&](const std::string& b) { return cluster::decode_claims_held(b, held2); }},
+  };
+  for (const auto& [body, decode] : cases) {
+    CHECK(decode(body));
+    for (std::size_t n = 0; n < body.size(); ++n) CHECK_FALSE(decode(body.substr(0, n)));
+    CHECK_FALSE(decode(body + "x"));
+  }
+  // An unknown outcome and a resume flag other than 0/1 are refused.
+  std::string bad_outcome = reply_none;
+  bad_outcome.back() = 4;
+  CHECK_FALSE(cluster::decode_take_reply(bad_outcome, back));
+  std::string bad_resume = take;
+  bad_resume.back() = 2;
+  CHECK_FALSE(cluster::decode_take_request(bad_resume, t2));
+  // A count larger than the body can hold is refused without reserving for it.
+  CHECK_FALSE(cluster::decode_claims_held(std::string("\xFF\xFF\xFF\xFF\x0F", 5), held2));
+}
+
 TEST_CASE("cluster protocol: random bytes never crash a decoder") {
   std::mt19937 rng(12345);
   for (int i = 0; i < 20000; ++i) {
@@ -190,6 +270,14 @@ TEST_CASE("cluster protocol: random bytes never crash a decoder") {
     (void)cluster::decode_retained(s, r);
     std::vector<std::uint16_t> b;
     (void)cluster::decode_buckets(s, b);
+    cluster::ClaimRequest cr;
+    (void)cluster::decode_claim_request(s, cr);
+    cluster::TakeRequest tq;
+    (void)cluster::decode_take_request(s, tq);
+    cluster::TakeReply tr;
+    (void)cluster::decode_take_reply(s, tr);
+    std::vector<cluster::HeldClaim> held;
+    (void)cluster::decode_claims_held(s, held);
   }
   CHECK(true);
 }

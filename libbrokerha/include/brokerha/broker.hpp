@@ -146,6 +146,13 @@ struct ClusterInfo {
   std::uint64_t malformed_frames = 0;
   std::uint64_t route_ack_timeouts = 0;  // SUBACKs sent before every peer acknowledged
   std::uint64_t retained_applied = 0;    // replicated retained entries that were newer
+  // Cluster-wide client ids (a connect claims its id; docs/cluster.md).
+  std::uint64_t claims = 0;               // connects here that claimed their client id
+  std::uint64_t claims_lost = 0;          // ... and lost to a newer claim (CONNACK 0x89)
+  std::uint64_t claim_timeouts = 0;       // went ahead without the arbiter or a peer answering
+  std::uint64_t sessions_moved_in = 0;    // sessions received from peers (takeover, resume)
+  std::uint64_t sessions_moved_out = 0;   // sessions handed to peers
+  std::uint64_t sessions_taken_over = 0;  // local sessions ended or moved for a claim elsewhere
   MembershipStats membership;
 };
 

@@ -67,6 +67,17 @@ void Node::start() {
   h.on_up = [this](const std::string& peer, std::uint64_t epoch) { on_up(peer, epoch); };
   h.on_down = [this](const std::string& peer) { on_down(peer); };
   links_ = std::make_unique<LinkManager>(ctx_, std::move(lo), std::move(h));
+  claims_ = std::make_unique<Claims>(
+      core_, ctx_, options_.membership.name, options_.route_ack_timeout,
+      [this](const std::string& peer, Kind kind, std::string body) {
+        links_->send(peer, static_cast<std::uint8_t>(kind), shared(std::move(body)));
+      },
+      [this] {
+        std::vector<Claims::PeerView> v;
+        v.reserve(peers_.size());
+        for (const auto& [name, p] : peers_) v.push_back(Claims::PeerView{name, p.member, p.up});
+        return v;
+      });
 
   membership_ = std::make_unique<Membership>(options_.membership);
   membership_->set_event_callback(
@@ -123,6 +134,7 @@ void Node::stop(bool leave) noexcept {
   if (membership_) membership_->stop();  // no event or stream after this
   asio::post(ctx_, [this] {
     if (discovery_) discovery_->stop();
+    if (claims_) claims_->stop();
     if (links_) links_->stop();
     repair_timer_.cancel();
     // SUBACKs waiting for peers go out now.
@@ -159,6 +171,13 @@ void Node::forward(std::vector<net::RemoteSend>&& batch) {
 void Node::routes_changed(std::vector<std::string> filters, std::function<void()> done) {
   asio::post(ctx_, [this, f = std::move(filters), d = std::move(done)]() mutable {
     apply_route_changes(f, std::move(d));
+  });
+}
+
+void Node::claim(const std::string& client_id, bool resume, unsigned shard,
+                 std::function<void(net::ClaimResult)> done) {
+  asio::post(ctx_, [this, id = client_id, resume, shard, d = std::move(done)]() mutable {
+    claims_->claim(std::move(id), resume, shard, std::move(d));
   });
 }
 
@@ -220,6 +239,7 @@ void Node::forget_peer(Peer& p) {
   p.up = false;
   p.acked_routes = 0;
   links_->remove_peer(p.name);
+  claims_->on_down(p.name);
   set_routes(p, {});
   update_peer_count();
   std::vector<std::uint64_t> done;
@@ -353,6 +373,7 @@ void Node::on_up(const std::string& name, std::uint64_t epoch) {
   std::vector<std::string> all(announced_.begin(), announced_.end());
   links_->send(name, static_cast<std::uint8_t>(Kind::routes_full),
                shared(encode_routes_full(route_number_, all)));
+  claims_->on_up(name);
   if (!synced_.load() && snapshot_peer_.empty()) {
     request_snapshot();
   } else if (synced_.load()) {
@@ -366,6 +387,7 @@ void Node::on_down(const std::string& name) {
   // Waiters keep waiting for it: the link reconnects and the delta is re-sent (bounded by
   // route_ack_timeout); a peer that failed is forgotten through its membership event.
   p->up = false;
+  claims_->on_down(name);
 }
 
 void Node::request_snapshot() {
@@ -396,6 +418,13 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
       }
       return;
     }
+    case Kind::claim_request:
+    case Kind::claim_grant:
+    case Kind::take_request:
+    case Kind::take_reply:
+    case Kind::claims_held:
+      if (!claims_->on_frame(name, static_cast<Kind>(kind), body)) bad();
+      return;
     case Kind::routes_full: {
       std::uint64_t number;
       std::vector<std::string> filters;
@@ -688,6 +717,15 @@ ClusterInfo Node::info() const {
   info.malformed_frames = malformed_.load();
   info.route_ack_timeouts = ack_timeouts_.load();
   info.retained_applied = retained_applied_.load();
+  if (claims_) {
+    const ClaimStats c = claims_->stats();
+    info.claims = c.claims;
+    info.claims_lost = c.claims_lost;
+    info.claim_timeouts = c.arbiter_timeouts + c.take_timeouts;
+    info.sessions_moved_in = c.sessions_moved_in;
+    info.sessions_moved_out = c.sessions_moved_out;
+    info.sessions_taken_over = c.taken_over;
+  }
   return info;
 }
 

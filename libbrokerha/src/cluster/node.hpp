@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/claims.hpp"
 #include "cluster/link.hpp"
 #include "cluster/protocol.hpp"
 #include "discovery/engine.hpp"
@@ -70,6 +71,8 @@ class Node final : public net::ClusterPort {
   // net::ClusterPort (shard threads).
   void forward(std::vector<net::RemoteSend>&& batch) override;
   void routes_changed(std::vector<std::string> filters, std::function<void()> done) override;
+  void claim(const std::string& client_id, bool resume, unsigned shard,
+             std::function<void(net::ClaimResult)> done) override;
 
  private:
   struct Peer {
@@ -128,6 +131,7 @@ class Node final : public net::ClusterPort {
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<LinkManager> links_;
   std::unique_ptr<discovery::Engine> discovery_;
+  std::unique_ptr<Claims> claims_;  // cluster-wide client ids (control thread)
   asio::steady_timer repair_timer_{ctx_};
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
 

@@ -402,4 +402,102 @@ bool decode_buckets(std::string_view body, std::vector<std::uint16_t>& buckets) 
   return r.done();
 }
 
+// ---- claims
+// --------------------------------------------------------------------------------------
+
+std::string encode_claim_request(std::uint64_t request, std::string_view client_id) {
+  std::string out;
+  put_fixed(out, request, 8);
+  put_str(out, client_id);
+  return out;
+}
+
+bool decode_claim_request(std::string_view body, ClaimRequest& out) {
+  Reader r(body);
+  return r.fixed(out.request, 8) && r.str(out.client_id) && r.done();
+}
+
+std::string encode_claim_grant(std::uint64_t request, std::uint64_t hlc) {
+  std::string out;
+  put_fixed(out, request, 8);
+  put_fixed(out, hlc, 8);
+  return out;
+}
+
+bool decode_claim_grant(std::string_view body, std::uint64_t& request, std::uint64_t& hlc) {
+  Reader r(body);
+  return r.fixed(request, 8) && r.fixed(hlc, 8) && r.done();
+}
+
+std::string encode_take_request(const TakeRequest& t) {
+  std::string out;
+  put_fixed(out, t.request, 8);
+  put_str(out, t.client_id);
+  put_version(out, t.version);
+  put_u8(out, t.resume ? 1 : 0);
+  return out;
+}
+
+bool decode_take_request(std::string_view body, TakeRequest& out) {
+  Reader r(body);
+  std::uint8_t resume = 0;
+  if (!r.fixed(out.request, 8) || !r.str(out.client_id) || !read_version(r, out.version) ||
+      !r.u8(resume) || resume > 1 || !r.done()) {
+    return false;
+  }
+  out.resume = resume == 1;
+  return true;
+}
+
+std::string encode_take_reply(const TakeReply& t) {
+  std::string out;
+  put_fixed(out, t.request, 8);
+  put_str(out, t.client_id);
+  put_version(out, t.version);
+  put_u8(out, static_cast<std::uint8_t>(t.outcome));
+  if (t.outcome == TakeOutcome::moved) put_str(out, t.session);
+  return out;
+}
+
+bool decode_take_reply(std::string_view body, TakeReply& out) {
+  Reader r(body);
+  std::uint8_t outcome = 0;
+  if (!r.fixed(out.request, 8) || !r.str(out.client_id) || !read_version(r, out.version) ||
+      !r.u8(outcome) || outcome > static_cast<std::uint8_t>(TakeOutcome::newer_here)) {
+    return false;
+  }
+  out.outcome = static_cast<TakeOutcome>(outcome);
+  out.session = {};
+  if (out.outcome == TakeOutcome::moved && !r.str(out.session)) return false;
+  return r.done();
+}
+
+std::string encode_claims_held(const std::vector<HeldClaim>& claims) {
+  std::string out;
+  put_varint(out, claims.size());
+  for (const HeldClaim& c : claims) {
+    put_str(out, c.client_id);
+    put_version(out, c.version);
+  }
+  return out;
+}
+
+bool decode_claims_held(std::string_view body, std::vector<HeldClaim>& out) {
+  Reader r(body);
+  std::uint64_t n = 0;
+  out.clear();
+  // Each entry takes at least 10 bytes (two lengths and the HLC): a count beyond what the
+  // body can hold is malformed, not a reason to reserve memory.
+  if (!r.varint(n) || n > r.left() / 10) return false;
+  out.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::string_view id;
+    HeldClaim c;
+    if (!r.str(id) || !read_version(r, c.version)) return false;
+    c.client_id.assign(id.data(), id.size());
+    out.push_back(std::move(c));
+  }
+  return r.done();
+}
+
 }  // namespace brokerha::cluster

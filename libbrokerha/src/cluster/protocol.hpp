@@ -35,6 +35,12 @@ enum class Kind : std::uint8_t {
   snapshot_end = 7,      // the snapshot is complete
   digest = 8,            // per-bucket hashes of the retained set (anti-entropy)
   bucket_request = 9,    // "send me your entries of these buckets"
+  // Cluster-wide client ids (cluster/claims.hpp).
+  claim_request = 10,  // "stamp my claim on this client id" (to the id's arbiter)
+  claim_grant = 11,    // the arbiter's stamp (an HLC reading)
+  take_request = 12,   // "give up this client id (and hand me its session when resuming)"
+  take_reply = 13,     // what the receiver did, with the session's bytes when it moved
+  claims_held = 14,    // the client ids this node holds sessions for (sent on link up)
 };
 
 /// A message on the wire: what a node needs to route it as if published locally.
@@ -103,6 +109,53 @@ std::string encode_digest(const Digest& d);
 bool decode_digest(std::string_view body, Digest& d);
 std::string encode_buckets(const std::vector<std::uint16_t>& buckets);
 bool decode_buckets(std::string_view body, std::vector<std::uint16_t>& buckets);
+
+// ---- cluster-wide client ids (claims) ----
+
+/// A claim's version: the arbiter's HLC reading and the claiming node (ties broken by name).
+using ClaimVersion = broker::RetainedVersion;
+
+struct ClaimRequest {
+  std::uint64_t request = 0;
+  std::string_view client_id;
+};
+std::string encode_claim_request(std::uint64_t request, std::string_view client_id);
+bool decode_claim_request(std::string_view body, ClaimRequest& out);
+/// claim_grant: {request, hlc}.
+std::string encode_claim_grant(std::uint64_t request, std::uint64_t hlc);
+bool decode_claim_grant(std::string_view body, std::uint64_t& request, std::uint64_t& hlc);
+
+struct TakeRequest {
+  std::uint64_t request = 0;
+  std::string_view client_id;
+  ClaimVersion version;
+  bool resume = false;  // clean start 0: move the session, else discard it
+};
+std::string encode_take_request(const TakeRequest& t);
+bool decode_take_request(std::string_view body, TakeRequest& out);
+
+enum class TakeOutcome : std::uint8_t {
+  none = 0,        // no session for the id here
+  moved = 1,       // the session is in the reply and gone from here
+  discarded = 2,   // the session was ended here (clean start)
+  newer_here = 3,  // this node holds or is making a newer claim: the requester lost
+};
+struct TakeReply {
+  std::uint64_t request = 0;
+  std::string_view client_id;
+  ClaimVersion version;  // the claim being answered
+  TakeOutcome outcome = TakeOutcome::none;
+  std::string_view session;  // moved: session::export_session() bytes
+};
+std::string encode_take_reply(const TakeReply& t);
+bool decode_take_reply(std::string_view body, TakeReply& out);
+
+struct HeldClaim {
+  std::string client_id;
+  ClaimVersion version;
+};
+std::string encode_claims_held(const std::vector<HeldClaim>& claims);
+bool decode_claims_held(std::string_view body, std::vector<HeldClaim>& out);
 
 /// True for topics that are never replicated (`$SYS/...`: per node).
 inline bool node_local_topic(std::string_view topic) noexcept {

@@ -962,6 +962,20 @@ struct ApiServer::Impl {
         "SUBACKs sent before every peer acknowledged the route.", n(ci.route_ack_timeouts));
     one("broker_cluster_retained_applied_total", "counter",
         "Replicated retained entries that were newer than the local copy.", n(ci.retained_applied));
+    one("broker_cluster_claims_total", "counter",
+        "Connects on this node that claimed their client id cluster-wide.", n(ci.claims));
+    one("broker_cluster_claims_lost_total", "counter",
+        "Claims that lost to a newer claim on the same client id.", n(ci.claims_lost));
+    one("broker_cluster_claim_timeouts_total", "counter",
+        "Claims that went ahead without the arbiter's or a peer's answer.", n(ci.claim_timeouts));
+    one("broker_cluster_sessions_moved_in_total", "counter",
+        "Sessions received from other nodes when their clients resumed here.",
+        n(ci.sessions_moved_in));
+    one("broker_cluster_sessions_moved_out_total", "counter", "Sessions handed to other nodes.",
+        n(ci.sessions_moved_out));
+    one("broker_cluster_sessions_taken_over_total", "counter",
+        "Local sessions ended or moved because their client id was claimed elsewhere.",
+        n(ci.sessions_taken_over));
     one("broker_cluster_membership_dropped_total", "counter",
         "Membership packets dropped (malformed, wrong key or label).", n(ci.membership.dropped));
     one("broker_cluster_probe_failures_total", "counter", "Failed membership probes.",

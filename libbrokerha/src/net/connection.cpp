@@ -575,9 +575,60 @@ void Connection::migrate_and_attach(std::shared_ptr<ConnectInfo> info) {
       });
 }
 
+void Connection::finish_claim(std::shared_ptr<ConnectInfo> info, ClaimResult result) {
+  Shard& shard = *shard_;
+  if (!result.won || !core_.accept_claim(shard, info->client_id, result.version)) {
+    // A newer claim on this client id exists elsewhere: it won the race.
+    if (state_ == State::closed) return;
+    mqtt::Connack ack;
+    ack.code = version_ == ProtocolVersion::v5
+                   ? static_cast<std::uint8_t>(ReasonCode::server_busy)
+                   : static_cast<std::uint8_t>(mqtt::ConnackReturnCode::server_unavailable);
+    if (version_ == ProtocolVersion::v5) {
+      add_reason_string(ack, "another connection with this client id won", client_max_packet_);
+    }
+    send(ack);
+    close_after_write();
+    return;
+  }
+  if (!result.session.empty()) {
+    // The session moved here from another node. A local session for the id (an older
+    // claim's) gives way to it.
+    if (const ClientSessionPtr* found = shard.sessions.find(info->client_id)) {
+      ClientSessionPtr old = *found;
+      if (old->connection != nullptr) old->connection->kick(ReasonCode::session_taken_over);
+      old->will.reset();
+      core_.discard_session(shard, old);
+    }
+    std::string error;
+    auto imported = session::import_session(result.session, Clock::now(), error);
+    if (imported && imported->session->client_id() == info->client_id &&
+        !core_.install_session(shard, std::move(*imported)) && !shard.route_changes.empty()) {
+      // Its subscriptions are new routes here: peers learn them before CONNACK, or a message
+      // published elsewhere right after it would miss the client.
+      std::vector<std::string> changes;
+      changes.swap(shard.route_changes);
+      core_.cluster->routes_changed(std::move(changes), [self = shared_from_this(), info] {
+        asio::post(self->shard_->ctx, [self, info] { self->attach(info); });
+      });
+      return;
+    }
+  }
+  attach(std::move(info));
+}
+
 void Connection::attach(std::shared_ptr<ConnectInfo> info) {
   if (state_ == State::closed) return;
   Shard& shard = *shard_;
+  if (core_.cluster != nullptr && !info->claimed && !info->assigned_id) {
+    // Client ids are unique cluster-wide: settle the claim before touching the session.
+    info->claimed = true;
+    core_.cluster->claim(info->client_id, !info->clean_start, shard.index,
+                         [self = shared_from_this(), info](ClaimResult r) {
+                           self->finish_claim(info, std::move(r));
+                         });
+    return;
+  }
   const BrokerOptions& opts = core_.options();
   bool present = false;
   if (const ClientSessionPtr* found = shard.sessions.find(info->client_id)) {

@@ -97,6 +97,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::uint32_t session_expiry = 0;
     std::optional<PendingWill> will;  // message built, `due` relative offset in will_delay
     std::uint32_t will_delay = 0;
+    bool claimed = false;  // cluster mode: the claim on the client id has been settled
   };
 
   // ---- reading ----
@@ -116,6 +117,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void proceed_connect(std::shared_ptr<ConnectInfo> info);
   void migrate_and_attach(std::shared_ptr<ConnectInfo> info);
   void attach(std::shared_ptr<ConnectInfo> info);
+  // Cluster mode: the claim on the client id is settled (on the home shard).
+  void finish_claim(std::shared_ptr<ConnectInfo> info, ClaimResult result);
   mqtt::Status on_publish(mqtt::Publish& p);
   void finish_publish(const MessagePtr& message, std::uint16_t packet_id, Decision decision);
   // The built-in rules' ACL decision once every hook deferred.

@@ -71,6 +71,9 @@ std::pair<std::string_view, std::string_view> split_shared(std::string_view full
 }
 
 constexpr auto kSweepInterval = std::chrono::seconds(1);
+// How long a shard remembers the claim on a client id it no longer holds: far longer than a
+// claim takes to cross the cluster (bounded by the route ack timeout, about a second).
+constexpr auto kClaimMemory = std::chrono::seconds(60);
 
 }  // namespace
 
@@ -338,6 +341,62 @@ std::error_code Core::install_session(Shard& shard, session::ImportedSession imp
   return {};
 }
 
+bool Core::accept_claim(Shard& shard, const std::string& client_id, const ClaimVersion& version) {
+  auto [it, inserted] = shard.claims.try_emplace(client_id);
+  if (!inserted && it->second.version.newer_than(version)) return false;
+  it->second.version = version;
+  it->second.at = Clock::now();
+  return true;
+}
+
+TakeResult Core::take_session(Shard& shard, const std::string& client_id,
+                              const ClaimVersion& version, TakeMode mode, std::string& exported) {
+  auto [it, inserted] = shard.claims.try_emplace(client_id);
+  if (!inserted && it->second.version.newer_than(version)) return TakeResult::newer_here;
+  it->second.version = version;
+  it->second.at = Clock::now();
+  const ClientSessionPtr* found = shard.sessions.find(client_id);
+  if (found == nullptr) return TakeResult::none;
+  ClientSessionPtr s = *found;
+  if (mode != TakeMode::discard) s->will.reset();  // resumed elsewhere, or superseded
+  if (s->connection != nullptr) {
+    // Closes with DISCONNECT 0x8E; a clean session (expiry 0) ends with the connection.
+    s->connection->kick(ReasonCode::session_taken_over);
+    if (mode != TakeMode::discard) s->will.reset();  // a will the kick left waiting
+  }
+  if (s->removed) return TakeResult::discarded;
+  if (mode == TakeMode::move) {
+    session::SessionMeta meta;
+    meta.protocol_version = static_cast<std::uint8_t>(s->version);
+    meta.clean = s->clean;
+    meta.username = s->username;
+    meta.expiry_interval = s->expiry_interval;
+    exported = session::export_session(s->state, meta, Clock::now());
+  }
+  discard_session(shard, s);
+  return mode == TakeMode::move ? TakeResult::moved : TakeResult::discarded;
+}
+
+bool Core::adopt_session(Shard& shard, const ClaimVersion& version, std::string_view bytes) {
+  std::string error;
+  auto imported = session::import_session(bytes, Clock::now(), error);
+  if (!imported) return false;
+  const std::string& id = imported->session->client_id();
+  auto it = shard.claims.find(id);
+  if (it == shard.claims.end() || it->second.version.newer_than(version) ||
+      version.newer_than(it->second.version) || shard.sessions.contains(id)) {
+    return false;
+  }
+  return !install_session(shard, std::move(*imported));
+}
+
+void Core::held_claims(const Shard& shard,
+                       std::vector<std::pair<std::string, ClaimVersion>>& out) const {
+  for (const auto& [id, record] : shard.claims) {
+    if (shard.sessions.contains(id)) out.emplace_back(id, record.version);
+  }
+}
+
 bool Core::subscribe(const ClientSessionPtr& session, const std::string& full_filter,
                      const session::SubscriptionOptions& options) {
   const auto [group, filter] = split_shared(full_filter);
@@ -545,6 +604,16 @@ void Core::sweep(Shard& shard) {
   });
   for (const MessagePtr& w : wills) publish_will(shard, w);
   for (const auto& s : expired) discard_session(shard, s);
+  if (shard.sweeps % 16 == 0 && !shard.claims.empty()) {
+    // A claim record outlives its session by kClaimMemory: long past any late claim.
+    for (auto it = shard.claims.begin(); it != shard.claims.end();) {
+      if (now - it->second.at > kClaimMemory && !shard.sessions.contains(it->first)) {
+        it = shard.claims.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
   shard.counters.inflight.store(inflight, std::memory_order_relaxed);
   resume_paused(shard);  // over the bound, publishers still get one read per sweep
   if (shard.index == 0) prune_retained();

@@ -150,10 +150,41 @@ struct RemoteSub {
   std::uint32_t key;  // peer id (cluster::Node numbers its peers)
 };
 
+/// A claim on a client id (cluster mode): its version orders concurrent claims cluster-wide
+/// (the arbiter's HLC reading and the claiming node; cluster/claims.hpp).
+using ClaimVersion = broker::RetainedVersion;
+
+/// What the cluster answers a local connect's claim (ClusterPort::claim).
+struct ClaimResult {
+  bool won = true;       // false: a newer claim for the id exists elsewhere
+  ClaimVersion version;  // this claim's version
+  std::string session;   // a session moved here from another node (export bytes), or empty
+};
+
+/// What a claim from another node did to the id here (Core::take_session).
+enum class TakeMode : std::uint8_t {
+  move,     // the client resumes elsewhere: export the session, then end it here
+  discard,  // the client starts clean elsewhere: end the session here (a delayed will is due)
+  yield,    // a newer claim won after a partition: end it without its will
+};
+enum class TakeResult : std::uint8_t { none, moved, discarded, newer_here };
+
+/// The newest claim a shard knows for a client id: the one of the session held here, or one
+/// that took the id away (kept a while, so that an older claim arriving late cannot win).
+struct ClaimRecord {
+  ClaimVersion version;
+  Clock::time_point at;
+};
+
 /// The cluster as the router sees it (implemented by cluster::Node). Called on shard threads.
 class ClusterPort {
  public:
   virtual ~ClusterPort() = default;
+  /// A client connects here with `client_id` (on its home shard `shard`; `resume` = clean
+  /// start 0). The cluster has the claim stamped by the id's arbiter and asks every peer to
+  /// give the id up (moving its session here when `resume`); `done` then runs on `shard`.
+  virtual void claim(const std::string& client_id, bool resume, unsigned shard,
+                     std::function<void(ClaimResult)> done) = 0;
   /// Messages routed by this node for other nodes: one call per flush of a shard.
   virtual void forward(std::vector<RemoteSend>&& batch) = 0;
   /// The local subscriber count of these filters went to or from zero. The cluster announces
@@ -211,6 +242,9 @@ struct Shard {
   std::vector<std::string> route_changes;  // filters whose local presence changed
   std::vector<std::uint32_t> peer_scratch;
   std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // shared by all reads
+  // Cluster mode: the newest claim known per client id of this shard (Core::accept_claim,
+  // take_session); records of ids no longer held here are dropped by the sweep after a while.
+  std::unordered_map<std::string, ClaimRecord> claims;
   bool flush_scheduled = false;
 
   /// Adds `delta` bytes to this shard's share of the queued-memory account (own thread only).
@@ -286,6 +320,23 @@ class Core {
   void discard_session(Shard& shard, const ClientSessionPtr& session);
   /// Installs an imported session on its home shard (the calling thread's).
   std::error_code install_session(Shard& shard, session::ImportedSession imported);
+  // Cluster-wide client ids (cluster mode; the id's home shard).
+  /// Records a local connect's claim; false if a newer claim for the id is known here (the
+  /// connect lost the race).
+  bool accept_claim(Shard& shard, const std::string& client_id, const ClaimVersion& version);
+  /// Another node claims `client_id` with `version`: unless a newer claim is known here, the
+  /// connection is closed (v5 DISCONNECT 0x8E) and the session moved into `exported`,
+  /// discarded, or yielded as `mode` says.
+  TakeResult take_session(Shard& shard, const std::string& client_id, const ClaimVersion& version,
+                          TakeMode mode, std::string& exported);
+  /// A moved session (export bytes) whose claim is `version`: installed as an offline session
+  /// when that claim is still the newest here and no session holds the id. False otherwise,
+  /// or when the bytes do not parse.
+  bool adopt_session(Shard& shard, const ClaimVersion& version, std::string_view bytes);
+  /// The claims of the sessions this shard holds.
+  void held_claims(const Shard& shard,
+                   std::vector<std::pair<std::string, ClaimVersion>>& out) const;
+
   /// Subscribes and unsubscribes in the shared tree.
   bool subscribe(const ClientSessionPtr& session, const std::string& full_filter,
                  const session::SubscriptionOptions& options);

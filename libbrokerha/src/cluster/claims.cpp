@@ -1,0 +1,375 @@
+#include "cluster/claims.hpp"
+
+#include <algorithm>
+
+namespace brokerha::cluster {
+
+namespace {
+
+// claims_held frames are cut at this many entries (a node may hold 100,000 sessions).
+constexpr std::size_t kHeldPerFrame = 4096;
+
+std::uint64_t rendezvous_hash(std::string_view member, std::string_view client_id) noexcept {
+  // FNV-1a over "member \0 client id", then a 64-bit finalizer (splitmix64) so that members
+  // whose names differ in one character still spread evenly.
+  std::uint64_t h = 14695981039346656037ull;
+  auto mix = [&h](std::string_view s) {
+    for (unsigned char c : s) {
+      h ^= c;
+      h *= 1099511628211ull;
+    }
+  };
+  mix(member);
+  h ^= 0;
+  h *= 1099511628211ull;
+  mix(client_id);
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h;
+}
+
+}  // namespace
+
+Claims::Claims(net::Core& core, asio::io_context& ctx, std::string self,
+               std::chrono::milliseconds timeout, Send send, Peers peers)
+    : core_(core),
+      ctx_(ctx),
+      self_(std::move(self)),
+      timeout_(timeout),
+      send_(std::move(send)),
+      peers_(std::move(peers)) {}
+
+const std::string& Claims::arbiter_of(std::string_view client_id,
+                                      const std::vector<std::string>& members) {
+  const std::string* best = &members.front();
+  std::uint64_t best_hash = rendezvous_hash(*best, client_id);
+  for (const std::string& m : members) {
+    const std::uint64_t h = rendezvous_hash(m, client_id);
+    if (h > best_hash || (h == best_hash && m > *best)) {
+      best = &m;
+      best_hash = h;
+    }
+  }
+  return *best;
+}
+
+void Claims::claim(std::string client_id, bool resume, unsigned shard,
+                   std::function<void(net::ClaimResult)> done) {
+  counters_.claims.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t request = next_request_++;
+  Pending& p = pending_[request];
+  p.client_id = std::move(client_id);
+  p.resume = resume;
+  p.shard = shard;
+  p.done = std::move(done);
+  by_client_.emplace(p.client_id, request);
+
+  std::vector<std::string> members{self_};
+  std::vector<PeerView> peers = peers_();
+  for (const PeerView& v : peers) {
+    if (v.member) members.push_back(v.name);
+  }
+  const std::string& arbiter = arbiter_of(p.client_id, members);
+  const bool reachable = std::any_of(peers.begin(), peers.end(),
+                                     [&](const PeerView& v) { return v.name == arbiter && v.up; });
+  if (arbiter == self_ || !reachable) {
+    // This node arbitrates (or must: the arbiter has no link now, as during a partition).
+    stamp(request, clock_.now());
+    return;
+  }
+  p.arbiter = arbiter;
+  send_(arbiter, Kind::claim_request, encode_claim_request(request, p.client_id));
+  p.timer = std::make_unique<asio::steady_timer>(ctx_, timeout_);
+  p.timer->async_wait([this, request](const std::error_code& ec) {
+    if (ec) return;
+    auto it = pending_.find(request);
+    if (it == pending_.end() || it->second.version) return;
+    counters_.arbiter_timeouts.fetch_add(1, std::memory_order_relaxed);
+    stamp(request, clock_.now());
+  });
+}
+
+void Claims::stamp(std::uint64_t request, std::uint64_t hlc) {
+  auto it = pending_.find(request);
+  if (it == pending_.end() || it->second.version) return;
+  Pending& p = it->second;
+  clock_.observe(hlc);
+  p.arbiter.clear();
+  p.version = ClaimVersion{hlc, self_};
+  if (p.timer) p.timer->cancel();
+  TakeRequest t;
+  t.request = request;
+  t.client_id = p.client_id;
+  t.version = *p.version;
+  t.resume = p.resume;
+  std::string body;
+  for (const PeerView& v : peers_()) {
+    // Only connected peers: a request queued for a peer cut off would arrive after the claim
+    // is settled; claims_held settles the id with that peer when the link comes back.
+    if (!v.up) continue;
+    if (body.empty()) body = encode_take_request(t);
+    p.waiting.insert(v.name);
+    send_(v.name, Kind::take_request, body);
+  }
+  if (p.waiting.empty()) {
+    finish(request);
+    return;
+  }
+  p.timer = std::make_unique<asio::steady_timer>(ctx_, 2 * timeout_);
+  p.timer->async_wait([this, request](const std::error_code& ec) {
+    if (ec) return;
+    if (pending_.count(request) == 0) return;
+    counters_.take_timeouts.fetch_add(1, std::memory_order_relaxed);
+    finish(request);
+  });
+}
+
+void Claims::finish(std::uint64_t request) {
+  auto it = pending_.find(request);
+  if (it == pending_.end()) return;
+  Pending p = std::move(it->second);
+  pending_.erase(it);
+  for (auto [b, e] = by_client_.equal_range(p.client_id); b != e; ++b) {
+    if (b->second == request) {
+      by_client_.erase(b);
+      break;
+    }
+  }
+  if (p.timer) p.timer->cancel();
+  net::ClaimResult result;
+  result.won = !p.superseded;
+  result.version = p.version.value_or(ClaimVersion{});
+  if (p.superseded) {
+    counters_.claims_lost.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    result.session = std::move(p.session);
+  }
+  asio::post(core_.shard(p.shard).ctx,
+             [done = std::move(p.done), r = std::move(result)]() mutable { done(std::move(r)); });
+}
+
+bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body) {
+  switch (kind) {
+    case Kind::claim_request: {
+      ClaimRequest r;
+      if (!decode_claim_request(body, r)) return false;
+      // Arbiter: claims are ordered by the readings of this one clock.
+      send_(peer, Kind::claim_grant, encode_claim_grant(r.request, clock_.now()));
+      return true;
+    }
+    case Kind::claim_grant: {
+      std::uint64_t request = 0, hlc = 0;
+      if (!decode_claim_grant(body, request, hlc)) return false;
+      auto it = pending_.find(request);
+      if (it != pending_.end() && it->second.arbiter == peer) stamp(request, hlc);
+      return true;
+    }
+    case Kind::take_request: {
+      TakeRequest t;
+      if (!decode_take_request(body, t)) return false;
+      on_take_request(peer, t);
+      return true;
+    }
+    case Kind::take_reply: {
+      TakeReply r;
+      if (!decode_take_reply(body, r)) return false;
+      on_take_reply(peer, r);
+      return true;
+    }
+    case Kind::claims_held: {
+      std::vector<HeldClaim> held;
+      if (!decode_claims_held(body, held)) return false;
+      // Grouped per home shard: one post each.
+      std::vector<std::vector<HeldClaim>> per_shard(core_.shard_count());
+      for (HeldClaim& h : held) {
+        clock_.observe(h.version.hlc);
+        per_shard[core_.home_shard(h.client_id)].push_back(std::move(h));
+      }
+      for (unsigned i = 0; i < per_shard.size(); ++i) {
+        if (per_shard[i].empty()) continue;
+        net::Shard& shard = core_.shard(i);
+        asio::post(shard.ctx, [this, &shard, list = std::move(per_shard[i])] {
+          std::string unused;
+          std::uint64_t n = 0;
+          for (const HeldClaim& h : list) {
+            // The older holder of an id yields: the newer claim wins after a partition.
+            if (core_.take_session(shard, h.client_id, h.version, net::TakeMode::yield, unused) ==
+                net::TakeResult::discarded) {
+              ++n;
+            }
+          }
+          if (n != 0) {
+            counters_.taken_over.fetch_add(n, std::memory_order_relaxed);
+            core_.flush(shard);
+          }
+        });
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+void Claims::on_take_request(const std::string& peer, const TakeRequest& t) {
+  clock_.observe(t.version.hlc);
+  std::string client_id(t.client_id);
+  TakeReply reply;
+  reply.request = t.request;
+  reply.client_id = client_id;
+  reply.version = t.version;
+  for (auto [b, e] = by_client_.equal_range(client_id); b != e; ++b) {
+    Pending& mine = pending_.at(b->second);
+    if (!mine.version) continue;  // not stamped yet: its stamp will be newer than this one's
+    if (mine.version->newer_than(t.version)) {
+      reply.outcome = TakeOutcome::newer_here;
+      send_(peer, Kind::take_reply, encode_take_reply(reply));
+      return;
+    }
+    mine.superseded = true;
+  }
+  const unsigned home = core_.home_shard(client_id);
+  net::Shard& shard = core_.shard(home);
+  const net::TakeMode mode = t.resume ? net::TakeMode::move : net::TakeMode::discard;
+  asio::post(shard.ctx, [this, &shard, peer, client_id = std::move(client_id), version = t.version,
+                         request = t.request, mode] {
+    std::string exported;
+    const net::TakeResult r = core_.take_session(shard, client_id, version, mode, exported);
+    if (r == net::TakeResult::moved || r == net::TakeResult::discarded) {
+      counters_.taken_over.fetch_add(1, std::memory_order_relaxed);
+      core_.flush(shard);  // the DISCONNECT 0x8E and the withdrawn routes
+    }
+    asio::post(ctx_, [this, peer, client_id, version, request, r, exported = std::move(exported)] {
+      TakeReply answer;
+      answer.request = request;
+      answer.client_id = client_id;
+      answer.version = version;
+      switch (r) {
+        case net::TakeResult::none:
+          answer.outcome = TakeOutcome::none;
+          break;
+        case net::TakeResult::moved:
+          answer.outcome = TakeOutcome::moved;
+          answer.session = exported;
+          counters_.sessions_moved_out.fetch_add(1, std::memory_order_relaxed);
+          break;
+        case net::TakeResult::discarded:
+          answer.outcome = TakeOutcome::discarded;
+          break;
+        case net::TakeResult::newer_here:
+          answer.outcome = TakeOutcome::newer_here;
+          break;
+      }
+      send_(peer, Kind::take_reply, encode_take_reply(answer));
+    });
+  });
+}
+
+void Claims::on_take_reply(const std::string& peer, const TakeReply& r) {
+  auto it = pending_.find(r.request);
+  const bool ours =
+      it != pending_.end() && it->second.version && it->second.client_id == r.client_id &&
+      !it->second.version->newer_than(r.version) && !r.version.newer_than(*it->second.version) &&
+      it->second.waiting.count(peer) != 0;
+  if (!ours) {
+    // A late answer (the claim went ahead without it). A session in it is not thrown away:
+    // it is installed as an offline session if its claim still holds the id.
+    if (r.outcome == TakeOutcome::moved) {
+      counters_.sessions_moved_in.fetch_add(1, std::memory_order_relaxed);
+      std::string client_id(r.client_id);
+      net::Shard& shard = core_.shard(core_.home_shard(client_id));
+      asio::post(shard.ctx, [this, &shard, version = r.version, bytes = std::string(r.session)] {
+        if (core_.adopt_session(shard, version, bytes)) core_.flush(shard);
+      });
+    }
+    return;
+  }
+  Pending& p = it->second;
+  p.waiting.erase(peer);
+  switch (r.outcome) {
+    case TakeOutcome::moved:
+      counters_.sessions_moved_in.fetch_add(1, std::memory_order_relaxed);
+      // Two holders (after a partition) cannot both be resumed: the first answer is kept.
+      if (p.session.empty()) p.session.assign(r.session.data(), r.session.size());
+      break;
+    case TakeOutcome::newer_here:
+      p.superseded = true;
+      break;
+    case TakeOutcome::none:
+    case TakeOutcome::discarded:
+      break;
+  }
+  if (p.waiting.empty()) finish(r.request);
+}
+
+void Claims::on_up(const std::string& peer) { send_held(peer); }
+
+void Claims::on_down(const std::string& peer) {
+  std::vector<std::uint64_t> ready, restamp;
+  for (auto& [request, p] : pending_) {
+    if (p.arbiter == peer && !p.version) {
+      restamp.push_back(request);
+    } else if (p.waiting.erase(peer) != 0 && p.waiting.empty()) {
+      ready.push_back(request);
+    }
+  }
+  for (std::uint64_t r : restamp) {
+    counters_.arbiter_timeouts.fetch_add(1, std::memory_order_relaxed);
+    stamp(r, clock_.now());
+  }
+  for (std::uint64_t r : ready) finish(r);
+}
+
+void Claims::send_held(const std::string& peer) {
+  // Collected from every shard (each reads its own table), then sent from here.
+  struct Gather {
+    std::vector<std::pair<std::string, ClaimVersion>> all;
+    unsigned left = 0;
+  };
+  auto g = std::make_shared<Gather>();
+  g->left = core_.shard_count();
+  for (unsigned i = 0; i < core_.shard_count(); ++i) {
+    net::Shard& shard = core_.shard(i);
+    asio::post(shard.ctx, [this, &shard, g, peer] {
+      std::vector<std::pair<std::string, ClaimVersion>> mine;
+      core_.held_claims(shard, mine);
+      asio::post(ctx_, [this, g, peer, mine = std::move(mine)]() mutable {
+        for (auto& m : mine) g->all.push_back(std::move(m));
+        if (--g->left != 0) return;
+        std::vector<HeldClaim> frame;
+        for (std::size_t k = 0; k < g->all.size(); ++k) {
+          frame.push_back(HeldClaim{std::move(g->all[k].first), std::move(g->all[k].second)});
+          if (frame.size() == kHeldPerFrame || k + 1 == g->all.size()) {
+            send_(peer, Kind::claims_held, encode_claims_held(frame));
+            frame.clear();
+          }
+        }
+      });
+    });
+  }
+}
+
+void Claims::stop() {
+  for (auto& [request, p] : pending_) {
+    if (p.timer) p.timer->cancel();
+  }
+  pending_.clear();
+  by_client_.clear();
+}
+
+ClaimStats Claims::stats() const {
+  ClaimStats s;
+  s.claims = counters_.claims.load(std::memory_order_relaxed);
+  s.claims_lost = counters_.claims_lost.load(std::memory_order_relaxed);
+  s.arbiter_timeouts = counters_.arbiter_timeouts.load(std::memory_order_relaxed);
+  s.take_timeouts = counters_.take_timeouts.load(std::memory_order_relaxed);
+  s.sessions_moved_in = counters_.sessions_moved_in.load(std::memory_order_relaxed);
+  s.sessions_moved_out = counters_.sessions_moved_out.load(std::memory_order_relaxed);
+  s.taken_over = counters_.taken_over.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace brokerha::cluster

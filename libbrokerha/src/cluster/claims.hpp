@@ -1,0 +1,128 @@
+#pragma once
+// Cluster-wide client ids (SPEC section 4, issue 9): a client id is held by one node at a
+// time, and a client that connects to node B with an id held on node A takes it over (A
+// closes the old connection with v5 DISCONNECT 0x8E and, when the client resumes, hands its
+// session over to B before B answers CONNACK).
+//
+// Protocol (frame kinds 10..14, docs/cluster-protocol.md):
+//  1. B asks the id's arbiter — the alive member with the highest rendezvous hash of (member,
+//     id), B included — to stamp the claim (claim_request); the arbiter answers with a reading
+//     of its hybrid logical clock (claim_grant). The claim's version is (that reading, B).
+//     Claims stamped by one arbiter are ordered as they reached it; every node orders claims
+//     by version, so concurrent claims end with exactly one winner: the newest.
+//  2. B sends take_request to every connected peer. A peer that holds or is making a newer
+//     claim answers newer_here (B's connect loses: CONNACK 0x89); otherwise it closes the
+//     connection, moves (resume) or ends (clean start) the session and answers take_reply.
+//  3. After every reply (or the bound: twice the route ack timeout), B's home shard installs
+//     the moved session and attaches the connection.
+//  When the arbiter is unreachable B stamps the claim itself after the bound, so during a
+//  partition each side arbitrates for itself. When a link comes (back) up each side sends
+//  claims_held (the ids it holds with their versions) and the older holder of an id yields:
+//  the newer claim wins when the partition heals.
+//
+// Threads: everything here runs on the cluster's control thread; session work is posted to
+// the id's home shard (net::Core::take_session and friends) and its answer posted back.
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/retained.hpp"
+#include "cluster/protocol.hpp"
+#include "net/asio.hpp"
+#include "net/core.hpp"
+
+namespace brokerha::cluster {
+
+struct ClaimStats {
+  std::uint64_t claims = 0;             // local connects that claimed an id
+  std::uint64_t claims_lost = 0;        // ... and lost to a newer claim
+  std::uint64_t arbiter_timeouts = 0;   // stamped locally: the arbiter did not answer in time
+  std::uint64_t take_timeouts = 0;      // went ahead without every peer's answer
+  std::uint64_t sessions_moved_in = 0;  // sessions received from peers
+  std::uint64_t sessions_moved_out = 0;
+  std::uint64_t taken_over = 0;  // local sessions ended or moved for a claim elsewhere
+};
+
+class Claims {
+ public:
+  /// A peer as the claims see it.
+  struct PeerView {
+    std::string name;
+    bool member = false;  // alive or suspect
+    bool up = false;      // link connected
+  };
+  using Send = std::function<void(const std::string& peer, Kind kind, std::string body)>;
+  using Peers = std::function<std::vector<PeerView>()>;
+
+  /// `timeout` bounds the wait for the arbiter; the wait for the peers' answers is twice that.
+  Claims(net::Core& core, asio::io_context& ctx, std::string self,
+         std::chrono::milliseconds timeout, Send send, Peers peers);
+  Claims(const Claims&) = delete;
+  Claims& operator=(const Claims&) = delete;
+
+  // Control thread.
+  void claim(std::string client_id, bool resume, unsigned shard,
+             std::function<void(net::ClaimResult)> done);
+  /// Frames of kinds claim_request..claims_held; false when the body is malformed.
+  bool on_frame(const std::string& peer, Kind kind, std::string_view body);
+  void on_up(const std::string& peer);
+  void on_down(const std::string& peer);
+  /// Drops pending claims (their connections are being closed by the broker's stop).
+  void stop();
+
+  /// Any thread.
+  ClaimStats stats() const;
+
+  /// The member that arbitrates `client_id` among `members` (rendezvous hashing). Exposed for
+  /// tests; `members` must not be empty.
+  static const std::string& arbiter_of(std::string_view client_id,
+                                       const std::vector<std::string>& members);
+
+ private:
+  struct Pending {
+    std::string client_id;
+    bool resume = false;
+    unsigned shard = 0;
+    std::function<void(net::ClaimResult)> done;
+    std::string arbiter;                  // asked for a stamp (empty once stamped)
+    std::optional<ClaimVersion> version;  // set once stamped
+    std::set<std::string> waiting;        // peers yet to answer take_request
+    std::string session;                  // moved here
+    bool superseded = false;              // a newer claim exists
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+
+  void stamp(std::uint64_t request, std::uint64_t hlc);
+  void finish(std::uint64_t request);
+  void on_take_request(const std::string& peer, const TakeRequest& t);
+  void on_take_reply(const std::string& peer, const TakeReply& r);
+  void send_held(const std::string& peer);
+
+  net::Core& core_;
+  asio::io_context& ctx_;
+  std::string self_;
+  std::chrono::milliseconds timeout_;
+  Send send_;
+  Peers peers_;
+  broker::HybridClock clock_;
+  std::map<std::uint64_t, Pending> pending_;
+  std::multimap<std::string, std::uint64_t, std::less<>> by_client_;
+  std::uint64_t next_request_ = 1;
+  // Written on the control thread and on shards, read by stats() on any thread.
+  struct Counters {
+    std::atomic<std::uint64_t> claims{0}, claims_lost{0}, arbiter_timeouts{0}, take_timeouts{0},
+        sessions_moved_in{0}, sessions_moved_out{0}, taken_over{0};
+  };
+  Counters counters_;
+};
+
+}  // namespace brokerha::cluster

@@ -1,0 +1,296 @@
+// Cluster-wide client ids (issue 9): a client that connects to another node with its client
+// id takes it over — the old connection gets DISCONNECT 0x8E and, when the client resumes,
+// the session (subscriptions, queued and in-flight messages) moves with it before CONNACK.
+// Concurrent connects with one id end with one winner, and after a partition the newer claim
+// wins. In-process brokers with real sockets and the test MQTT client; real processes are in
+// cluster_server_test.cpp.
+
+#include <brokerha/broker.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/claims.hpp"
+#include "support/broker_fixture.hpp"
+#include "support/broker_mqtt_client.hpp"
+#include "support/cluster_fixture.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using namespace brokerha::test::cluster;
+using brokerha::ReasonCode;
+using brokerha::test::make_connect;
+using brokerha::test::make_publish;
+using brokerha::test::MqttClient;
+using brokerha::test::publishes;
+using brokerha::test::Received;
+using brokerha::test::wait_until;
+namespace mqtt = brokerha::mqtt;
+using mqtt::ProtocolVersion;
+
+/// A CONNECT that resumes (clean start 0) a session kept for `expiry` seconds.
+mqtt::Connect resuming(ProtocolVersion v, std::string_view id, std::uint32_t expiry = 300) {
+  mqtt::Connect c = make_connect(v, id, false);
+  if (v == ProtocolVersion::v5) c.properties.session_expiry_interval = expiry;
+  return c;
+}
+
+/// The session `id` as node `i` reports it, if it holds one.
+std::optional<brokerha::ClientInfo> session_on(TestCluster& c, std::size_t i,
+                                               const std::string& id) {
+  for (auto& ci : c[i].clients()) {
+    if (ci.id == id) return ci;
+  }
+  return std::nullopt;
+}
+
+/// True when the broker closes `c` within `timeout` after a DISCONNECT with `reason`.
+bool closed_with(MqttClient& c, ReasonCode reason, std::chrono::milliseconds timeout) {
+  auto rest = c.wait_closed(timeout);
+  if (!rest) return false;
+  for (const Received& r : *rest) {
+    if (const auto* d = r.as<mqtt::Disconnect>()) return d->reason_code == reason;
+  }
+  return false;
+}
+
+std::string payload_of(const Received& r) { return std::string(r.as<mqtt::Publish>()->payload); }
+
+}  // namespace
+
+TEST_CASE("cluster sessions: the arbiter of a client id is one member and stable") {
+  const std::vector<std::string> members{"n1", "n2", "n3", "n4"};
+  std::map<std::string, int> counts;
+  for (int i = 0; i < 4000; ++i) {
+    const std::string id = "client-" + std::to_string(i);
+    const std::string& a = brokerha::cluster::Claims::arbiter_of(id, members);
+    // Every node computes the same arbiter whatever the order of its member list.
+    const std::vector<std::string> reversed(members.rbegin(), members.rend());
+    CHECK(brokerha::cluster::Claims::arbiter_of(id, reversed) == a);
+    ++counts[a];
+    // Rendezvous: removing a member that is not the arbiter keeps the arbiter.
+    std::vector<std::string> fewer;
+    for (const auto& m : members) {
+      if (m == a || m != "n4") fewer.push_back(m);
+    }
+    CHECK(brokerha::cluster::Claims::arbiter_of(id, fewer) == a);
+  }
+  for (const auto& [m, n] : counts) {
+    INFO(m << ": " << n);
+    CHECK(n > 700);  // 1000 expected each: ids spread over the members
+  }
+}
+
+TEST_CASE(
+    "cluster sessions: a client resumes on another node with its queued and in-flight messages") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  for (ProtocolVersion v : {ProtocolVersion::v5, ProtocolVersion::v311}) {
+    const std::string id = v == ProtocolVersion::v5 ? "mover5" : "mover3";
+    const std::string topic = "move/" + id;
+    INFO("protocol " << static_cast<int>(v));
+    auto first = std::make_unique<MqttClient>(v);
+    REQUIRE(first->open_and_connect(c.port(0), resuming(v, id)) == 0);
+    REQUIRE(first->subscribe(topic, 1));
+    auto pub = publisher(c.port(2), "pub-" + id);
+    // 10 messages reach the client on n1, which reads but does not acknowledge them: in
+    // flight. Then it drops its connection; 15 more are queued on n1 while it is away.
+    for (int i = 0; i < 10; ++i) {
+      const std::string payload = "m" + std::to_string(i);
+      REQUIRE(pub->publish(make_publish(topic, payload, 1)));
+    }
+    std::set<std::string> unacked;
+    for (int i = 0; i < 10; ++i) {
+      auto r = first->await<mqtt::Publish>(5s);
+      REQUIRE(r);
+      unacked.insert(payload_of(*r));
+    }
+    CHECK(unacked.size() == 10);
+    first->close();
+    REQUIRE(wait_until(
+        [&] {
+          auto s = session_on(c, 0, id);
+          return s && !s->connected;
+        },
+        5s));
+    for (int i = 10; i < 25; ++i) {
+      const std::string payload = "m" + std::to_string(i);
+      REQUIRE(pub->publish(make_publish(topic, payload, 1)));
+    }
+    REQUIRE(wait_until(
+        [&] {
+          auto s = session_on(c, 0, id);
+          return s && s->inflight + s->queued == 25;
+        },
+        5s));
+
+    // The client comes back on n2: the session moves there before CONNACK.
+    const auto moved_in = c[1].cluster().sessions_moved_in;
+    MqttClient second(v);
+    REQUIRE(second.open(c.port(1)));
+    auto ack = second.connect(resuming(v, id));
+    REQUIRE(ack);
+    CHECK(ack->as<mqtt::Connack>()->code == 0);
+    CHECK(ack->as<mqtt::Connack>()->session_present);
+    std::map<std::string, int> got;
+    int dups = 0;
+    for (int i = 0; i < 25; ++i) {
+      auto r = second.await<mqtt::Publish>(5s);
+      if (!r) break;
+      const auto* p = r->as<mqtt::Publish>();
+      if (p->dup) ++dups;
+      ++got[payload_of(*r)];
+      second.acknowledge(*p);
+    }
+    CHECK(got.size() == 25);
+    for (const auto& [payload, n] : got) CHECK_MESSAGE(n == 1, payload);
+    CHECK(dups == 10);  // the in-flight ones are re-sent with DUP
+    auto more = second.ping(1s);
+    REQUIRE(more);
+    CHECK(publishes(*more).empty());
+    CHECK(c[1].cluster().sessions_moved_in == moved_in + 1);
+    CHECK_FALSE(session_on(c, 0, id));  // gone from n1
+
+    // The subscription moved too: the next publish on n3 reaches the client on n2, once.
+    REQUIRE(pub->publish(make_publish(topic, "after", 1)));
+    auto r = second.await<mqtt::Publish>(5s);
+    REQUIRE(r);
+    CHECK(payload_of(*r) == "after");
+    second.acknowledge(*r->as<mqtt::Publish>());
+    more = second.ping(1s);
+    REQUIRE(more);
+    CHECK(publishes(*more).empty());
+    second.disconnect();
+  }
+}
+
+TEST_CASE("cluster sessions: a connected client is taken over from another node") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  for (bool resume : {true, false}) {
+    INFO("resume " << resume);
+    const std::string id = resume ? "taken-resume" : "taken-clean";
+    MqttClient old(ProtocolVersion::v5);
+    REQUIRE(old.open_and_connect(c.port(0), resuming(ProtocolVersion::v5, id)) == 0);
+    REQUIRE(old.subscribe("take/" + id, 1));
+
+    MqttClient fresh(ProtocolVersion::v5);
+    REQUIRE(fresh.open(c.port(2)));
+    auto ack = fresh.connect(resume ? resuming(ProtocolVersion::v5, id)
+                                    : make_connect(ProtocolVersion::v5, id, true));
+    REQUIRE(ack);
+    CHECK(ack->as<mqtt::Connack>()->code == 0);
+    CHECK(ack->as<mqtt::Connack>()->session_present == resume);
+
+    // The old connection got DISCONNECT 0x8E (Session taken over) and was closed.
+    CHECK(closed_with(old, ReasonCode::session_taken_over, 5s));
+    CHECK_FALSE(session_on(c, 0, id));
+    // Resumed: the subscription came along; clean: it is gone.
+    auto pub = publisher(c.port(1), "pub-" + id);
+    REQUIRE(pub->publish(make_publish("take/" + id, "x", 1)));
+    auto r = fresh.await<mqtt::Publish>(resume ? 5s : 1s);
+    CHECK(r.has_value() == resume);
+    if (r) fresh.acknowledge(*r->as<mqtt::Publish>());
+    fresh.disconnect();
+  }
+  // MQTT 3.1.1: the old connection is closed (no DISCONNECT in 3.1.1).
+  MqttClient old3(ProtocolVersion::v311);
+  REQUIRE(old3.open_and_connect(c.port(1), make_connect(ProtocolVersion::v311, "taken-v3")) == 0);
+  MqttClient new3(ProtocolVersion::v311);
+  REQUIRE(new3.open_and_connect(c.port(0), make_connect(ProtocolVersion::v311, "taken-v3")) == 0);
+  CHECK(old3.wait_closed(5s).has_value());
+  CHECK(new3.ping(1s).has_value());
+  CHECK(c[0].cluster().sessions_taken_over + c[1].cluster().sessions_taken_over +
+            c[2].cluster().sessions_taken_over >=
+        3);
+}
+
+TEST_CASE("cluster sessions: simultaneous connects with one client id end with one winner") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  for (int round = 0; round < 10; ++round) {
+    const std::string id = "racer-" + std::to_string(round);
+    INFO("round " << round);
+    MqttClient a(ProtocolVersion::v5), b(ProtocolVersion::v5);
+    REQUIRE(a.open(c.port(round % 3)));
+    REQUIRE(b.open(c.port((round + 1) % 3)));
+    // Both CONNECTs are on the wire before either answer is read.
+    mqtt::Connect ca = resuming(ProtocolVersion::v5, id);
+    ca.version = ProtocolVersion::v5;
+    REQUIRE(a.send(ca));
+    REQUIRE(b.send(ca));
+    auto ack_a = a.await<mqtt::Connack>(5s);
+    auto ack_b = b.await<mqtt::Connack>(5s);
+    REQUIRE(ack_a);
+    REQUIRE(ack_b);
+    // A loser is refused (0x89) or accepted and then taken over (0x8E): after the claims
+    // settle, exactly one connection answers a PINGREQ.
+    int alive = 0;
+    for (MqttClient* m : {&a, &b}) {
+      if (m->ping(2s).has_value() && !m->eof()) ++alive;
+    }
+    CHECK(alive == 1);
+    int sessions = 0;
+    for (std::size_t i = 0; i < 3; ++i) sessions += session_on(c, i, id) ? 1 : 0;
+    CHECK(sessions == 1);
+  }
+}
+
+TEST_CASE("cluster sessions: takeover during a partition and after it heals") {
+  TestCluster c(3, {}, true, fast_failure_detection);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  // The client holds its id on n1 before the partition.
+  MqttClient old(ProtocolVersion::v5);
+  REQUIRE(old.open_and_connect(c.port(0), resuming(ProtocolVersion::v5, "split")) == 0);
+  REQUIRE(old.subscribe("split/t", 1));
+
+  // {n1, n2} | {n3}
+  for (std::size_t a : {0u, 1u}) {
+    c[a].set_cluster_partition(c.address(2), true);
+    c[2].set_cluster_partition(c.address(a), true);
+  }
+  REQUIRE_MESSAGE(
+      wait_until(
+          [&] { return c[0].cluster().members.size() == 2 && c[2].cluster().members.size() == 1; },
+          30s),
+      describe(c));
+  // During the partition n3 arbitrates for itself: the connect succeeds without the session
+  // (it is on the other side), and the old connection on n1 is not touched.
+  MqttClient during(ProtocolVersion::v5);
+  REQUIRE(during.open(c.port(2)));
+  auto ack = during.connect(resuming(ProtocolVersion::v5, "split"));
+  REQUIRE(ack);
+  CHECK(ack->as<mqtt::Connack>()->code == 0);
+  CHECK_FALSE(ack->as<mqtt::Connack>()->session_present);
+  CHECK(old.ping(1s).has_value());
+
+  // After the heal the newer claim (n3's) wins: n1 closes its connection with 0x8E.
+  for (std::size_t a : {0u, 1u}) {
+    c[a].set_cluster_partition(c.address(2), false);
+    c[2].set_cluster_partition(c.address(a), false);
+  }
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, 60s), describe(c));
+  CHECK(closed_with(old, ReasonCode::session_taken_over, 10s));
+  CHECK(during.ping(1s).has_value());
+  CHECK(wait_until([&] { return !session_on(c, 0, "split").has_value(); }, 5s));
+  CHECK(session_on(c, 2, "split").has_value());
+
+  // And a takeover after the heal works across the former divide: back to n1, resuming.
+  MqttClient after(ProtocolVersion::v5);
+  REQUIRE(after.open(c.port(0)));
+  ack = after.connect(resuming(ProtocolVersion::v5, "split"));
+  REQUIRE(ack);
+  CHECK(ack->as<mqtt::Connack>()->code == 0);
+  CHECK(ack->as<mqtt::Connack>()->session_present);
+  CHECK(during.wait_closed(5s).has_value());
+}
