@@ -226,7 +226,9 @@ TEST_CASE("cluster server: the local-cluster script works as documented") {
   CHECK(contains(r.out, "reached node2 and node3"));
 }
 
-TEST_CASE("cluster server: a persistent session follows its client to another node") {
+TEST_CASE(
+    "cluster server: a persistent session follows its client to another node and races have one "
+    "winner") {
   const std::string sub = brokerha::test::find_program("mosquitto_sub");
   const std::string pub = brokerha::test::find_program("mosquitto_pub");
   if (sub.empty() || pub.empty()) {
@@ -276,4 +278,21 @@ TEST_CASE("cluster server: a persistent session follows its client to another no
   for (int i = 1; i <= 20; ++i) expected += std::to_string(i) + "\n";
   CHECK(r.out == expected);
   CHECK(queued_on_node1() == 0);  // node 1 no longer holds the session
+
+  // Two connects with one client id on two nodes at once: one winner, every time.
+  for (int round = 0; round < 5; ++round) {
+    INFO("race round " << round);
+    const std::string id = "racer-" + std::to_string(round);
+    MqttClient a(ProtocolVersion::v5), b(ProtocolVersion::v5);
+    REQUIRE(a.open(c.nodes[static_cast<std::size_t>(round % 3)]->mqtt_port));
+    REQUIRE(b.open(c.nodes[static_cast<std::size_t>((round + 1) % 3)]->mqtt_port));
+    const mqtt::Connect connect = make_connect(ProtocolVersion::v5, id, false);
+    REQUIRE(a.send(connect));
+    REQUIRE(b.send(connect));
+    REQUIRE(a.await<mqtt::Connack>(5s));
+    REQUIRE(b.await<mqtt::Connack>(5s));
+    int alive = 0;
+    for (MqttClient* m : {&a, &b}) alive += m->ping(2s).has_value() && !m->eof() ? 1 : 0;
+    CHECK(alive == 1);
+  }
 }

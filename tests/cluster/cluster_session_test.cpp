@@ -85,9 +85,9 @@ TEST_CASE("cluster sessions: the arbiter of a client id is one member and stable
     }
     CHECK(brokerha::cluster::Claims::arbiter_of(id, fewer) == a);
   }
-  for (const auto& [m, n] : counts) {
-    INFO(m << ": " << n);
-    CHECK(n > 700);  // 1000 expected each: ids spread over the members
+  for (const auto& entry : counts) {
+    INFO(entry.first << ": " << entry.second);
+    CHECK(entry.second > 700);  // 1000 expected each: ids spread over the members
   }
 }
 
@@ -153,7 +153,7 @@ TEST_CASE(
       second.acknowledge(*p);
     }
     CHECK(got.size() == 25);
-    for (const auto& [payload, n] : got) CHECK_MESSAGE(n == 1, payload);
+    for (const auto& entry : got) CHECK_MESSAGE(entry.second == 1, entry.first);
     CHECK(dups == 10);  // the in-flight ones are re-sent with DUP
     auto more = second.ping(1s);
     REQUIRE(more);
@@ -218,7 +218,7 @@ TEST_CASE("cluster sessions: a connected client is taken over from another node"
 TEST_CASE("cluster sessions: simultaneous connects with one client id end with one winner") {
   TestCluster c(3);
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
-  for (int round = 0; round < 10; ++round) {
+  for (std::size_t round = 0; round < 10; ++round) {
     const std::string id = "racer-" + std::to_string(round);
     INFO("round " << round);
     MqttClient a(ProtocolVersion::v5), b(ProtocolVersion::v5);

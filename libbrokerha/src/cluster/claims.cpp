@@ -14,8 +14,8 @@ std::uint64_t rendezvous_hash(std::string_view member, std::string_view client_i
   // whose names differ in one character still spread evenly.
   std::uint64_t h = 14695981039346656037ull;
   auto mix = [&h](std::string_view s) {
-    for (unsigned char c : s) {
-      h ^= c;
+    for (char c : s) {
+      h ^= static_cast<unsigned char>(c);
       h *= 1099511628211ull;
     }
   };
