@@ -28,6 +28,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <stdexcept>
 #include <utility>
@@ -333,6 +334,9 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
   std::string psk;
   SslCtxPtr client_ctx, server_ctx;
   bool stopped = false;
+  // Jitter for reconnect delays, so that the links of a restarted node are not all re-dialled
+  // by every peer at the same instant.
+  std::minstd_rand jitter{std::random_device{}()};
   std::map<std::string, std::shared_ptr<Peer>> peers;  // shape written under mu
   std::set<std::shared_ptr<Conn>> pending;             // inbound, peer not known yet
   mutable std::mutex mu;
@@ -461,7 +465,10 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
   void schedule_dial(const std::shared_ptr<Peer>& p) {
     if (stopped || p->removed || !p->dialer || p->conn || p->dial_pending) return;
     p->dial_pending = true;
-    const auto delay = p->backoff;
+    // The backoff +-25%.
+    const auto b = p->backoff.count();
+    std::uniform_int_distribution<decltype(p->backoff)::rep> spread(b - b / 4, b + b / 4);
+    const auto delay = decltype(p->backoff)(spread(jitter));
     p->backoff = std::min(p->backoff * 2, opt.reconnect_max);
     p->dial_timer.expires_after(delay);
     p->dial_timer.async_wait([self = shared_from_this(), p](const std::error_code& ec) {
