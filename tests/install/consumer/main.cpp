@@ -111,9 +111,8 @@ std::pair<int, int> mqtt_connect(std::uint16_t port, const std::string& client_i
   if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
     fail("connect to the broker");
   }
-  const std::string connect =
-      mqtt_packet(0x10, mqtt_string("MQTT") + std::string("\x04\x02\x00\x3c", 4) +
-                            mqtt_string(client_id));
+  const std::string connect = mqtt_packet(
+      0x10, mqtt_string("MQTT") + std::string("\x04\x02\x00\x3c", 4) + mqtt_string(client_id));
   if (::send(fd, connect.data(), connect.size(), 0) != static_cast<ssize_t>(connect.size())) {
     fail("send CONNECT");
   }
