@@ -126,11 +126,13 @@ runtime_pkgs=" $(grep -o 'apt-get install [^&]*' <<<"$runtime_stage" |
 # In debian:bookworm-slim already (Priority: required, and their dependencies).
 base_pkgs=" libc6 libgcc-s1 libstdc++6 zlib1g "
 while read -r needed; do
-  path=$(ldconfig -p | awk -v l="$needed" '$1 == l { print $NF; exit }')
+  # (no early exit in awk: with pipefail, ldconfig's SIGPIPE would fail the pipeline)
+  path=$(ldconfig -p | awk -v l="$needed" '$1 == l && !found { print $NF; found = 1 }')
   [ -n "$path" ] || fail "brokerha-server needs $needed, which is not on this machine"
   # dpkg knows a file by the path its package ships (/lib or /usr/lib on merged-/usr).
-  pkg=$( { dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null || true; } |
-         head -n1 | cut -d: -f1)
+  owner=$(dpkg -S "$path" 2>/dev/null || dpkg -S "$(readlink -f "$path")" 2>/dev/null || true)
+  owner=${owner%%$'\n'*}
+  pkg=${owner%%:*}
   [ -n "$pkg" ] || fail "no Debian package owns $path ($needed)"
   case "$runtime_pkgs$base_pkgs" in
     *" $pkg "*) log "  $needed <- $pkg" ;;
@@ -140,7 +142,7 @@ done < <(readelf -d "$server" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
 
 # --- 4. run it ----------------------------------------------------------------------------------
 version=$(sed -n '/^project(brokerha/,/)/p' "$root/CMakeLists.txt" |
-            grep -m 1 -oE 'VERSION [0-9]+(\.[0-9]+)*' | cut -d' ' -f2)
+            sed -n 's/^ *VERSION \([0-9][0-9.]*\).*/\1/p')
 out=$(env -u LD_LIBRARY_PATH "$server" --version) || fail "--version exited with $?"
 [ "$out" = "brokerha-server $version" ] || fail "--version printed '$out'"
 log "  --version: $out"
