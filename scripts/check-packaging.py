@@ -60,8 +60,14 @@ def fail(message):
     print(f"check-packaging: FAIL: {message}")
 
 
+_reported = [0]
+
+
 def ok(message):
-    print(f"check-packaging: ok: {message}")
+    """Reports a section as passed unless it added failures since the last report."""
+    if len(failures) == _reported[0]:
+        print(f"check-packaging: ok: {message}")
+    _reported[0] = len(failures)
 
 
 def read(*parts):
@@ -289,8 +295,7 @@ def check_recipes_agree(cm, vcpkg_options, conan_options):
     if unset:
         fail(f"CMake options {sorted(unset)} are set by neither recipe: decide their value for "
              "packages (packaging/vcpkg/portfile.cmake, packaging/conan/conanfile.py)")
-    if not failures:
-        ok("both recipes set the same CMake options, and every packaging-relevant option")
+    ok("both recipes set the same CMake options, and every packaging-relevant option")
 
 
 # --- configure against the ports' shapes ---------------------------------------------------------
@@ -341,8 +346,7 @@ def check_port_shapes():
         if r.returncode == 0 or "c-ares" not in r.stdout:
             print(r.stdout)
             fail("without the ports, the package did not fail on the missing c-ares config")
-        if not failures:
-            ok("a consumer finds the static package's dependencies through the ports' configs")
+        ok("a consumer finds the static package's dependencies through the ports' configs")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
