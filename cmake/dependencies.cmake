@@ -1,20 +1,27 @@
-# Finds everything brokerha builds against, as targets (Debian 12 packages; see STYLE.md §10).
+# Finds everything brokerha builds against, as targets. Two shapes of each package are handled:
+# Debian 12's (STYLE.md §10) and the vcpkg/Conan ports' (packaging/vcpkg, packaging/conan).
 #
-#   Threads::Threads                          pthreads
-#   asio::asio                                standalone Asio 1.22, header-only (Findasio.cmake)
-#   OpenSSL::SSL, OpenSSL::Crypto             TLS listeners, websocket handshake
-#   PkgConfig::BROKERHA_CARES                 c-ares (DNS SRV discovery), pkg-config `libcares`
-#   PkgConfig::BROKERHA_HTTPLIB               cpp-httplib 0.11, a *compiled* library on Debian:
-#                                             its defines (CPPHTTPLIB_*_SUPPORT) come with the
-#                                             target and must match the library's (ABI)
-#   brokerha_rapidjson                        RapidJSON include dir (its CMake file sets only
-#                                             RAPIDJSON_INCLUDE_DIRS)
-#   yaml-cpp::yaml-cpp                        brokerha-server only (Debian 0.7 names it `yaml-cpp`)
-#   doctest::doctest + doctest_discover_tests tests only
+#   target / variable          Debian 12                        vcpkg / Conan port
+#   Threads::Threads           pthreads                         pthreads
+#   asio::asio                 cmake/Findasio.cmake (no config)  asio config (asio::asio)
+#   OpenSSL::SSL, ::Crypto     FindOpenSSL                      FindOpenSSL / OpenSSL config
+#   BROKERHA_CARES_TARGET      PkgConfig::BROKERHA_CARES         c-ares::cares (c-ares config)
+#                              (pkg-config `libcares`)
+#   BROKERHA_HTTPLIB_TARGET    PkgConfig::BROKERHA_HTTPLIB       httplib::httplib (httplib
+#                              (pkg-config `cpp-httplib`: a       config; header-only there)
+#                              *compiled* library; its
+#                              CPPHTTPLIB_*_SUPPORT defines must
+#                              match the library's: ABI)
+#   brokerha_rapidjson         include dir (RapidJSON's config   the `rapidjson` target
+#                              sets only RAPIDJSON_INCLUDE_DIRS)
+#   yaml-cpp::yaml-cpp         0.7 names it `yaml-cpp` (aliased) yaml-cpp::yaml-cpp
+#   doctest::doctest           + doctest_discover_tests (tests only)
 #
-# The pkg-config target names are part of the installed package: a static libbrokerha.a
-# exports them as $<LINK_ONLY:...>, and brokerha-config.cmake.in recreates them with the same
-# names. Keep the two files in step.
+# BROKERHA_CARES_TARGET and BROKERHA_HTTPLIB_TARGET are part of the installed package: a static
+# libbrokerha.a exports them as $<LINK_ONLY:...>, and brokerha-config.cmake.in finds them again
+# the same way (it is configured with these variables). Keep the two files in step.
+# tests/packaging/ports/ holds stand-ins of the ports' config files; scripts/check-packaging.py
+# configures against them, so the port branches are exercised here too.
 
 set(THREADS_PREFER_PTHREAD_FLAG ON)
 find_package(Threads REQUIRED)
@@ -27,24 +34,55 @@ endif()
 
 find_package(OpenSSL 1.1.1 REQUIRED)
 
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(BROKERHA_CARES REQUIRED IMPORTED_TARGET libcares)
+find_package(PkgConfig QUIET)
 
+# brokerha_find_package_or_pkgconfig(<VAR> <config package> <config target> <pkg-config module>
+#                                    <pkg-config prefix>)
+# Sets <VAR> to <config target> when find_package(<config package> CONFIG) defines it, else to
+# PkgConfig::<prefix> from pkg_check_modules (required).
+function(brokerha_find_package_or_pkgconfig var package target module prefix)
+  find_package(${package} CONFIG QUIET)
+  if(TARGET ${target})
+    set(${var} "${target}" PARENT_SCOPE)
+    message(STATUS "brokerha: ${package}: ${target} (CMake config)")
+    return()
+  endif()
+  if(NOT PKG_CONFIG_FOUND)
+    message(FATAL_ERROR "brokerha: neither a ${package} CMake config (${target}) nor pkg-config "
+                        "to find the ${module} module")
+  endif()
+  pkg_check_modules(${prefix} REQUIRED IMPORTED_TARGET ${module})
+  set(${var} "PkgConfig::${prefix}" PARENT_SCOPE)
+  message(STATUS "brokerha: ${package}: PkgConfig::${prefix} (pkg-config ${module})")
+endfunction()
+
+brokerha_find_package_or_pkgconfig(BROKERHA_CARES_TARGET c-ares c-ares::cares libcares
+                                   BROKERHA_CARES)
+
+set(BROKERHA_HTTPLIB_TARGET "")
 if(BROKERHA_WITH_HTTP_API)
-  pkg_check_modules(BROKERHA_HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+  brokerha_find_package_or_pkgconfig(BROKERHA_HTTPLIB_TARGET httplib httplib::httplib cpp-httplib
+                                     BROKERHA_HTTPLIB)
 
-  find_package(RapidJSON CONFIG QUIET)
-  if(NOT RAPIDJSON_INCLUDE_DIRS)
-    find_path(RAPIDJSON_INCLUDE_DIRS NAMES rapidjson/document.h)
-  endif()
-  if(NOT RAPIDJSON_INCLUDE_DIRS)
-    message(FATAL_ERROR "RapidJSON not found (Debian: rapidjson-dev), needed by "
-                        "BROKERHA_WITH_HTTP_API=ON.")
-  endif()
   if(NOT TARGET brokerha_rapidjson)
     add_library(brokerha_rapidjson INTERFACE IMPORTED)
-    set_target_properties(brokerha_rapidjson PROPERTIES
-      INTERFACE_INCLUDE_DIRECTORIES "${RAPIDJSON_INCLUDE_DIRS}")
+    find_package(RapidJSON CONFIG QUIET)
+    if(TARGET rapidjson)
+      # vcpkg and Conan define the `rapidjson` target.
+      set_target_properties(brokerha_rapidjson PROPERTIES INTERFACE_LINK_LIBRARIES rapidjson)
+      message(STATUS "brokerha: RapidJSON: rapidjson (CMake config)")
+    else()
+      if(NOT RAPIDJSON_INCLUDE_DIRS)
+        find_path(RAPIDJSON_INCLUDE_DIRS NAMES rapidjson/document.h)
+      endif()
+      if(NOT RAPIDJSON_INCLUDE_DIRS)
+        message(FATAL_ERROR "RapidJSON not found (Debian: rapidjson-dev), needed by "
+                            "BROKERHA_WITH_HTTP_API=ON.")
+      endif()
+      set_target_properties(brokerha_rapidjson PROPERTIES
+        INTERFACE_INCLUDE_DIRECTORIES "${RAPIDJSON_INCLUDE_DIRS}")
+      message(STATUS "brokerha: RapidJSON: ${RAPIDJSON_INCLUDE_DIRS}")
+    endif()
   endif()
 endif()
 
@@ -62,6 +100,11 @@ endif()
 
 if(BROKERHA_BUILD_TESTS)
   find_package(doctest 2.4 CONFIG REQUIRED)
-  # doctest.cmake (doctest_discover_tests) sits next to doctestConfig.cmake.
-  include("${doctest_DIR}/doctest.cmake")
+  # doctest.cmake (doctest_discover_tests) sits next to doctestConfig.cmake (Debian, vcpkg);
+  # Conan puts it on the module path instead.
+  if(EXISTS "${doctest_DIR}/doctest.cmake")
+    include("${doctest_DIR}/doctest.cmake")
+  else()
+    include(doctest)
+  endif()
 endif()

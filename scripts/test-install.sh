@@ -5,6 +5,9 @@
 #      consumer and the installed brokerha-server must run against the installed .so
 #   3. add_subdirectory(<repo>) from tests/install/subdirectory (library only, no install rules)
 # plus the build-tree package (brokerha_DIR=<build dir>) when --static-build-dir is given.
+# Each installed public header must compile on its own. The consumer program
+# (tests/install/consumer/main.cpp) uses Broker with auth/ACL/event hooks and a Bus, Membership
+# and Discovery, all on loopback.
 #
 # Usage: scripts/test-install.sh [--static-build-dir DIR] [--keep]
 #   --static-build-dir DIR  install this already-built static, non-sanitizer build tree
@@ -81,6 +84,22 @@ check_prefix() {  # check_prefix <prefix> <static|shared>
     leaked=$(nm -DC --defined-only "$prefix/lib/libbrokerha.so" | grep -c -E ' (asio|httplib|YAML)::' || true)
     [ "$leaked" -eq 0 ] || log "  WARNING: $leaked dependency symbols exported from libbrokerha.so"
   fi
+  # Every public header is installed (api.hpp with the HTTP API, which these builds have), and
+  # each installed header compiles on its own against the installed tree alone (the `headers`
+  # stage checks the same in the build tree).
+  local h name
+  for h in "$root"/libbrokerha/include/brokerha/*.hpp; do
+    name=$(basename "$h")
+    [ -f "$prefix/include/brokerha/$name" ] || fail "$mode: include/brokerha/$name is not installed"
+  done
+  local defines=()
+  [ "$mode" = static ] && defines=(-DBROKERHA_STATIC_DEFINE)
+  for h in "$prefix"/include/brokerha/*.hpp; do
+    printf '#include <brokerha/%s>\n' "$(basename "$h")" |
+      c++ -std=c++17 -fsyntax-only -Wall -Wextra -Werror "${defines[@]}" -I "$prefix/include" \
+        -x c++ - || fail "$mode: installed header $(basename "$h") does not compile on its own"
+  done
+  log "  $(find "$prefix/include/brokerha" -name '*.hpp' | wc -l) installed headers compile on their own"
   # Internals must not be installed.
   if [ -n "$(find "$prefix" -name 'libbrokerha_core*' -o -name 'libbrokerha_objects*')" ]; then
     fail "$mode: internal libraries were installed"

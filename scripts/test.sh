@@ -3,23 +3,33 @@
 #   deps     scripts/install-deps.sh (installs as root; otherwise only checks)
 #   ci       gcc Release -Werror build (`ci` preset) and every ctest suite
 #   headers  all_verify_interface_header_sets: each public header compiles on its own
+#   packaging  the vcpkg port and Conan recipe agree with the CMake project, also configured
+#            against the ports' package shapes (scripts/check-packaging.py --configure); every
+#            Kubernetes overlay rendered with kubectl kustomize and checked, its config
+#            validated by build/ci's server (scripts/check-kubernetes.py)
+#   docs     the quick-start and local-cluster commands of the docs run as written, with
+#            build/ci's server (scripts/test-docs.py)
 #   asan     clang ASan+UBSan build, unit + integration + cluster (+ smoke) tests
 #   tsan     clang TSan build, integration + cluster tests (unit while those do not exist)
 #   install  scripts/test-install.sh: installed static/shared packages, pkg-config,
 #            add_subdirectory
+#   container  the Dockerfile's install command into a scratch prefix (from build/ci), the
+#            runtime stage's files and libraries, --version and --check-config of the image's
+#            config (scripts/test-container.sh; there is no Docker engine here)
 #   fuzz     libFuzzer targets, each for FUZZ_SECONDS (default 60; 0 = replay seeds only)
 #   format   clang-format --dry-run -Werror on every tracked *.cpp/*.hpp
 #
 # Usage: scripts/test.sh [--fast | --only STAGE[,STAGE...]]
 #   --fast   the developer tier: `release` preset build + unit tests only
-#   --only   run just these stages of the full list (e.g. --only asan,fuzz); `headers` and
-#            `install` reuse build/ci, so run `ci` first at least once
+#   --only   run just these stages of the full list (e.g. --only asan,fuzz); `headers`,
+#            `packaging`, `docs`, `install` and `container` reuse build/ci, so run `ci` first
+#            at least once
 # Environment: FUZZ_SECONDS (default 60).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-all_stages=(deps ci headers asan tsan install fuzz format)
+all_stages=(deps ci headers packaging docs asan tsan install container fuzz format)
 mode=full
 only=""
 while [ $# -gt 0 ]; do
@@ -28,7 +38,7 @@ while [ $# -gt 0 ]; do
     --only)
       [ $# -ge 2 ] || { echo "test.sh: --only needs a stage list" >&2; exit 2; }
       only=",$2,"; mode="only $2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -100,6 +110,26 @@ headers() {
   cmake --build --preset ci --target all_verify_interface_header_sets
 }
 
+# build/ci's server, for the stages that reuse it.
+ci_server() {
+  local server=build/ci/brokerha-server/brokerha-server
+  [ -x "$server" ] || { echo "test.sh: $server is missing: run the ci stage first" >&2; return 1; }
+  echo "$server"
+}
+
+packaging() {
+  local server
+  server=$(ci_server)
+  /usr/bin/python3 scripts/check-packaging.py --configure
+  /usr/bin/python3 scripts/check-kubernetes.py --server "$server"
+}
+
+docs() {
+  local server
+  server=$(ci_server)
+  /usr/bin/python3 scripts/test-docs.py --server "$server"
+}
+
 asan() {
   cmake --preset asan
   cmake --build --preset asan
@@ -127,6 +157,10 @@ tsan() {
 
 install_check() {
   bash scripts/test-install.sh --static-build-dir build/ci
+}
+
+container() {
+  bash scripts/test-container.sh --build-dir build/ci
 }
 
 fuzz() {
@@ -190,8 +224,11 @@ fi
 stage deps deps
 stage ci ci
 stage headers headers
+stage packaging packaging
+stage docs docs
 stage asan asan
 stage tsan tsan
 stage install install_check
+stage container container
 stage fuzz fuzz
 stage format format
