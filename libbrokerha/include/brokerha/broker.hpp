@@ -146,6 +146,9 @@ struct ClusterInfo {
   std::uint64_t malformed_frames = 0;
   std::uint64_t route_ack_timeouts = 0;  // SUBACKs sent before every peer acknowledged
   std::uint64_t retained_applied = 0;    // replicated retained entries that were newer
+  /// Messages a peer chose this node for, for a shared group with no member here any more
+  /// (the member left meanwhile): lost for that group, never forwarded again.
+  std::uint64_t shared_dropped = 0;
   MembershipStats membership;
 };
 

@@ -962,6 +962,9 @@ struct ApiServer::Impl {
         "SUBACKs sent before every peer acknowledged the route.", n(ci.route_ack_timeouts));
     one("broker_cluster_retained_applied_total", "counter",
         "Replicated retained entries that were newer than the local copy.", n(ci.retained_applied));
+    one("broker_cluster_shared_dropped_total", "counter",
+        "Messages for a shared group this node was chosen for after its last member left.",
+        n(ci.shared_dropped));
     one("broker_cluster_membership_dropped_total", "counter",
         "Membership packets dropped (malformed, wrong key or label).", n(ci.membership.dropped));
     one("broker_cluster_probe_failures_total", "counter", "Failed membership probes.",
