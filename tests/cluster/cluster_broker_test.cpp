@@ -42,6 +42,85 @@ namespace mqtt = brokerha::mqtt;
 using mqtt::ProtocolVersion;
 using namespace brokerha::test::cluster;
 
+/// Reads PUBLISH packets from all `clients` (acknowledging each) until `total` arrived in
+/// all, or none came for 5 s; then a PINGRESP round per client collects anything more. The
+/// payloads each client received, in order.
+std::vector<std::vector<std::string>> receive_spread(const std::vector<MqttClient*>& clients,
+                                                     std::size_t total) {
+  std::vector<std::vector<std::string>> got(clients.size());
+  std::size_t n = 0;
+  auto progress = std::chrono::steady_clock::now();
+  while (n < total && std::chrono::steady_clock::now() - progress < 5s) {
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+      auto r = clients[i]->await<mqtt::Publish>(20ms);
+      if (!r) continue;
+      const auto* p = r->as<mqtt::Publish>();
+      clients[i]->acknowledge(*p);
+      got[i].emplace_back(p->payload);
+      ++n;
+      progress = std::chrono::steady_clock::now();
+    }
+  }
+  for (std::size_t i = 0; i < clients.size(); ++i) {
+    const auto more = clients[i]->ping(1s);
+    REQUIRE(more);
+    for (const auto* p : publishes(*more)) got[i].emplace_back(p->payload);
+  }
+  return got;
+}
+
+/// Checks that `got` (per member of one group) holds each of `sent` exactly once in total,
+/// and returns how many each member received.
+std::vector<std::size_t> check_once_per_group(const std::vector<std::vector<std::string>>& got,
+                                              const std::vector<std::string>& sent) {
+  std::map<std::string, int> seen;
+  std::vector<std::size_t> per_member;
+  for (const auto& member : got) {
+    per_member.push_back(member.size());
+    for (const auto& p : member) ++seen[p];
+  }
+  std::size_t missing = 0, duplicated = 0;
+  for (const auto& p : sent) {
+    const int n = seen.count(p) != 0 ? seen[p] : 0;
+    if (n == 0) ++missing;
+    if (n > 1) ++duplicated;
+  }
+  std::size_t total = 0;
+  for (std::size_t n : per_member) total += n;
+  INFO("received " << total << " of " << sent.size());
+  CHECK(missing == 0);
+  CHECK(duplicated == 0);
+  CHECK(total == sent.size());
+  return per_member;
+}
+
+/// Publishes `count` QoS 1 messages on `topic_prefix/i` from `p`, payloads `tag-i`; every
+/// `retain_every`th one retained (0: none). Returns the payloads.
+std::vector<std::string> publish_numbered(MqttClient& p, const std::string& topic_prefix,
+                                          const std::string& tag, int count, int retain_every = 0) {
+  std::vector<std::string> sent;
+  for (int i = 0; i < count; ++i) {
+    const std::string topic = topic_prefix + "/" + std::to_string(i);
+    sent.push_back(tag + "-" + std::to_string(i));
+    const bool retain = retain_every != 0 && i % retain_every == 0;
+    REQUIRE(p.publish(make_publish(topic, sent.back(), 1, retain)));
+  }
+  return sent;
+}
+
+bool unsubscribe(MqttClient& c, std::string_view filter) {
+  mqtt::Unsubscribe u;
+  u.packet_id = c.next_packet_id();
+  u.filters.push_back(filter);
+  return c.send(u) && c.await_ack<mqtt::Unsuback>(u.packet_id).has_value();
+}
+
+std::uint64_t shared_dropped(TestCluster& c) {
+  std::uint64_t n = 0;
+  for (std::size_t i = 0; i < c.nodes.size(); ++i) n += c[i].cluster().shared_dropped;
+  return n;
+}
+
 }  // namespace
 
 TEST_CASE("cluster broker: three nodes form and publishes reach the other nodes exactly once") {
@@ -85,11 +164,12 @@ TEST_CASE("cluster broker: a subscription on one node gets the next publish on a
   TestCluster c(3);
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
   auto p1 = publisher(c.port(0), "p1");
-  for (int i = 0; i < 20; ++i) {
+  for (int i = 0; i < 30; ++i) {
     const std::string topic = "fresh/" + std::to_string(i);
     MqttClient s(ProtocolVersion::v5);
     REQUIRE(s.open_and_connect(c.port(2), make_connect(ProtocolVersion::v5, "s3-" + topic)) == 0);
-    REQUIRE(s.subscribe(topic, 1));
+    // Every third one as the only member of a shared group (node 3 announces "$share/g/...").
+    REQUIRE(s.subscribe(i % 3 == 2 ? "$share/g/" + topic : topic, 1));
     // Right after SUBACK: node 1 must already route this topic to node 3.
     p1->publish(make_publish(topic, "x", 1));
     auto r = s.await<mqtt::Publish>(5s);
@@ -370,4 +450,146 @@ TEST_CASE("cluster broker: the read ACL of the receiving node applies to message
   REQUIRE(got_blocked.size() == 1);
   CHECK(got_blocked[0].as<mqtt::Publish>()->topic == "open/x");
   CHECK(c[1].stats().acl_denials >= 1);
+}
+
+// ---- shared subscriptions across nodes (issue 9) ----------------------------------------------
+
+TEST_CASE("cluster broker: a shared group with members on two nodes gets each message once") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  // Members on n1 and n2; publishers on n3 (no member) and on n1 (a member's node).
+  auto a = subscriber(c.port(0), "a", "$share/g/work/#", 1);
+  auto b = subscriber(c.port(1), "b", "$share/g/work/#", 1);
+  auto p3 = publisher(c.port(2), "p3");
+  auto p1 = publisher(c.port(0), "p1");
+  // Every 10th message retained: retained writes go to every node, and still reach the
+  // group once.
+  std::vector<std::string> sent = publish_numbered(*p3, "work/from3", "n3", 500, 10);
+  const std::vector<std::string> more = publish_numbered(*p1, "work/from1", "n1", 500, 10);
+  sent.insert(sent.end(), more.begin(), more.end());
+  const auto got = receive_spread({a.get(), b.get()}, sent.size());
+  const auto per_member = check_once_per_group(got, sent);
+  // Round robin over the slots (a node each, or a member of the publishing node each).
+  CHECK(per_member[0] > 0);
+  CHECK(per_member[1] > 0);
+  auto from = [&](std::size_t member, const std::string& tag) {
+    std::size_t n = 0;
+    for (const auto& p : got[member]) n += p.rfind(tag, 0) == 0 ? 1 : 0;
+    return n;
+  };
+  CHECK(from(0, "n3-") > 0);
+  CHECK(from(1, "n3-") > 0);
+  CHECK(from(0, "n1-") > 0);
+  CHECK(from(1, "n1-") > 0);
+  CHECK(shared_dropped(c) == 0);
+}
+
+TEST_CASE("cluster broker: a plain subscriber gets every message and a shared group each once") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  // n1 has a plain subscriber and a group member: a message forwarded to n1 for the plain
+  // subscriber must not reach n1's member unless the group was given to n1.
+  auto plain = subscriber(c.port(0), "plain", "mix/#", 1);
+  auto a = subscriber(c.port(0), "a", "$share/g/mix/#", 1);
+  auto b = subscriber(c.port(1), "b", "$share/g/mix/#", 1);
+  auto p3 = publisher(c.port(2), "p3");
+  const std::vector<std::string> sent = publish_numbered(*p3, "mix", "m", 200);
+  const auto got_plain = receive_spread({plain.get()}, sent.size());
+  check_once_per_group(got_plain, sent);
+  const auto per_member =
+      check_once_per_group(receive_spread({a.get(), b.get()}, sent.size()), sent);
+  CHECK(per_member[0] > 0);
+  CHECK(per_member[1] > 0);
+  CHECK(shared_dropped(c) == 0);
+}
+
+TEST_CASE("cluster broker: two groups on one filter each get every message once") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto g1 = subscriber(c.port(0), "g1", "$share/g/two/#", 1);
+  auto g2 = subscriber(c.port(1), "g2", "$share/g/two/#", 1);
+  auto h2 = subscriber(c.port(1), "h2", "$share/h/two/#", 1);
+  auto h3 = subscriber(c.port(2), "h3", "$share/h/two/#", 1);
+  auto p1 = publisher(c.port(0), "p1");
+  const std::vector<std::string> sent = publish_numbered(*p1, "two", "t", 200);
+  const auto g = check_once_per_group(receive_spread({g1.get(), g2.get()}, sent.size()), sent);
+  const auto h = check_once_per_group(receive_spread({h2.get(), h3.get()}, sent.size()), sent);
+  CHECK(g[0] > 0);
+  CHECK(g[1] > 0);
+  CHECK(h[0] > 0);
+  CHECK(h[1] > 0);
+  CHECK(shared_dropped(c) == 0);
+}
+
+TEST_CASE("cluster broker: after a group member leaves the remaining member gets everything") {
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  const std::string group = "$share/g/leave/#";
+  auto a = subscriber(c.port(0), "a", group, 1);
+  auto b = subscriber(c.port(1), "b", group, 1);
+  auto p3 = publisher(c.port(2), "p3");
+  auto round = [&](const std::string& tag) {
+    const std::vector<std::string> sent = publish_numbered(*p3, "leave", tag, 100);
+    return check_once_per_group(receive_spread({a.get(), b.get()}, sent.size()), sent);
+  };
+  auto spread = round("both");
+  CHECK(spread[0] > 0);
+  CHECK(spread[1] > 0);
+
+  // b unsubscribes. Its route withdrawal and a later SUBSCRIBE's route change go to the
+  // peers in order, and that SUBACK waits for their acknowledgement: once it is back, every
+  // node has withdrawn n2 from the group.
+  REQUIRE(unsubscribe(*b, group));
+  REQUIRE(b->subscribe("barrier/1", 1));
+  spread = round("unsubscribed");
+  CHECK(spread[0] == 100);
+  CHECK(spread[1] == 0);
+
+  REQUIRE(b->subscribe(group, 1));
+  spread = round("again");
+  CHECK(spread[0] > 0);
+  CHECK(spread[1] > 0);
+
+  // b disconnects (clean start: its session ends). The same client id lands on the same
+  // shard of n2, so its next SUBACK again orders after the withdrawal.
+  b->disconnect();
+  b = subscriber(c.port(1), "b", "barrier/2", 1);
+  spread = round("disconnected");
+  CHECK(spread[0] == 100);
+  CHECK(spread[1] == 0);
+  CHECK(shared_dropped(c) == 0);
+}
+
+TEST_CASE(
+    "cluster broker: a message for a group whose member left meanwhile is dropped and counted") {
+  TestCluster c(3, {}, true);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  const std::string group = "$share/g/gone/#";
+  auto a = subscriber(c.port(0), "a", group, 1);
+  auto b = subscriber(c.port(1), "b", group, 1);
+  auto p3 = publisher(c.port(2), "p3");
+  // Hold n3's frames to n2 (the link stops; membership still reaches n2 through n1), so that
+  // n3 picks n2 for messages that arrive after b has left.
+  c[2].set_cluster_partition(c.address(1), true);
+  c[1].set_cluster_partition(c.address(2), true);
+  const std::vector<std::string> held = publish_numbered(*p3, "gone", "held", 20);
+  REQUIRE(unsubscribe(*b, group));
+  c[2].set_cluster_partition(c.address(1), false);
+  c[1].set_cluster_partition(c.address(2), false);
+  REQUIRE(wait_until([&] { return c[1].cluster().shared_dropped != 0; }, 20s));
+  const auto got = receive_spread({a.get(), b.get()}, held.size());
+  const std::uint64_t dropped = c[1].cluster().shared_dropped;
+  // n3 alternated between n1 and n2: n2's share was dropped there, not delivered elsewhere.
+  CHECK(got[1].empty());
+  CHECK(got[0].size() + dropped == held.size());
+  CHECK(dropped > 0);
+
+  // Once n3 has n2's withdrawal, a gets everything. A SUBSCRIBE on b's connection orders
+  // after it (see the test of a member leaving).
+  REQUIRE(b->subscribe("barrier/1", 1));
+  const std::vector<std::string> after = publish_numbered(*p3, "gone", "after", 20);
+  const auto per_member =
+      check_once_per_group(receive_spread({a.get(), b.get()}, after.size()), after);
+  CHECK(per_member[0] == after.size());
+  CHECK(c[1].cluster().shared_dropped == dropped);
 }

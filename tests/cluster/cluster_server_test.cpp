@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -205,6 +206,58 @@ TEST_CASE("cluster server: kill -9 of one node leaves the others ready and routi
   // The killed node restarts with the same name and address and rejoins.
   c.start(2);
   REQUIRE(wait_until([&] { return c.all_see(3, {0, 1, 2}); }, 40s));
+}
+
+TEST_CASE("cluster server: a shared group with members on two processes gets each message once") {
+  ServerCluster c(3);
+  for (std::size_t i = 0; i < 3; ++i) c.start(i);
+  REQUIRE(wait_until([&] { return c.all_see(3, {0, 1, 2}); }, 30s));
+  MqttClient a(ProtocolVersion::v5), b(ProtocolVersion::v311), p(ProtocolVersion::v5);
+  REQUIRE(a.open_and_connect(c.nodes[0]->mqtt_port, make_connect(ProtocolVersion::v5, "a")) == 0);
+  REQUIRE(b.open_and_connect(c.nodes[1]->mqtt_port, make_connect(ProtocolVersion::v311, "b")) == 0);
+  REQUIRE(p.open_and_connect(c.nodes[2]->mqtt_port, make_connect(ProtocolVersion::v5, "p")) == 0);
+  // SUBACK waits until the peers have the route (here: n1 and n2 in group g).
+  REQUIRE(a.subscribe("$share/g/jobs/#", 1));
+  REQUIRE(b.subscribe("$share/g/jobs/#", 1));
+  constexpr int kCount = 300;
+  for (int i = 0; i < kCount; ++i) {
+    const std::string payload = std::to_string(i);
+    REQUIRE(p.publish(make_publish("jobs/" + payload, payload, 1)));
+  }
+  std::map<std::string, int> seen;
+  std::size_t got_a = 0, got_b = 0, total = 0;
+  auto progress = std::chrono::steady_clock::now();
+  while (total < kCount && std::chrono::steady_clock::now() - progress < 10s) {
+    for (MqttClient* m : {&a, &b}) {
+      auto r = m->await<mqtt::Publish>(20ms);
+      if (!r) continue;
+      const auto* pub = r->as<mqtt::Publish>();
+      m->acknowledge(*pub);
+      ++seen[std::string(pub->payload)];
+      ++(m == &a ? got_a : got_b);
+      ++total;
+      progress = std::chrono::steady_clock::now();
+    }
+  }
+  // Nothing more after the last one (a PINGRESP round on each).
+  for (MqttClient* m : {&a, &b}) {
+    const auto more = m->ping(2s);
+    REQUIRE(more);
+    for (const auto* pub : brokerha::test::publishes(*more)) {
+      ++seen[std::string(pub->payload)];
+      ++total;
+    }
+  }
+  CHECK(total == kCount);
+  CHECK(seen.size() == static_cast<std::size_t>(kCount));
+  for (const auto& [payload, n] : seen) {
+    if (n != 1) FAIL_CHECK("payload " << payload << " delivered " << n << " times");
+  }
+  CHECK(got_a > 0);
+  CHECK(got_b > 0);
+  std::string metrics;
+  REQUIRE(c.nodes[0]->get("/metrics", &metrics) == 200);
+  CHECK(contains(metrics, "broker_cluster_shared_dropped_total 0"));
 }
 
 TEST_CASE("cluster server: the local-cluster script works as documented") {

@@ -278,6 +278,8 @@ TEST_CASE("cluster protocol: random bytes never crash a decoder") {
     (void)cluster::decode_take_reply(s, tr);
     std::vector<cluster::HeldClaim> held;
     (void)cluster::decode_claims_held(s, held);
+    std::vector<std::string_view> shares;
+    (void)cluster::decode_publish_shared(s, shares, w);
   }
   CHECK(true);
 }
@@ -288,4 +290,37 @@ TEST_CASE("cluster protocol: $SYS stays on its node") {
   CHECK_FALSE(cluster::node_local_topic("$SYSTEM/x"));
   CHECK_FALSE(cluster::node_local_topic("sys/x"));
   CHECK_FALSE(cluster::node_local_topic("$share/g/x"));
+}
+
+TEST_CASE("cluster protocol: publish_shared carries its groups ahead of the message bytes") {
+  auto m = full_message();
+  broker::RetainedVersion v{42, "n1"};
+  const std::string message = cluster::encode_message(*m, &v, broker::Message::Clock::now());
+  const std::vector<std::string_view> groups{"$share/g/sensors/+/temp", "$share/h/#"};
+  const std::string body = cluster::encode_publish_shared(groups, message);
+  // The message part is the publish frame's body, byte for byte.
+  CHECK(body.substr(body.size() - message.size()) == message);
+
+  std::vector<std::string_view> shares;
+  WireMessage w;
+  REQUIRE(cluster::decode_publish_shared(body, shares, w));
+  CHECK(shares == groups);
+  CHECK(w.topic == m->topic);
+  CHECK(w.payload == m->payload);
+  CHECK(w.qos == 2);
+  REQUIRE(w.version);
+  CHECK(w.version->node == "n1");
+  REQUIRE(w.user_properties.size() == 3);
+
+  // Every truncation, a trailing byte, no group at all, an empty group: refused.
+  for (std::size_t n = 0; n < body.size(); ++n) {
+    CHECK_FALSE(cluster::decode_publish_shared(std::string_view(body).substr(0, n), shares, w));
+  }
+  CHECK_FALSE(cluster::decode_publish_shared(body + "x", shares, w));
+  CHECK_FALSE(
+      cluster::decode_publish_shared(cluster::encode_publish_shared({}, message), shares, w));
+  CHECK_FALSE(
+      cluster::decode_publish_shared(cluster::encode_publish_shared({""}, message), shares, w));
+  // A count beyond the bytes that follow.
+  CHECK_FALSE(cluster::decode_publish_shared(std::string("\xff\xff\x03", 3) + message, shares, w));
 }

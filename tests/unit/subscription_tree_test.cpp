@@ -262,9 +262,16 @@ TEST_CASE("subscription tree: shared groups are reported with their members") {
   CHECK(match(tree, "a/b").groups.empty());
   tree.insert("a/#", "g1", Sub{4});
   std::uint32_t cursor = 1;
+  std::string share;
   tree.match(
-      "a", [](const Sub&) {}, [&](const Tree::Group& g) { cursor = g.next.load(); });
+      "a", [](const Sub&) {},
+      [&](const Tree::Group& g) {
+        cursor = g.next.load();
+        share = g.share;
+      });
   CHECK(cursor == 0);
+  // A group knows its full name (the cluster pairs groups of two trees by it).
+  CHECK(share == "$share/g1/a/#");
 }
 
 TEST_CASE("subscription tree: matching equals topic::matches() on random filters and topics") {

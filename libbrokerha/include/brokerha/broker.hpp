@@ -153,6 +153,9 @@ struct ClusterInfo {
   std::uint64_t sessions_moved_in = 0;    // sessions received from peers (takeover, resume)
   std::uint64_t sessions_moved_out = 0;   // sessions handed to peers
   std::uint64_t sessions_taken_over = 0;  // local sessions ended or moved for a claim elsewhere
+  /// Messages a peer chose this node for, for a shared group with no member here any more
+  /// (the member left meanwhile): lost for that group, never forwarded again.
+  std::uint64_t shared_dropped = 0;
   MembershipStats membership;
 };
 

@@ -25,10 +25,13 @@ std::string endpoint_text(const std::string& address, std::uint16_t port) {
   return address + ":" + std::to_string(port);
 }
 
-// A filter a peer announces: valid, and plain (a peer announces "$share/g/f" as "f").
-bool valid_remote_filter(std::string_view f) {
+// A filter a peer announces: plain, or "$share/g/f" for a group it has members of.
+bool valid_remote_filter(std::string_view f) { return topic::is_valid_filter(f); }
+
+// A group a peer asks this node to serve (publish_shared).
+bool valid_share(std::string_view f) {
   topic::SharedFilter shared;
-  return topic::is_valid_filter(f) && !topic::parse_shared(f, shared);
+  return topic::parse_shared(f, shared) && topic::is_valid_filter(f);
 }
 
 }  // namespace
@@ -266,29 +269,39 @@ void Node::set_routes(Peer& p, std::set<std::string> routes) {
 
 void Node::send_batch(std::vector<net::RemoteSend>& batch) {
   const auto now = broker::Message::Clock::now();
-  std::vector<const std::string*> targets;
+  std::vector<std::pair<std::uint32_t, const std::string*>> targets;  // (peer id, name)
+  std::vector<std::string_view> shares;
   for (net::RemoteSend& r : batch) {
     targets.clear();
     if (r.all) {
       for (const auto& [name, p] : peers_) {
-        if (p.member) targets.push_back(&p.name);
+        if (p.member) targets.emplace_back(p.id, &p.name);
       }
     } else {
       for (std::uint32_t id : r.peers) {
         auto it = names_by_id_.find(id);
-        if (it != names_by_id_.end()) targets.push_back(&it->second);
+        if (it != names_by_id_.end()) targets.emplace_back(id, &it->second);
       }
     }
     if (r.tap) {
       std::vector<std::string> names;
-      for (const std::string* name : targets) names.push_back(*name);
+      for (const auto& t : targets) names.push_back(*t.second);
       message_to_.publish(
           net::render_message_to(*r.message, r.tap->version, r.tap->packet_id, names));
     }
     if (targets.empty()) continue;
     auto body = shared(encode_message(*r.message, r.version ? &*r.version : nullptr, now));
-    for (const std::string* name : targets) {
-      if (links_->send(*name, static_cast<std::uint8_t>(Kind::publish), body)) {
+    for (const auto& [id, name] : targets) {
+      // A peer chosen for shared groups gets the same message bytes behind their names.
+      shares.clear();
+      for (const net::SharedPick& pick : r.shared) {
+        if (pick.peer == id) shares.emplace_back(pick.filter);
+      }
+      const bool sent = shares.empty()
+                            ? links_->send(*name, static_cast<std::uint8_t>(Kind::publish), body)
+                            : links_->send(*name, static_cast<std::uint8_t>(Kind::publish_shared),
+                                           shared(encode_publish_shared(shares, *body)));
+      if (sent) {
         forwarded_.fetch_add(1, std::memory_order_relaxed);
       } else {
         forward_dropped_.fetch_add(1, std::memory_order_relaxed);
@@ -404,14 +417,26 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
   Peer& p = peer_named(name);
   auto bad = [this] { malformed_.fetch_add(1, std::memory_order_relaxed); };
   switch (static_cast<Kind>(kind)) {
-    case Kind::publish: {
+    case Kind::publish:
+    case Kind::publish_shared: {
       WireMessage w;
-      if (!decode_message(body, w) || !topic::is_valid_name(w.topic)) return bad();
+      std::vector<std::string_view> share_views;
+      const bool ok = static_cast<Kind>(kind) == Kind::publish
+                          ? decode_message(body, w)
+                          : decode_publish_shared(body, share_views, w);
+      if (!ok || !topic::is_valid_name(w.topic)) return bad();
+      std::vector<std::string> shares;
+      shares.reserve(share_views.size());
+      for (std::string_view f : share_views) {
+        if (!valid_share(f)) return bad();
+        shares.emplace_back(f);
+      }
       auto m = to_message(w, broker::Message::Clock::now());
       received_.fetch_add(1, std::memory_order_relaxed);
       if (message_from_.active()) emit_message_from(name, *m);
+      // Both kinds on one shard per sending peer: one publisher's order holds.
       const std::size_t shard = std::hash<std::string>{}(name) % incoming_.size();
-      incoming_[shard].emplace_back(std::move(m), std::move(w.version));
+      incoming_[shard].push_back(Incoming{std::move(m), std::move(w.version), std::move(shares)});
       if (!incoming_scheduled_) {
         incoming_scheduled_ = true;
         asio::post(ctx_, [this] { deliver_incoming(); });
@@ -492,9 +517,13 @@ void Node::deliver_incoming() {
   for (unsigned i = 0; i < incoming_.size(); ++i) {
     if (incoming_[i].empty()) continue;
     net::Shard& shard = core_.shard(i);
-    asio::post(shard.ctx, [&core = core_, &shard, batch = std::move(incoming_[i])] {
-      for (const auto& [m, v] : batch) core.route_from_cluster(m, v, shard);
-      core.flush(shard);
+    asio::post(shard.ctx, [this, &shard, batch = std::move(incoming_[i])] {
+      std::uint64_t missed = 0;
+      for (const Incoming& in : batch) {
+        missed += core_.route_from_cluster(in.message, in.version, in.shares, shard).shared_missed;
+      }
+      if (missed != 0) shared_dropped_.fetch_add(missed, std::memory_order_relaxed);
+      core_.flush(shard);
     });
     incoming_[i] = {};
   }
@@ -726,6 +755,7 @@ ClusterInfo Node::info() const {
     info.sessions_moved_out = c.sessions_moved_out;
     info.sessions_taken_over = c.taken_over;
   }
+  info.shared_dropped = shared_dropped_.load();
   return info;
 }
 

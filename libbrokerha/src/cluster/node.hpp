@@ -4,8 +4,9 @@
 // control thread), and plugs into the router through net::ClusterPort:
 //
 //  - Routes: the node announces the filters its local sessions subscribe to (a full set when
-//    a link comes up, numbered deltas as they change) and keeps each peer's filters in the
-//    router's remote tree, so a message goes only to nodes with a matching subscriber.
+//    a link comes up, numbered deltas as they change; "$share/g/f" for shared groups) and
+//    keeps each peer's filters in the router's remote tree, so a message goes only to nodes
+//    with a matching subscriber, and a shared group's message to the one node chosen for it.
 //  - Messages: a shard's flush hands over the messages it routed for peers; the control
 //    thread encodes each once and queues the same bytes on every link it goes to. A message
 //    received from a peer is routed on one shard per peer (so one publisher's order holds),
@@ -144,8 +145,12 @@ class Node final : public net::ClusterPort {
   std::map<std::uint64_t, RouteWaiter> waiters_;
   std::uint64_t next_waiter_ = 1;
   std::string snapshot_peer_;  // asked for a snapshot, answer pending
-  std::vector<std::vector<std::pair<broker::MessagePtr, std::optional<broker::RetainedVersion>>>>
-      incoming_;  // per shard, routed at the end of the current handler
+  struct Incoming {
+    broker::MessagePtr message;
+    std::optional<broker::RetainedVersion> version;
+    std::vector<std::string> shares;  // publish_shared: the groups this node serves
+  };
+  std::vector<std::vector<Incoming>> incoming_;  // per shard, routed after the current handler
   bool incoming_scheduled_ = false;
   std::uint64_t boot_epoch_ = 0;
   std::set<std::string> partitioned_;  // addresses cut off by set_partition (control thread)
@@ -165,6 +170,9 @@ class Node final : public net::ClusterPort {
   std::atomic<bool> synced_{false};
   std::atomic<std::uint64_t> forwarded_{0}, received_{0}, forward_dropped_{0}, malformed_{0},
       ack_timeouts_{0}, retained_applied_{0};
+  // Shard threads add: messages for a shared group this node was chosen for but has no
+  // member of any more.
+  std::atomic<std::uint64_t> shared_dropped_{0};
   std::atomic<bool> started_{false};
   std::atomic<bool> stopped_{false};
 };

@@ -199,6 +199,19 @@ bool read_message(Reader& r, WireMessage& w) {
   return r.str(w.payload);
 }
 
+// Reads `n` non-empty strings (elements std::string or std::string_view).
+template <class T>
+bool read_names(Reader& r, std::uint64_t n, std::vector<T>& out) {
+  out.clear();
+  out.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::string_view f;
+    if (!r.str(f) || f.empty()) return false;
+    out.emplace_back(f);
+  }
+  return true;
+}
+
 std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 1469598103934665603ull) noexcept {
   for (char c : s) {
     h ^= static_cast<std::uint8_t>(c);
@@ -242,6 +255,27 @@ std::shared_ptr<broker::Message> to_message(const WireMessage& w,
   return m;
 }
 
+std::string encode_publish_shared(const std::vector<std::string_view>& shares,
+                                  std::string_view message_body) {
+  std::string out;
+  std::size_t size = 10 + message_body.size();
+  for (std::string_view f : shares) size += 5 + f.size();
+  out.reserve(size);
+  put_varint(out, shares.size());
+  for (std::string_view f : shares) put_str(out, f);
+  out.append(message_body.data(), message_body.size());
+  return out;
+}
+
+bool decode_publish_shared(std::string_view body, std::vector<std::string_view>& shares,
+                           WireMessage& out) {
+  Reader r(body);
+  std::uint64_t n;
+  // Each name takes at least two bytes (a length and one byte).
+  if (!r.varint(n) || n == 0 || n > r.left() / 2) return false;
+  return read_names(r, n, shares) && read_message(r, out) && r.done();
+}
+
 std::string encode_routes_full(std::uint64_t number, const std::vector<std::string>& filters) {
   std::string out;
   put_fixed(out, number, 8);
@@ -255,14 +289,7 @@ bool decode_routes_full(std::string_view body, std::uint64_t& number,
   Reader r(body);
   std::uint64_t n;
   if (!r.fixed(number, 8) || !r.varint(n) || n > r.left()) return false;
-  filters.clear();
-  filters.reserve(static_cast<std::size_t>(n));
-  for (std::uint64_t i = 0; i < n; ++i) {
-    std::string_view f;
-    if (!r.str(f) || f.empty()) return false;
-    filters.emplace_back(f);
-  }
-  return r.done();
+  return read_names(r, n, filters) && r.done();
 }
 
 std::string encode_routes_delta(std::uint64_t number, const std::vector<RouteChange>& changes) {

@@ -41,6 +41,8 @@ enum class Kind : std::uint8_t {
   take_request = 12,   // "give up this client id (and hand me its session when resuming)"
   take_reply = 13,     // what the receiver did, with the session's bytes when it moved
   claims_held = 14,    // the client ids this node holds sessions for (sent on link up)
+  // 20+: graceful drain.
+  publish_shared = 16,  // a message plus the "$share/g/f" groups the receiver serves
 };
 
 /// A message on the wire: what a node needs to route it as if published locally.
@@ -68,6 +70,16 @@ bool decode_message(std::string_view body, WireMessage& out);
 /// A Message built from a decoded one (expiry counted from `now`).
 std::shared_ptr<broker::Message> to_message(const WireMessage& w,
                                             broker::Message::Clock::time_point now);
+
+/// publish_shared: the shared groups ("$share/g/f", at least one) the receiver delivers the
+/// message to (one local member each), then a message body as encode_message() made it (the
+/// same bytes a publish frame carries, so they are encoded once per message).
+std::string encode_publish_shared(const std::vector<std::string_view>& shares,
+                                  std::string_view message_body);
+/// Fills `shares` (views into `body`) and `out`; false when malformed (no group, an empty
+/// one, a bad message, trailing bytes).
+bool decode_publish_shared(std::string_view body, std::vector<std::string_view>& shares,
+                           WireMessage& out);
 
 /// Routes: the complete set (routes_full) or numbered changes (routes_delta).
 struct RouteChange {

@@ -976,6 +976,9 @@ struct ApiServer::Impl {
     one("broker_cluster_sessions_taken_over_total", "counter",
         "Local sessions ended or moved because their client id was claimed elsewhere.",
         n(ci.sessions_taken_over));
+    one("broker_cluster_shared_dropped_total", "counter",
+        "Messages for a shared group this node was chosen for after its last member left.",
+        n(ci.shared_dropped));
     one("broker_cluster_membership_dropped_total", "counter",
         "Membership packets dropped (malformed, wrong key or label).", n(ci.membership.dropped));
     one("broker_cluster_probe_failures_total", "counter", "Failed membership probes.",

@@ -105,71 +105,19 @@ unsigned Core::home_shard(std::string_view client_id) const noexcept {
 
 // ---- routing -------------------------------------------------------------------------------
 
-RouteResult Core::route(const MessagePtr& message, Shard& from) {
-  const Message& m = *message;
-  // Cluster: `$SYS` stays on this node; retained writes go to every peer (each holds the
-  // whole retained set), other messages to the peers that announced a matching filter.
-  const bool clustered = cluster != nullptr && !cluster::node_local_topic(m.topic);
-  std::optional<broker::RetainedVersion> version;
-  if (m.retain) {
-    std::lock_guard<std::mutex> lock(retained_mutex_);
-    version = retained_.write(message, node_name);
-  }
-  RouteResult result = route_locally(message, from, [&] {
-    if (!clustered) return std::size_t{0};
-    const bool all = m.retain && peer_count.load(std::memory_order_relaxed) != 0;
-    std::vector<std::uint32_t>& peers = from.peer_scratch;
-    peers.clear();
-    if (!all) {
-      remote_tree_.match(
-          m.topic, [&](const RemoteSub& r) { peers.push_back(r.key); },
-          [](const topic::SubscriptionTree<RemoteSub>::Group&) {});
-      if (peers.empty()) return std::size_t{0};
-      if (peers.size() > 1) {
-        std::sort(peers.begin(), peers.end());
-        peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
-      }
-    }
-    RemoteSend r;
-    r.message = message;
-    if (m.retain) r.version = version;
-    r.all = all;
-    r.peers = peers;
-    from.remote_outbox.push_back(std::move(r));
-    return all ? std::size_t{peer_count.load(std::memory_order_relaxed)} : peers.size();
-  });
-  if (result.targets != 0 || result.remote != 0) schedule_flush(from);
-  return result;
-}
-
-RouteResult Core::route_from_cluster(const MessagePtr& message,
-                                     const std::optional<broker::RetainedVersion>& version,
-                                     Shard& from) {
-  if (message->retain && version) {
-    std::lock_guard<std::mutex> lock(retained_mutex_);
-    retained_.apply(message->topic, message, *version);
-  }
-  RouteResult result = route_locally(message, from, [] { return std::size_t{0}; });
-  if (result.targets != 0) schedule_flush(from);
-  return result;
-}
-
-template <class Remote>
-RouteResult Core::route_locally(const MessagePtr& message, Shard& from, Remote&& remote) {
-  RouteResult result;
+template <class Pick>
+std::size_t Core::match_local(const MessagePtr& message, Shard& from, Pick&& pick) {
+  std::size_t targets = 0;
   const Message& m = *message;
   std::vector<const SubEntry*>& matches = from.match_scratch;
   matches.clear();
-  std::shared_lock<std::shared_mutex> lock(tree_mutex_);
-  result.remote = remote();
   tree_.match(
       m.topic, [&](const SubEntry& e) { matches.push_back(&e); },
       [&](const topic::SubscriptionTree<SubEntry>::Group& g) {
         if (g.members.empty()) return;
-        const std::uint32_t n = g.next.fetch_add(1, std::memory_order_relaxed);
-        matches.push_back(&g.members[n % g.members.size()]);
+        if (const SubEntry* e = pick(g)) matches.push_back(e);
       });
-  if (matches.empty()) return result;
+  if (matches.empty()) return targets;
   // One delivery per session: the highest granted QoS of its matching subscriptions, with
   // all their subscription identifiers (MQTT 5.0 3.3.4).
   if (matches.size() > 1) {
@@ -193,10 +141,127 @@ RouteResult Core::route_locally(const MessagePtr& message, Shard& from, Remote&&
     if (any) {
       d.message = message;
       from.outbox[key->shard].push_back(Target{matches[i]->session, std::move(d)});
-      ++result.targets;
+      ++targets;
     }
     i = j;
   }
+  return targets;
+}
+
+// Shared subscriptions in a cluster (docs/cluster.md, "Shared subscriptions"): the node where
+// a message is published makes the one choice per matching group (g, f). The slots are this
+// node's members of the group, one each, and every other node that announced "$share/g/f",
+// one each; the group's round-robin cursor picks a slot. A node picked gets the message with
+// the group named in it and delivers to one of its members; no other node delivers it to
+// that group.
+RouteResult Core::route(const MessagePtr& message, Shard& from) {
+  using LocalGroup = topic::SubscriptionTree<SubEntry>::Group;
+  const Message& m = *message;
+  // Cluster: `$SYS` stays on this node; retained writes go to every peer (each holds the
+  // whole retained set), other messages to the peers that announced a matching filter.
+  const bool clustered = cluster != nullptr && !cluster::node_local_topic(m.topic);
+  std::optional<broker::RetainedVersion> version;
+  if (m.retain) {
+    std::lock_guard<std::mutex> lock(retained_mutex_);
+    version = retained_.write(message, node_name);
+  }
+  RouteResult result;
+  std::vector<std::uint32_t>& peers = from.peer_scratch;
+  std::vector<RemoteGroupMatch>& groups = from.remote_groups;
+  std::vector<SharedPick> picks;  // no allocation unless a remote group is chosen
+  peers.clear();
+  groups.clear();
+  std::shared_lock<std::shared_mutex> lock(tree_mutex_);
+  const bool all = clustered && m.retain && peer_count.load(std::memory_order_relaxed) != 0;
+  if (clustered) {
+    remote_tree_.match(
+        m.topic,
+        [&](const RemoteSub& r) {
+          if (!all) peers.push_back(r.key);
+        },
+        [&](const topic::SubscriptionTree<RemoteSub>::Group& g) {
+          if (!g.members.empty()) groups.push_back(RemoteGroupMatch{&g, false});
+        });
+  }
+  result.targets = match_local(message, from, [&](const LocalGroup& g) -> const SubEntry* {
+    const topic::SubscriptionTree<RemoteSub>::Group* remote = nullptr;
+    for (RemoteGroupMatch& r : groups) {
+      if (!r.paired && r.group->share == g.share) {
+        r.paired = true;
+        remote = r.group;
+        break;
+      }
+    }
+    const std::size_t local = g.members.size();
+    const std::size_t slots = local + (remote != nullptr ? remote->members.size() : 0);
+    const std::size_t n = g.next.fetch_add(1, std::memory_order_relaxed) % slots;
+    if (n < local) return &g.members[n];
+    picks.push_back(SharedPick{remote->members[n - local].key, g.share});
+    return nullptr;
+  });
+  if (!clustered) {
+    lock.unlock();
+    if (result.targets != 0) schedule_flush(from);
+    return result;
+  }
+  for (const RemoteGroupMatch& r : groups) {
+    if (r.paired) continue;  // chosen above, with the local members
+    const auto& members = r.group->members;
+    const std::uint32_t n = r.group->next.fetch_add(1, std::memory_order_relaxed);
+    picks.push_back(SharedPick{members[n % members.size()].key, r.group->share});
+  }
+  if (!picks.empty()) {
+    std::sort(picks.begin(), picks.end(),
+              [](const SharedPick& a, const SharedPick& b) { return a.peer < b.peer; });
+    if (!all) {
+      for (const SharedPick& p : picks) peers.push_back(p.peer);
+    }
+  }
+  if (all || !peers.empty()) {
+    if (peers.size() > 1) {
+      std::sort(peers.begin(), peers.end());
+      peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+    }
+    RemoteSend r;
+    r.message = message;
+    if (m.retain) r.version = version;
+    r.all = all;
+    r.peers = peers;
+    r.shared = std::move(picks);
+    from.remote_outbox.push_back(std::move(r));
+    result.remote = all ? std::size_t{peer_count.load(std::memory_order_relaxed)} : peers.size();
+  }
+  lock.unlock();
+  if (result.targets != 0 || result.remote != 0) schedule_flush(from);
+  return result;
+}
+
+RouteResult Core::route_from_cluster(const MessagePtr& message,
+                                     const std::optional<broker::RetainedVersion>& version,
+                                     const std::vector<std::string>& shares, Shard& from) {
+  if (message->retain && version) {
+    std::lock_guard<std::mutex> lock(retained_mutex_);
+    retained_.apply(message->topic, message, *version);
+  }
+  RouteResult result;
+  std::size_t served = 0;
+  {
+    std::shared_lock<std::shared_mutex> lock(tree_mutex_);
+    // A group gets the message only when the publishing node chose this node for it: a
+    // message forwarded for a plain subscriber (or for another group) must not reach it,
+    // since the publishing node may have chosen another node or a member of its own.
+    result.targets = match_local(
+        message, from, [&](const topic::SubscriptionTree<SubEntry>::Group& g) -> const SubEntry* {
+          if (shares.empty() || std::find(shares.begin(), shares.end(), g.share) == shares.end())
+            return nullptr;
+          ++served;
+          const std::uint32_t n = g.next_member.fetch_add(1, std::memory_order_relaxed);
+          return &g.members[n % g.members.size()];
+        });
+  }
+  // Each listed group matched at most once (a group is one entry of the tree).
+  result.shared_missed = shares.size() - std::min(served, shares.size());
+  if (result.targets != 0) schedule_flush(from);
   return result;
 }
 
@@ -309,7 +374,7 @@ void Core::discard_session(Shard& shard, const ClientSessionPtr& session) {
     std::unique_lock<std::shared_mutex> lock(tree_mutex_);
     for (const auto& entry : session->state.subscriptions()) {
       const auto [group, filter] = split_shared(entry.first);
-      if (tree_.erase(filter, group, session.get())) note_filter(*session, filter, -1);
+      if (tree_.erase(filter, group, session.get())) note_filter(*session, entry.first, -1);
     }
   }
   shard.sessions.erase(session.get());
@@ -402,7 +467,7 @@ bool Core::subscribe(const ClientSessionPtr& session, const std::string& full_fi
   const auto [group, filter] = split_shared(full_filter);
   std::unique_lock<std::shared_mutex> lock(tree_mutex_);
   const bool replaced = tree_.insert(filter, group, SubEntry{session.get(), session, options});
-  if (!replaced) note_filter(*session, filter, +1);
+  if (!replaced) note_filter(*session, full_filter, +1);
   return replaced;
 }
 
@@ -410,7 +475,7 @@ bool Core::unsubscribe(const ClientSessionPtr& session, const std::string& full_
   const auto [group, filter] = split_shared(full_filter);
   std::unique_lock<std::shared_mutex> lock(tree_mutex_);
   const bool erased = tree_.erase(filter, group, session.get());
-  if (erased) note_filter(*session, filter, -1);
+  if (erased) note_filter(*session, full_filter, -1);
   return erased;
 }
 
@@ -445,14 +510,16 @@ std::vector<std::string> Core::local_filters() const {
   return out;
 }
 
-void Core::remote_routes_add(std::uint32_t peer, const std::string& filter) {
+void Core::remote_routes_add(std::uint32_t peer, const std::string& full_filter) {
+  const auto [group, filter] = split_shared(full_filter);
   std::unique_lock<std::shared_mutex> lock(tree_mutex_);
-  remote_tree_.insert(filter, {}, RemoteSub{peer});
+  remote_tree_.insert(filter, group, RemoteSub{peer});
 }
 
-void Core::remote_routes_remove(std::uint32_t peer, const std::string& filter) {
+void Core::remote_routes_remove(std::uint32_t peer, const std::string& full_filter) {
+  const auto [group, filter] = split_shared(full_filter);
   std::unique_lock<std::shared_mutex> lock(tree_mutex_);
-  remote_tree_.erase(filter, {}, peer);
+  remote_tree_.erase(filter, group, peer);
 }
 
 bool Core::retained_apply(const std::string& topic, const MessagePtr& message,

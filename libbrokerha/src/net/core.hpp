@@ -130,12 +130,23 @@ struct Target {
   session::Delivery delivery;
 };
 
+/// A shared subscription group this node chose another node for: that node delivers the
+/// message to one of its members of `filter` ("$share/{group}/{filter}").
+struct SharedPick {
+  std::uint32_t peer;  // peer id
+  std::string filter;
+};
+
 /// A message this node's clients published, on its way to other nodes (cluster mode).
 struct RemoteSend {
   MessagePtr message;
   std::optional<broker::RetainedVersion> version;  // retained writes: the version stored here
   std::vector<std::uint32_t> peers;                // peer ids with a matching subscription
   bool all = false;                                // retained: every peer
+  /// The groups chosen for a peer (sorted by peer; each peer also in `peers` unless `all`).
+  /// Empty unless a shared subscription on another node matched: the common case costs
+  /// nothing.
+  std::vector<SharedPick> shared;
   /// Set when `cluster:message_to` has a subscriber: the cluster publishes the event with the
   /// names of the nodes the message went to (the publisher's protocol version and packet id).
   struct Tap {
@@ -145,7 +156,8 @@ struct RemoteSend {
   std::optional<Tap> tap;
 };
 
-/// A remote node's subscription in the router's tree of remote routes.
+/// A remote node's subscription in the router's tree of remote routes: a plain filter, or
+/// membership of a shared group (the node has at least one local member of "$share/g/f").
 struct RemoteSub {
   std::uint32_t key;  // peer id (cluster::Node numbers its peers)
 };
@@ -174,6 +186,12 @@ enum class TakeResult : std::uint8_t { none, moved, discarded, newer_here };
 struct ClaimRecord {
   ClaimVersion version;
   Clock::time_point at;
+};
+
+/// A group of the remote tree that matched a publish (route()'s scratch).
+struct RemoteGroupMatch {
+  const topic::SubscriptionTree<RemoteSub>::Group* group;
+  bool paired;  // a local group with the same name and filter made the choice
 };
 
 /// The cluster as the router sees it (implemented by cluster::Node). Called on shard threads.
@@ -241,6 +259,7 @@ struct Shard {
   std::vector<RemoteSend> remote_outbox;   // for ClusterPort::forward() at the next flush
   std::vector<std::string> route_changes;  // filters whose local presence changed
   std::vector<std::uint32_t> peer_scratch;
+  std::vector<RemoteGroupMatch> remote_groups;  // route()'s scratch (guarded by the tree lock)
   std::vector<char> read_buffer = std::vector<char>(64 * 1024);  // shared by all reads
   // Cluster mode: the newest claim known per client id of this shard (Core::accept_claim,
   // take_session); records of ids no longer held here are dropped by the sweep after a while.
@@ -260,6 +279,9 @@ struct Shard {
 struct RouteResult {
   std::size_t targets = 0;  // local sessions
   std::size_t remote = 0;   // other nodes it is forwarded to
+  /// route_from_cluster(): shared groups the sending node chose this node for that have no
+  /// local member (any more): the message is lost for that group.
+  std::size_t shared_missed = 0;
 };
 
 /// The JSON of a `cluster:message_to` event: the message and the nodes it went to.
@@ -299,13 +321,17 @@ class Core {
 
   // ---- routing (any shard thread; `from` is the calling thread's shard) ----
   /// Stores/deletes the retained copy and queues a delivery to every matching session in
-  /// `from`'s outbox; flush_outbox() sends the batches.
+  /// `from`'s outbox; flush_outbox() sends the batches. In cluster mode it also picks, for
+  /// each matching shared group, one slot among this node's members and the other nodes
+  /// with members (docs/cluster.md, "Shared subscriptions"), and queues the remote sends.
   RouteResult route(const MessagePtr& message, Shard& from);
   /// A message received from another node: stored if retained and newer than what is held
-  /// (`version`), delivered to local subscribers only, never forwarded again.
+  /// (`version`), delivered to local subscribers only, never forwarded again. Shared groups
+  /// get it only when listed in `shares` ("$share/g/f" the sender chose this node for), and
+  /// then one member each.
   RouteResult route_from_cluster(const MessagePtr& message,
                                  const std::optional<broker::RetainedVersion>& version,
-                                 Shard& from);
+                                 const std::vector<std::string>& shares, Shard& from);
   /// Posts the outbox batches to their shards (the local batch is delivered inline) and
   /// writes the output every connection of the shard queued. Every handler that may have
   /// produced output ends with it, or relies on schedule_flush().
@@ -341,10 +367,12 @@ class Core {
   bool subscribe(const ClientSessionPtr& session, const std::string& full_filter,
                  const session::SubscriptionOptions& options);
   bool unsubscribe(const ClientSessionPtr& session, const std::string& full_filter);
-  /// True while some local session subscribes to `filter` (shared subscriptions count for
-  /// their plain filter). Any thread.
+  /// True while some local session subscribes to `filter`: a plain filter counts its
+  /// non-shared subscriptions, a "$share/g/f" the members of that group. Any thread.
   bool local_filter_present(const std::string& filter) const;
-  /// Every filter with a local subscriber (what this node announces). Any thread.
+  /// Every filter with a local subscriber (what this node announces): plain filters of
+  /// non-shared subscriptions and the full "$share/g/f" of every group with a local member.
+  /// Any thread.
   std::vector<std::string> local_filters() const;
 
   // ---- cluster (the cluster's control thread) ----
@@ -354,7 +382,7 @@ class Core {
   std::atomic<std::uint32_t> peer_count{0};
   /// This node's name, part of every retained version written here ("" single node).
   std::string node_name;
-  /// Replaces / changes / clears a peer's routes in the remote tree.
+  /// Changes a peer's routes in the remote tree ("$share/g/f": the peer joins group g at f).
   void remote_routes_add(std::uint32_t peer, const std::string& filter);
   void remote_routes_remove(std::uint32_t peer, const std::string& filter);
   /// Retained store access for replication (snapshots, digests, repair).
@@ -404,15 +432,17 @@ class Core {
   std::vector<std::unique_ptr<Shard>> shards_;
 
   void note_filter(ClientSession& session, std::string_view filter, int delta);
-  /// route()'s local part: matches the tree (and, under the same lock, calls `remote()`,
-  /// which returns how many peers the message is forwarded to) and fills the outboxes.
-  template <class Remote>
-  RouteResult route_locally(const MessagePtr& message, Shard& from, Remote&& remote);
+  /// The local part of routing, with tree_mutex_ held: matches the tree and fills the
+  /// outboxes; returns the number of sessions. `pick(group)` returns the member of a matching
+  /// shared group to deliver to, or null for none on this node.
+  template <class Pick>
+  std::size_t match_local(const MessagePtr& message, Shard& from, Pick&& pick);
 
   mutable std::shared_mutex tree_mutex_;
   topic::SubscriptionTree<SubEntry> tree_;
   // Guarded by tree_mutex_: routes of other nodes, and how many local subscriptions use each
-  // plain filter (the cluster announces a filter while its count is above zero).
+  // filter (the cluster announces a filter while its count is above zero): plain filters for
+  // non-shared subscriptions, "$share/g/f" for group members.
   topic::SubscriptionTree<RemoteSub> remote_tree_;
   std::map<std::string, std::uint32_t, std::less<>> local_filter_refs_;
 

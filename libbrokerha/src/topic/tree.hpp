@@ -5,7 +5,9 @@
 // match visits only the branches that can match (MQTT 5.0 section 4.7; the matching rules
 // are topic::matches(), which the tests compare this against). Shared subscriptions
 // ("$share/{group}/{filter}") hang off the filter's node as groups whose members the caller
-// picks from (round robin via the group's counter).
+// picks from (round robin via the group's counters). A group knows its full "$share/g/f" name,
+// so the router can pair a group of one tree with the same group in another (the cluster's
+// tree of remote routes) and recognise the groups a peer asks it to serve.
 //
 // Not thread-safe: the owner guards it (the broker reads it under a shared lock per publish
 // and changes it under an exclusive lock per SUBSCRIBE/UNSUBSCRIBE). Match callbacks run
@@ -16,6 +18,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -29,8 +32,14 @@ class SubscriptionTree {
  public:
   /// The members of one shared-subscription group at one filter.
   struct Group {
+    std::string share;  // "$share/{group}/{filter}"
     std::vector<Sub> members;
     mutable std::atomic<std::uint32_t> next{0};  // round-robin cursor
+    // A second cursor, for choices over the members only when `next` also serves choices
+    // over a larger set (the cluster picks among local members and other nodes with `next`,
+    // and among local members with this one for messages another node chose it for), so
+    // that interleaving the two kinds of choice does not skew either.
+    mutable std::atomic<std::uint32_t> next_member{0};
   };
 
   /// Adds or replaces `sub` for (filter, group); `group` empty = a non-shared subscription.
@@ -43,7 +52,11 @@ class SubscriptionTree {
     if (!group.empty()) {
       auto it = n->groups.find(group);
       if (it == n->groups.end()) {
-        it = n->groups.emplace(std::string(group), std::make_unique<Group>()).first;
+        constexpr std::string_view kPrefix = "$share/";
+        auto g = std::make_unique<Group>();
+        g->share.reserve(kPrefix.size() + group.size() + 1 + filter.size());
+        g->share.append(kPrefix).append(group).append(1, '/').append(filter);
+        it = n->groups.emplace(std::string(group), std::move(g)).first;
       }
       list = &it->second->members;
     }
