@@ -238,9 +238,9 @@ int main(int argc, char** argv) {
   brokerha::DrainOptions drain;
   drain.budget = std::chrono::milliseconds(config.shutdown.grace_period);
   drain.session_wait = std::chrono::milliseconds(config.shutdown.session_wait);
-  server::log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") +
-                   " received, draining (at most " + std::to_string(config.shutdown.grace_period) +
-                   " ms; send it again to stop at once)");
+  server::log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + " received, stopping");
+  server::log_info("draining: at most " + std::to_string(config.shutdown.grace_period) +
+                   " ms (shutdown.grace_period); a second SIGTERM/SIGINT stops at once");
   std::atomic<bool> drained{false};
   std::thread drainer([&] {
     broker.drain(drain);
