@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# CI smoke of the benchmark tools (no timing assertions; about 50 s):
+# CI smoke of the benchmark tools (no timing assertions; about 100 s):
 #  1. every scenario of bench/compare for 2 s against a fresh brokerha only, failing on any
 #     lost, duplicated, reordered or invalid message (compare --check);
 #  2. a few extra brokerha-bench runs for what the scenarios do not cover (QoS 2, MQTT 5,
 #     fan-in QoS 1, a rate-limited fan-out), 1.5 s each against one fresh brokerha, same checks;
 #  3. bench/compare --duration 2 --rounds 1 on two quick scenarios against both brokerha and
-#     Mosquitto, end to end (every run must produce a result).
+#     Mosquitto, end to end (every run must produce a result);
+#  4. bench/compare --cluster briefly: every cluster scenario once (3 brokerha-server nodes,
+#     1 crash trial, 2,000 retained messages), zero loss, no timing asserted.
 #
 # Usage: bench/smoke.sh [BUILD_DIR]   (default build/release; needs brokerha-server and
 #                                      bench/brokerha-bench built there, and /usr/sbin/mosquitto)
@@ -25,12 +27,12 @@ for f in "$bench" "$server"; do
 done
 t0=$SECONDS
 
-echo "== smoke 1/3: every scenario, 2 s, brokerha only, zero loss/dup/reorder"
+echo "== smoke 1/4: every scenario, 2 s, brokerha only, zero loss/dup/reorder"
 /usr/bin/python3 bench/compare --build-dir "$build" --brokers brokerha --duration 2 --rounds 1 \
   --idle-connections 2000 --check
 
 echo
-echo "== smoke 2/3: extra brokerha-bench runs (QoS 2, MQTT 5, fan-in QoS 1, rate-limited fan-out)"
+echo "== smoke 2/4: extra brokerha-bench runs (QoS 2, MQTT 5, fan-in QoS 1, rate-limited fan-out)"
 workdir=$(mktemp -d)
 broker_pid=""
 cleanup() {
@@ -115,9 +117,14 @@ run_extra idle-v5 --idle 500 --mqtt 5 --settle 0.2
 stop_brokerha
 
 echo
-echo "== smoke 3/3: bench/compare against brokerha and Mosquitto, end to end"
+echo "== smoke 3/4: bench/compare against brokerha and Mosquitto, end to end"
 /usr/bin/python3 bench/compare --build-dir "$build" --duration 2 --rounds 1 \
   --scenarios fanin-q0,latency-q1
+
+echo
+echo "== smoke 4/4: bench/compare --cluster, briefly (1 round, 1 crash trial, 2,000 retained)"
+/usr/bin/python3 bench/compare --build-dir "$build" --cluster --duration 2 --rounds 1 \
+  --crash-trials 1 --retained 2000 --check
 
 echo
 echo "smoke.sh: PASS in $((SECONDS - t0)) s"

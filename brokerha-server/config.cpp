@@ -672,6 +672,9 @@ const std::vector<Key>& keys() {
     // log
     v.push_back(string_key(BROKERHA_KEY(log.level), one_of({"debug", "info", "warn", "error"})));
     v.push_back(string_key(BROKERHA_KEY(log.format), one_of({"text", "json"})));
+    // shutdown
+    v.push_back(uint_key(BROKERHA_KEY(shutdown.grace_period), 0, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(shutdown.session_wait), 0, kMaxMs));
     return v;
   }();
   return kKeys;

@@ -131,6 +131,12 @@ struct LogConfig {
   std::string format = "text";  // text | json
 };
 
+/// SIGTERM/SIGINT: the graceful drain (Broker::drain). Times in ms.
+struct ShutdownConfig {
+  std::uint32_t grace_period = 25000;  // the whole drain; fits Kubernetes' default 30 s
+  std::uint32_t session_wait = 12500;  // for persistent sessions to move; at most half of it
+};
+
 /// Every key of SPEC section 1, defaults included.
 struct ServerConfig {
   MqttConfig mqtt;
@@ -138,6 +144,7 @@ struct ServerConfig {
   DiscoveryConfig discovery;
   ApiConfig api;
   LogConfig log;
+  ShutdownConfig shutdown;
 
   std::string source;                 // the file read, "" = built-in defaults only
   std::vector<std::string> warnings;  // unknown cluster.config keys, ...

@@ -2,8 +2,10 @@
 //
 // Loads the configuration (config.hpp: --config PATH, /config/config.yaml, ./config.yaml or
 // the built-in defaults, then BROKER_* environment overrides), starts the broker and waits
-// for signals with sigwait: SIGTERM/SIGINT stop it, SIGHUP re-reads the configuration and
-// replaces the auth/ACL rules (an invalid file keeps the old rules and logs the error).
+// for signals with sigwait: SIGTERM/SIGINT drain it (Broker::drain, bounded by
+// shutdown.grace_period; a second SIGTERM/SIGINT stops at once), SIGHUP re-reads the
+// configuration and replaces the auth/ACL rules (an invalid file keeps the old rules and logs
+// the error).
 // A bad configuration exits with code 2 before anything is started.
 
 #include <brokerha/api.hpp>
@@ -14,6 +16,8 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -21,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include "config.hpp"
@@ -33,25 +38,29 @@ namespace server = brokerha::server;
 constexpr int kExitConfig = 2;
 
 void print_usage(std::FILE* out) {
-  std::fprintf(
-      out,
-      "Usage: brokerha-server [--config PATH] [--check-config]\n"
-      "       brokerha-server --version | --help\n"
-      "\n"
-      "MQTT broker (3.1, 3.1.1, 5.0) with clustering.\n"
-      "\n"
-      "Options:\n"
-      "  --config PATH   configuration file (must exist); default: /config/config.yaml,\n"
-      "                  then ./config.yaml, then built-in defaults\n"
-      "  --check-config  validate the configuration, print the effective configuration\n"
-      "                  (secrets redacted) and exit: 0 valid, 2 invalid\n"
-      "  --version       print the version and exit\n"
-      "  -h, --help      print this help and exit\n"
-      "\n"
-      "Every key can be overridden by BROKER_<KEY PATH> in upper case with '.' -> '_'\n"
-      "(BROKER_MQTT_PORT=1884, BROKER_LOG_LEVEL=debug; lists and maps as JSON).\n"
-      "Signals: SIGTERM/SIGINT stop; SIGHUP reloads the auth and ACL rules and the TLS files.\n"
-      "Keys and defaults: docs/configuration.md.\n");
+  std::fprintf(out,
+               "Usage: brokerha-server [--config PATH] [--check-config]\n"
+               "       brokerha-server --version | --help\n"
+               "\n"
+               "MQTT broker (3.1, 3.1.1, 5.0) with clustering.\n"
+               "\n"
+               "Options:\n"
+               "  --config PATH   configuration file (must exist); default: /config/config.yaml,\n"
+               "                  then ./config.yaml, then built-in defaults\n"
+               "  --check-config  validate the configuration, print the effective configuration\n"
+               "                  (secrets redacted) and exit: 0 valid, 2 invalid\n"
+               "  --version       print the version and exit\n"
+               "  -h, --help      print this help and exit\n"
+               "\n"
+               "Every key can be overridden by BROKER_<KEY PATH> in upper case with '.' -> '_'\n"
+               "(BROKER_MQTT_PORT=1884, BROKER_LOG_LEVEL=debug; lists and maps as JSON).\n"
+               "Signals: SIGTERM/SIGINT drain and stop within shutdown.grace_period (25000 ms):\n"
+               "  stop accepting, report not ready, disconnect clients (v5: DISCONNECT 0x8B) so\n"
+               "  they reconnect elsewhere, let persistent sessions move to other nodes (at most\n"
+               "  shutdown.session_wait), flush the cluster links, leave the cluster, exit 0;\n"
+               "  a second SIGTERM/SIGINT stops at once. SIGHUP reloads the auth and ACL rules\n"
+               "  and the TLS files.\n"
+               "Keys and defaults: docs/configuration.md.\n");
 }
 
 int config_error(const std::string& message) {
@@ -224,8 +233,32 @@ int main(int argc, char** argv) {
     if (sig != SIGHUP) break;
     reload(broker, reload_load);
   }
+  // The drain runs on its own thread so that this one can still take a second signal. The
+  // HTTP API stays up meanwhile: /ready answers 503, peers' /proxy calls are answered.
+  brokerha::DrainOptions drain;
+  drain.budget = std::chrono::milliseconds(config.shutdown.grace_period);
+  drain.session_wait = std::chrono::milliseconds(config.shutdown.session_wait);
   server::log_info(std::string(sig == SIGTERM ? "SIGTERM" : "SIGINT") + " received, stopping");
-  if (api) api->stop();  // first: its handlers read the broker
-  broker.stop();
+  server::log_info("draining: at most " + std::to_string(config.shutdown.grace_period) +
+                   " ms (shutdown.grace_period); a second SIGTERM/SIGINT stops at once");
+  std::atomic<bool> drained{false};
+  std::thread drainer([&] {
+    broker.drain(drain);
+    drained = true;
+  });
+  bool forced = false;
+  while (!drained.load()) {
+    const timespec step{0, 50'000'000};
+    const int again = sigtimedwait(&signals, nullptr, &step);
+    if ((again == SIGTERM || again == SIGINT) && !forced) {
+      forced = true;
+      server::log_info("second signal: stopping now");
+      broker.stop();  // the drain's waits end; it returns once the stop is done
+    }
+  }
+  drainer.join();
+  if (api) api->stop();
+  broker.stop();  // done already; idempotent
+  server::log_info("stopped");
   return 0;
 }

@@ -8,131 +8,34 @@
 #include <signal.h>
 
 #include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "support/broker_fixture.hpp"
 #include "support/broker_mqtt_client.hpp"
 #include "support/broker_process.hpp"
 #include "support/child_process.hpp"
-#include "support/dns_server.hpp"
+#include "support/server_cluster.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using brokerha::test::BackgroundProcess;
-using brokerha::test::DnsServer;
-using brokerha::test::DnsZone;
 using brokerha::test::free_port;
 using brokerha::test::make_connect;
 using brokerha::test::make_publish;
 using brokerha::test::MqttClient;
+using brokerha::test::ServerCluster;
 using brokerha::test::wait_until;
 namespace mqtt = brokerha::mqtt;
 using mqtt::ProtocolVersion;
 
 const char* const kServer = BROKERHA_SERVER_PATH;
-const std::string kDomain = "_broker._tcp.cluster.test";
+const std::string kDomain = brokerha::test::kClusterDomain;
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
 }
-
-/// One brokerha-server process: node i on 127.0.0.(40+i) for the cluster port.
-struct ServerNode {
-  int index = 0;
-  std::string address;
-  std::uint16_t mqtt_port = 0;
-  std::uint16_t api_port = 0;
-  std::uint16_t cluster_port = 0;
-  std::string dir;
-  BackgroundProcess process;
-
-  std::string name() const { return "node" + std::to_string(index); }
-
-  bool start(const std::string& nameserver) {
-    const std::string config = dir + "/" + name() + ".yaml";
-    std::ofstream(config) << "mqtt:\n  port: " << mqtt_port << "\n  bind: 127.0.0.1\n"
-                          << "api:\n  port: " << api_port << "\n  bind: " << address << "\n"
-                          << "cluster:\n  node_name: " << name() << "\n  bind: " << address
-                          << "\n  port: " << cluster_port << "\n  expected_members: 3\n"
-                          << "discovery:\n  domain: " << kDomain << "\n  nameservers: [\""
-                          << nameserver << "\"]\n  refresh_interval: 1000\n";
-    if (!process.start({kServer, "--config", config})) return false;
-    return process.wait_output([](const std::string& out) { return contains(out, "cluster node"); },
-                               15s);
-  }
-
-  int get(const std::string& path, std::string* body = nullptr) const {
-    httplib::Client c(address, api_port);  // /proxy reaches peers' APIs at their address
-    c.set_connection_timeout(2);
-    c.set_read_timeout(5);
-    auto r = c.Get(path.c_str());
-    if (!r) return -1;
-    if (body != nullptr) *body = r->body;
-    return r->status;
-  }
-
-  /// Members listed by /api/discovery/members.
-  std::size_t members() const {
-    std::string body;
-    if (get("/api/discovery/members", &body) != 200) return 0;
-    std::size_t n = 0;
-    for (std::size_t at = body.find("\"Name\""); at != std::string::npos;
-         at = body.find("\"Name\"", at + 1)) {
-      ++n;
-    }
-    return n;
-  }
-};
-
-struct ServerCluster {
-  explicit ServerCluster(int n) {
-    std::string templ = "/tmp/brokerha-cluster-test-XXXXXX";
-    REQUIRE(::mkdtemp(templ.data()) != nullptr);
-    dir = templ;
-    for (int i = 1; i <= n; ++i) {
-      auto node = std::make_unique<ServerNode>();
-      node->index = i;
-      node->address = "127.0.0." + std::to_string(40 + i);
-      node->mqtt_port = free_port();
-      node->api_port = free_port();
-      node->cluster_port = free_port();
-      node->dir = dir;
-      nodes.push_back(std::move(node));
-    }
-    DnsZone zone;
-    for (const auto& node : nodes) {
-      const std::string target = node->name() + ".cluster.test";
-      zone.srv(kDomain, node->cluster_port, target).a(target, node->address);
-    }
-    dns = std::make_unique<DnsServer>(zone);
-    REQUIRE_MESSAGE(dns->started(), dns->error());
-  }
-  ~ServerCluster() {
-    nodes.clear();  // kills the processes by pid
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
-
-  void start(std::size_t i) {
-    REQUIRE_MESSAGE(nodes[i]->start(dns->nameserver()), nodes[i]->process.describe());
-  }
-  bool all_see(std::size_t members, const std::vector<std::size_t>& which) const {
-    for (std::size_t i : which) {
-      if (nodes[i]->members() != members) return false;
-    }
-    return true;
-  }
-
-  std::string dir;
-  std::unique_ptr<DnsServer> dns;
-  std::vector<std::unique_ptr<ServerNode>> nodes;
-};
 
 }  // namespace
 

@@ -295,6 +295,8 @@ std::vector<KeyCase> key_cases() {
        {}},
       same("log.level", "debug"),
       same("log.format", "json"),
+      same("shutdown.grace_period", "40000"),
+      same("shutdown.session_wait", "5000"),
   };
 }
 

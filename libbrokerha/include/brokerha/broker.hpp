@@ -156,7 +156,22 @@ struct ClusterInfo {
   /// Messages a peer chose this node for, for a shared group with no member here any more
   /// (the member left meanwhile): lost for that group, never forwarded again.
   std::uint64_t shared_dropped = 0;
+  // Membership events this node saw about its peers: joins, graceful leaves, failures.
+  std::uint64_t members_joined = 0;
+  std::uint64_t members_left = 0;
+  std::uint64_t members_failed = 0;
   MembershipStats membership;
+};
+
+/// How Broker::drain() spends its time (docs/cluster.md, "Graceful drain").
+struct DrainOptions {
+  /// Everything from the first step until the threads are joined. The default leaves 5 s of
+  /// Kubernetes' default terminationGracePeriodSeconds (30 s) for the rest of the process.
+  std::chrono::milliseconds budget{25000};
+  /// Cluster mode: how long at most to wait, while live peers exist, for this node's
+  /// persistent sessions to be taken over by the nodes their clients reconnect to. Capped
+  /// at half the budget; negative = half the budget.
+  std::chrono::milliseconds session_wait{-1};
 };
 
 class Bus;
@@ -188,6 +203,29 @@ class BROKERHA_API Broker {
   /// Closes listeners and connections (v5 clients get DISCONNECT 0x8B), joins the threads.
   /// Idempotent; any thread except the broker's own.
   void stop() noexcept;
+
+  /// Graceful stop (SIGTERM), in this order:
+  ///  1. draining() turns true (the HTTP API's /ready answers 503) and the listeners close;
+  ///  2. every client is disconnected, v5 clients with DISCONNECT 0x8B (Server shutting
+  ///     down), so that they reconnect to another node; a connection that slips in later is
+  ///     closed the same way;
+  ///  3. cluster mode: while this node still holds persistent sessions and has live peers,
+  ///     it waits (at most DrainOptions::session_wait) so that clients resuming elsewhere
+  ///     can take their sessions over; it ends as soon as none is left;
+  ///  4. cluster mode: waits until every data-plane link has its frames acknowledged, then
+  ///     leaves the cluster (peers record "left", not "failed"), bounded by the budget and
+  ///     ClusterOptions::leave_timeout;
+  ///  5. stops as stop() does.
+  /// Returns within the budget plus the time the threads take to end. A stop() from another
+  /// thread during a drain cuts its waits short. Nothing to do before start() or after
+  /// stop(); a second drain() while one runs returns at once. Blocks the calling thread; any
+  /// thread except the broker's own. The Broker must outlive the call (stop() or the
+  /// destructor after drain() are fine).
+  void drain(const DrainOptions& options = {}) noexcept;
+  /// drain() with `budget` and the default share for sessions.
+  void drain(std::chrono::milliseconds budget) noexcept;
+  /// True from the start of drain() on (any thread).
+  bool draining() const noexcept;
 
   /// Blocks until stop() has completed.
   void wait() noexcept;

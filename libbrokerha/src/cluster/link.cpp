@@ -1110,6 +1110,13 @@ std::size_t LinkManager::queued_bytes(const std::string& peer) const {
   return p ? p->queue_bytes : 0;
 }
 
+bool LinkManager::idle() const {
+  for (const auto& [name, p] : impl_->peers) {
+    if (p->acked + 1 < p->next_seq) return false;
+  }
+  return true;
+}
+
 void LinkManager::accept(int fd, std::string_view first_bytes) {
   // The descriptor is closed if the handler is destroyed without running (context gone).
   struct Fd {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <future>
 #include <random>
 
 #include "bus/message_json.hpp"
@@ -127,7 +128,7 @@ void Node::start() {
 
 void Node::stop(bool leave) noexcept {
   if (!started_.load() || stopped_.exchange(true)) return;
-  if (leave && membership_) membership_->leave(options_.leave_timeout);
+  if (leave && membership_ && !left_.exchange(true)) membership_->leave(options_.leave_timeout);
   {
     std::lock_guard<std::mutex> lock(join_mutex_);
     joiner_stop_ = true;
@@ -148,6 +149,32 @@ void Node::stop(bool leave) noexcept {
   });
   work_.reset();
   if (thread_.joinable()) thread_.join();
+}
+
+bool Node::flush_links(std::chrono::steady_clock::time_point deadline,
+                       const std::atomic<bool>& cancel) noexcept {
+  if (!started_.load() || stopped_.load()) return false;
+  // Asked on the control thread, behind whatever the shards handed over before this call.
+  while (!cancel.load() && SteadyClock::now() < deadline) {
+    auto answer = std::make_shared<std::promise<bool>>();
+    auto idle = answer->get_future();
+    asio::post(ctx_, [this, answer] { answer->set_value(links_->idle()); });
+    while (idle.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
+      if (cancel.load() || SteadyClock::now() >= deadline) return false;
+    }
+    try {
+      if (idle.get()) return true;
+    } catch (const std::future_error&) {
+      return false;  // the node stopped
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+void Node::leave(std::chrono::milliseconds timeout) noexcept {
+  if (!started_.load() || stopped_.load() || !membership_ || left_.exchange(true)) return;
+  membership_->leave(timeout);
 }
 
 void Node::set_partition(const std::string& address, bool blocked) {
@@ -223,6 +250,7 @@ void Node::on_member_event(const MemberEvent& e) {
         if (partitioned_.count(p.address) != 0) links_->set_blocked(p.name, true);
       }
       update_peer_count();
+      if (joined) members_joined_.fetch_add(1, std::memory_order_relaxed);
       if (joined && new_member_.active()) {
         std::string json;
         bus::append_json_string(json, endpoint_text(p.address, p.port));
@@ -232,6 +260,8 @@ void Node::on_member_event(const MemberEvent& e) {
     }
     case MemberEvent::Kind::leave:
     case MemberEvent::Kind::failed:
+      (e.kind == MemberEvent::Kind::leave ? members_left_ : members_failed_)
+          .fetch_add(1, std::memory_order_relaxed);
       if (Peer* p = find_peer(e.member.name)) forget_peer(*p);
       break;
   }
@@ -756,6 +786,9 @@ ClusterInfo Node::info() const {
     info.sessions_taken_over = c.taken_over;
   }
   info.shared_dropped = shared_dropped_.load();
+  info.members_joined = members_joined_.load();
+  info.members_left = members_left_.load();
+  info.members_failed = members_failed_.load();
   return info;
 }
 

@@ -63,6 +63,15 @@ class Node final : public net::ClusterPort {
   /// the threads. Idempotent.
   void stop(bool leave) noexcept;
 
+  /// Graceful drain (Broker::drain; any thread but the control thread): waits until every
+  /// link has its frames acknowledged, `deadline` passes or `cancel` turns true. True when
+  /// the links were idle.
+  bool flush_links(std::chrono::steady_clock::time_point deadline,
+                   const std::atomic<bool>& cancel) noexcept;
+  /// Graceful drain: announces the leave and waits until it was gossiped (or `timeout`); a
+  /// later stop(true) does not leave again. Any thread but the membership's.
+  void leave(std::chrono::milliseconds timeout) noexcept;
+
   /// The bound membership (and data-plane) port.
   std::uint16_t port() const noexcept;
   ClusterInfo info() const;
@@ -173,8 +182,10 @@ class Node final : public net::ClusterPort {
   // Shard threads add: messages for a shared group this node was chosen for but has no
   // member of any more.
   std::atomic<std::uint64_t> shared_dropped_{0};
+  std::atomic<std::uint64_t> members_joined_{0}, members_left_{0}, members_failed_{0};
   std::atomic<bool> started_{false};
   std::atomic<bool> stopped_{false};
+  std::atomic<bool> left_{false};
 };
 
 }  // namespace brokerha::cluster

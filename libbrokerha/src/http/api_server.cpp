@@ -818,6 +818,10 @@ struct ApiServer::Impl {
       return ci.enabled ? cluster_health(ci) : ClusterHealth{};
     }();
     if (!h.discovery) h = ClusterHealth{};  // single node: the cluster checks pass
+    // A draining node (Broker::drain, SIGTERM) takes no new clients: not ready, still live.
+    if (!liveness && broker.draining()) {
+      h.cluster_error = "draining: this node is shutting down";
+    }
     std::vector<std::pair<const char*, std::optional<std::string>>> checks;
     if (liveness) {
       checks.emplace_back("liveness_cluster_health", h.cluster_error);
@@ -907,6 +911,8 @@ struct ApiServer::Impl {
          n(s.acl_denials)},
         {"broker_protocol_errors_total", "counter",
          "Connections closed for malformed or invalid input.", n(s.protocol_errors)},
+        {"broker_draining", "gauge", "1 while the broker drains before stopping (SIGTERM).",
+         n(broker.draining() ? 1 : 0)},
         {"broker_api_sse_clients", "gauge", "Open SSE streams.", n(sse_clients.load())},
         {"broker_api_sse_events_total", "counter", "Events written to SSE streams.",
          n(sse_events.load())},
@@ -985,6 +991,13 @@ struct ApiServer::Impl {
         n(ci.membership.probe_failures));
     one("broker_cluster_local_health", "gauge", "Lifeguard's local health score (0 = healthy).",
         n(ci.health));
+    out +=
+        "# HELP broker_cluster_member_events_total Membership events about peers: joined, left "
+        "(gracefully), failed.\n# TYPE broker_cluster_member_events_total counter\n"
+        "broker_cluster_member_events_total{event=\"join\"} " +
+        n(ci.members_joined) + "\nbroker_cluster_member_events_total{event=\"leave\"} " +
+        n(ci.members_left) + "\nbroker_cluster_member_events_total{event=\"failed\"} " +
+        n(ci.members_failed) + "\n";
     struct Series {
       const char* name;
       const char* type;

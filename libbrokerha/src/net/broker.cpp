@@ -8,6 +8,7 @@
 #include <future>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 
 #include "cluster/node.hpp"
 #include "net/connection.hpp"
@@ -129,7 +130,10 @@ struct Broker::Impl {
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
   std::atomic<bool> running{false};
   bool stopped = false;
-  unsigned next_shard = 0;  // round robin for accepted sockets (shard 0's thread only)
+  bool left = false;                    // drain() left the cluster (lifecycle_mutex)
+  std::atomic<bool> draining{false};    // drain() began: listeners closed, not ready
+  std::atomic<bool> stop_begun{false};  // stop() began: drain()'s waits end
+  unsigned next_shard = 0;              // round robin for accepted sockets (shard 0's thread only)
 
   std::mutex wait_mutex;
   std::condition_variable wait_cv;
@@ -155,7 +159,9 @@ struct Broker::Impl {
     acceptor.async_accept(target.ctx, [this, i, &target](const std::error_code& ec,
                                                          net::Socket socket) {
       const net::ListenerState& listener = *listeners[i];
-      if (ec == asio::error::operation_aborted || core->stopping.load()) return;
+      if (ec == asio::error::operation_aborted || core->stopping.load() || draining.load()) {
+        return;
+      }
       if (!ec) {
         const auto count = core->connection_count.fetch_add(1, std::memory_order_relaxed) + 1;
         if (options.max_connections != 0 && count > options.max_connections) {
@@ -169,6 +175,10 @@ struct Broker::Impl {
           }
           asio::post(target.ctx, [this, &target, s = std::move(socket),
                                   t = std::move(transport)]() mutable {
+            if (draining.load()) {  // the socket closes; drain() kicked the others
+              core->connection_count.fetch_sub(1, std::memory_order_relaxed);
+              return;
+            }
             std::make_shared<net::Connection>(*core, target, std::move(s), std::move(t))->start();
           });
         }
@@ -317,9 +327,11 @@ void Broker::stop() noexcept {
   std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
   if (!d.core || d.stopped) return;
   d.stopped = true;
+  d.stop_begun = true;
   net::Core& core = *d.core;
-  // Leave the cluster first, while clients are still served: peers stop routing to us.
-  if (d.node) d.node->stop(true);
+  // Leave the cluster first, while clients are still served: peers stop routing to us
+  // (unless drain() left already).
+  if (d.node) d.node->stop(!d.left);
   core.stopping = true;
   // Close listeners and connections on their own threads, then let the threads finish the
   // last writes; a peer that does not read cannot hold the stop up beyond the grace timer.
@@ -335,7 +347,7 @@ void Broker::stop() noexcept {
       s->sweep_timer.cancel();
       s->sys_timer.cancel();
       for (auto& w : s->connections) {
-        if (auto c = w.lock()) c->shutdown();
+        if (auto c = w.lock(); c && !c->closing()) c->shutdown();
       }
       core.flush(*s);
       // Let the last writes (DISCONNECT 0x8B) go out, but no longer than the grace period:
@@ -354,6 +366,113 @@ void Broker::stop() noexcept {
     d.finished = true;
   }
   d.wait_cv.notify_all();
+}
+
+void Broker::drain(std::chrono::milliseconds budget) noexcept {
+  DrainOptions o;
+  o.budget = budget;
+  drain(o);
+}
+
+bool Broker::draining() const noexcept { return impl_->draining.load(); }
+
+// The steps are documented on the declaration. No lock is held while waiting (the HTTP API
+// reads the broker meanwhile); a stop() from another thread sets stop_begun and the waits
+// end. core and node live until the Broker is destroyed, so they stay valid even when a
+// concurrent stop() has run.
+void Broker::drain(const DrainOptions& options) noexcept {
+  using Clock = std::chrono::steady_clock;
+  using std::chrono::milliseconds;
+  Impl& d = *impl_;
+  const auto start = Clock::now();
+  const milliseconds budget = std::max(options.budget, milliseconds(0));
+  const auto deadline = start + budget;
+  net::Core* core = nullptr;
+  cluster::Node* node = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+    if (!d.core || d.stopped || d.draining.exchange(true)) return;
+    core = d.core.get();
+    node = d.node.get();
+    // 1. No new clients. Acceptors belong to shard 0's thread.
+    asio::post(core->shard(0).ctx, [&d] {
+      for (auto& a : d.acceptors) {
+        std::error_code ec;
+        a->close(ec);
+      }
+    });
+  }
+  // 2. Every client goes, v5 with DISCONNECT 0x8B; a connection already closing is left
+  // alone. Repeated while waiting: a socket accepted just before the listeners closed, or a
+  // connection moving to its session's shard, may miss the first round.
+  auto kick_all = [core] {
+    for (auto& shard : core->shards()) {
+      net::Shard* s = shard.get();
+      asio::post(s->ctx, [s, core] {
+        for (auto& w : s->connections) {
+          if (auto c = w.lock(); c && !c->closing()) c->shutdown();
+        }
+        core->flush(*s);
+      });
+    }
+  };
+  kick_all();
+  auto sessions = [core] {
+    std::uint64_t n = 0;
+    for (const auto& shard : core->shards()) {
+      n += shard->counters.sessions.load(std::memory_order_relaxed);
+    }
+    return n;
+  };
+  constexpr milliseconds kStep{20};
+  constexpr milliseconds kStopReserve{2000};  // stop(): the shards' last writes, the joins
+  if (node != nullptr) {
+    // 3. Sessions still here (every client is gone, so each is a persistent one) can be
+    // taken over by the node their client resumes on, while there is such a node.
+    milliseconds session_wait = budget / 2;
+    if (options.session_wait.count() >= 0) {
+      session_wait = std::min(session_wait, options.session_wait);
+    }
+    const auto until = start + session_wait;
+    for (unsigned i = 1; !d.stop_begun.load() && Clock::now() < until; ++i) {
+      if (sessions() == 0 || core->peer_count.load(std::memory_order_relaxed) == 0) break;
+      if (i % 5 == 0) kick_all();
+      std::this_thread::sleep_for(kStep);
+    }
+    // 4. What this node forwarded reaches its peers (a peer closes its link to a node that
+    // left, so this comes first), then the leave.
+    const milliseconds leave_timeout = d.options.cluster->leave_timeout;
+    auto left_until = [&](Clock::time_point t) {
+      return t > Clock::now() ? std::chrono::duration_cast<milliseconds>(t - Clock::now())
+                              : milliseconds(0);
+    };
+    const milliseconds leave_for = std::min(leave_timeout, left_until(deadline - kStopReserve));
+    const auto flush_until =
+        std::min(Clock::now() + std::chrono::seconds(5), deadline - kStopReserve - leave_for);
+    // A barrier through every shard after the last kick: whatever a client published before
+    // it went has been handed to the cluster's thread, so the flush below sees it queued.
+    kick_all();
+    std::vector<std::future<void>> barrier;
+    for (auto& shard : core->shards()) {
+      auto reached = std::make_shared<std::promise<void>>();
+      barrier.push_back(reached->get_future());
+      asio::post(shard->ctx, [reached] { reached->set_value(); });
+    }
+    for (auto& f : barrier) {
+      while (f.wait_for(kStep) != std::future_status::ready && !d.stop_begun.load() &&
+             Clock::now() < flush_until) {
+      }
+    }
+    node->flush_links(flush_until, d.stop_begun);
+    bool leave = false;
+    {
+      std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+      if (!d.stopped && leave_for.count() > 0) leave = d.left = true;
+    }
+    if (leave) node->leave(leave_for);
+  }
+  // 5.
+  stop();
 }
 
 void Broker::wait() noexcept {

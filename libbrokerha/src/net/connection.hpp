@@ -64,6 +64,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   /// The shard's sweep dropped this (closed) connection from its list.
   void unlinked() noexcept { linked_ = false; }
   bool closed() const noexcept { return state_ == State::closed; }
+  /// Closed, or closing once its last bytes are written (kicked, failed).
+  bool closing() const noexcept { return state_ == State::closed || close_when_written_; }
   const std::string& remote_address() const noexcept { return remote_address_; }
   std::uint16_t remote_port() const noexcept { return remote_port_; }
 
