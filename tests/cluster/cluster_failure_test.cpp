@@ -54,7 +54,8 @@ bool connack_ok(const std::optional<brokerha::test::Received>& ack) {
 /// (each PUBLISH waits for its PUBACK), a subscriber thread counts what arrives.
 class Stream {
  public:
-  Stream(int n, std::chrono::microseconds pace) : n_(n), pace_(pace), counts_(n) {}
+  Stream(int n, std::chrono::microseconds pace)
+      : n_(n), pace_(pace), counts_(static_cast<std::size_t>(n)) {}
   ~Stream() { join(); }
 
   void start(MqttClient& publisher, MqttClient& subscriber, const std::string& topic) {
