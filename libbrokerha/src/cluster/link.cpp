@@ -33,6 +33,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "util/bytes.hpp"
+
 namespace brokerha::cluster {
 
 namespace {
@@ -64,40 +66,18 @@ constexpr std::string_view kPskInfo = "brokerha cluster link tls13 external psk"
 constexpr std::string_view kPskIdentity = "brokerha-link-v1";
 constexpr unsigned char kAes128GcmSha256[] = {0x13, 0x01};
 
-void put_u16(std::string& s, std::uint16_t v) {
-  s.push_back(static_cast<char>(v >> 8));
-  s.push_back(static_cast<char>(v & 0xFF));
-}
-void put_u32(char* p, std::uint32_t v) {
-  for (int i = 3; i >= 0; --i, v >>= 8) p[i] = static_cast<char>(v & 0xFF);
-}
-void put_u64(char* p, std::uint64_t v) {
-  for (int i = 7; i >= 0; --i, v >>= 8) p[i] = static_cast<char>(v & 0xFF);
-}
-void put_u64(std::string& s, std::uint64_t v) {
-  char b[8];
-  put_u64(b, v);
-  s.append(b, 8);
-}
-std::uint32_t get_u32(const char* p) {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<std::uint8_t>(p[i]);
-  return v;
-}
-std::uint64_t get_u64(const char* p) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<std::uint8_t>(p[i]);
-  return v;
-}
-std::uint16_t get_u16(const char* p) {
-  return static_cast<std::uint16_t>((static_cast<std::uint8_t>(p[0]) << 8) |
-                                    static_cast<std::uint8_t>(p[1]));
-}
+using util::load_be16;
+using util::load_be32;
+using util::load_be64;
+using util::put_be16;
+using util::put_be64;
+using util::store_be32;
+using util::store_be64;
 
 void put_header(char* p, std::size_t body, std::uint8_t kind, std::uint64_t seq) {
-  put_u32(p, static_cast<std::uint32_t>(kMinLength + body));
+  store_be32(p, static_cast<std::uint32_t>(kMinLength + body));
   p[4] = static_cast<char>(kind);
-  put_u64(p + 5, seq);
+  store_be64(p + 5, seq);
 }
 
 // A kind-0 frame with a one-byte body (ack, ping, pong).
@@ -681,7 +661,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
   std::size_t parse(const std::shared_ptr<Conn>& c, const char* data, std::size_t n) {
     std::size_t off = 0;
     while (c->state != Conn::State::closed && n - off >= 4) {
-      const std::size_t len = get_u32(data + off);
+      const std::size_t len = load_be32(data + off);
       const std::size_t limit = c->state == Conn::State::up ? opt.max_frame_bytes : kMaxHello;
       if (len < kMinLength || len > limit) {
         close(c, true, true);
@@ -689,7 +669,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
       }
       if (n - off < 4 + len) break;
       const auto kind = static_cast<std::uint8_t>(data[off + 4]);
-      const std::uint64_t seq = get_u64(data + off + 5);
+      const std::uint64_t seq = load_be64(data + off + 5);
       const std::string_view body(data + off + kHeader, len - kMinLength);
       off += 4 + len;
       on_frame(c, kind, seq, body);
@@ -760,10 +740,10 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     std::string body;
     body.push_back(static_cast<char>(kHello));
     body.push_back(static_cast<char>(kLinkProtocolVersion));
-    put_u64(body, opt.boot_epoch);
-    put_u64(body, p.rx_epoch);
-    put_u64(body, p.rx_seq);
-    put_u16(body, static_cast<std::uint16_t>(opt.node_name.size()));
+    put_be64(body, opt.boot_epoch);
+    put_be64(body, p.rx_epoch);
+    put_be64(body, p.rx_seq);
+    put_be16(body, static_cast<std::uint16_t>(opt.node_name.size()));
     body += opt.node_name;
     char h[kHeader];
     put_header(h, body.size(), 0, 0);
@@ -776,10 +756,10 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     if (body.size() < kFixed || static_cast<std::uint8_t>(body[1]) != kLinkProtocolVersion) {
       return close(c, true, true);
     }
-    const std::uint64_t epoch = get_u64(body.data() + 2);
-    const std::uint64_t ack_epoch = get_u64(body.data() + 10);
-    const std::uint64_t ack_seq = get_u64(body.data() + 18);
-    const std::size_t name_len = get_u16(body.data() + 26);
+    const std::uint64_t epoch = load_be64(body.data() + 2);
+    const std::uint64_t ack_epoch = load_be64(body.data() + 10);
+    const std::uint64_t ack_seq = load_be64(body.data() + 18);
+    const std::size_t name_len = load_be16(body.data() + 26);
     if (body.size() != kFixed + name_len || name_len == 0) return close(c, true, true);
     const std::string name(body.substr(kFixed));
 

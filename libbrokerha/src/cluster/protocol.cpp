@@ -2,74 +2,30 @@
 
 #include <cstring>
 
+#include "util/bytes.hpp"
+
 namespace brokerha::cluster {
 
 namespace {
 
-// ---- writing ----------------------------------------------------------------------------------
+using util::put_le;
+using util::put_leb128;
+using util::put_u8;
 
-void put_u8(std::string& out, std::uint8_t v) { out.push_back(static_cast<char>(v)); }
-
-void put_fixed(std::string& out, std::uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-
-void put_varint(std::string& out, std::uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
+// A string: its length as LEB128, then its bytes.
 void put_str(std::string& out, std::string_view s) {
-  put_varint(out, s.size());
+  put_leb128(out, s.size());
   out.append(s.data(), s.size());
 }
 
-// ---- reading ----------------------------------------------------------------------------------
-
-class Reader {
+// The byte reader plus this format's strings.
+class Reader : public util::ByteReader {
  public:
-  explicit Reader(std::string_view in) : in_(in) {}
-
-  bool u8(std::uint8_t& v) {
-    if (in_.empty()) return false;
-    v = static_cast<std::uint8_t>(in_[0]);
-    in_.remove_prefix(1);
-    return true;
-  }
-  bool fixed(std::uint64_t& v, int bytes) {
-    if (in_.size() < static_cast<std::size_t>(bytes)) return false;
-    v = 0;
-    for (int i = 0; i < bytes; ++i)
-      v |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(in_[static_cast<std::size_t>(i)]))
-           << (8 * i);
-    in_.remove_prefix(static_cast<std::size_t>(bytes));
-    return true;
-  }
-  bool varint(std::uint64_t& v) {
-    v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      std::uint8_t b;
-      if (!u8(b)) return false;
-      v |= static_cast<std::uint64_t>(b & 0x7F) << shift;
-      if ((b & 0x80) == 0) return shift < 63 || (b & 0x7E) == 0;
-    }
-    return false;
-  }
-  bool str(std::string_view& s) {
+  using ByteReader::ByteReader;
+  bool str(std::string_view& s) noexcept {
     std::uint64_t n;
-    if (!varint(n) || n > in_.size()) return false;
-    s = in_.substr(0, static_cast<std::size_t>(n));
-    in_.remove_prefix(static_cast<std::size_t>(n));
-    return true;
+    return leb128(n) && n <= remaining() && take(static_cast<std::size_t>(n), s);
   }
-  bool done() const noexcept { return in_.empty(); }
-  std::size_t left() const noexcept { return in_.size(); }
-
- private:
-  std::string_view in_;
 };
 
 // Message flags.
@@ -89,13 +45,13 @@ constexpr std::uint8_t kUserProperties = 0x10;
 constexpr std::uint8_t kKnownProperties = 0x1F;
 
 void put_version(std::string& out, const broker::RetainedVersion& v) {
-  put_fixed(out, v.hlc, 8);
+  put_le(out, v.hlc, 8);
   put_str(out, v.node);
 }
 
 bool read_version(Reader& r, broker::RetainedVersion& v) {
   std::string_view node;
-  if (!r.fixed(v.hlc, 8) || !r.str(node)) return false;
+  if (!r.le(v.hlc, 8) || !r.str(node)) return false;
   v.node.assign(node.data(), node.size());
   return true;
 }
@@ -114,12 +70,12 @@ void put_message(std::string& out, const broker::Message& m, const broker::Retai
   put_u8(out, flags);
   put_str(out, m.topic);
   put_str(out, m.origin);
-  put_fixed(out,
-            static_cast<std::uint64_t>(
-                std::chrono::duration_cast<std::chrono::milliseconds>(m.created.time_since_epoch())
-                    .count()),
-            8);
-  if (expiry) put_fixed(out, *expiry, 4);
+  put_le(out,
+         static_cast<std::uint64_t>(
+             std::chrono::duration_cast<std::chrono::milliseconds>(m.created.time_since_epoch())
+                 .count()),
+         8);
+  if (expiry) put_le(out, *expiry, 4);
   if (version != nullptr) put_version(out, *version);
   if (has_props) {
     std::uint8_t present = 0;
@@ -134,7 +90,7 @@ void put_message(std::string& out, const broker::Message& m, const broker::Retai
     if (p.response_topic) put_str(out, *p.response_topic);
     if (p.correlation_data) put_str(out, *p.correlation_data);
     if (!p.user_properties.empty()) {
-      put_varint(out, p.user_properties.size());
+      put_leb128(out, p.user_properties.size());
       for (const auto& [k, v] : p.user_properties) {
         put_str(out, k);
         put_str(out, v);
@@ -151,11 +107,11 @@ bool read_message(Reader& r, WireMessage& w) {
   if (w.qos > 2) return false;
   w.retain = (flags & kRetain) != 0;
   std::uint64_t created;
-  if (!r.str(w.topic) || !r.str(w.origin) || !r.fixed(created, 8)) return false;
+  if (!r.str(w.topic) || !r.str(w.origin) || !r.le(created, 8)) return false;
   w.created_ms = static_cast<std::int64_t>(created);
   if ((flags & kHasExpiry) != 0) {
     std::uint64_t e;
-    if (!r.fixed(e, 4)) return false;
+    if (!r.le(e, 4)) return false;
     w.expiry = static_cast<std::uint32_t>(e);
   }
   if ((flags & kHasVersion) != 0) {
@@ -187,7 +143,7 @@ bool read_message(Reader& r, WireMessage& w) {
     if ((present & kUserProperties) != 0) {
       std::uint64_t n;
       // Each pair takes at least two bytes: a count beyond that is a lie.
-      if (!r.varint(n) || n == 0 || n > r.left() / 2) return false;
+      if (!r.leb128(n) || n == 0 || n > r.remaining() / 2) return false;
       w.user_properties.reserve(static_cast<std::size_t>(n));
       for (std::uint64_t i = 0; i < n; ++i) {
         std::string_view k, v;
@@ -232,7 +188,7 @@ std::string encode_message(const broker::Message& m, const broker::RetainedVersi
 
 bool decode_message(std::string_view body, WireMessage& out) {
   Reader r(body);
-  return read_message(r, out) && r.done();
+  return read_message(r, out) && r.empty();
 }
 
 std::shared_ptr<broker::Message> to_message(const WireMessage& w,
@@ -261,7 +217,7 @@ std::string encode_publish_shared(const std::vector<std::string_view>& shares,
   std::size_t size = 10 + message_body.size();
   for (std::string_view f : shares) size += 5 + f.size();
   out.reserve(size);
-  put_varint(out, shares.size());
+  put_leb128(out, shares.size());
   for (std::string_view f : shares) put_str(out, f);
   out.append(message_body.data(), message_body.size());
   return out;
@@ -272,14 +228,14 @@ bool decode_publish_shared(std::string_view body, std::vector<std::string_view>&
   Reader r(body);
   std::uint64_t n;
   // Each name takes at least two bytes (a length and one byte).
-  if (!r.varint(n) || n == 0 || n > r.left() / 2) return false;
-  return read_names(r, n, shares) && read_message(r, out) && r.done();
+  if (!r.leb128(n) || n == 0 || n > r.remaining() / 2) return false;
+  return read_names(r, n, shares) && read_message(r, out) && r.empty();
 }
 
 std::string encode_routes_full(std::uint64_t number, const std::vector<std::string>& filters) {
   std::string out;
-  put_fixed(out, number, 8);
-  put_varint(out, filters.size());
+  put_le(out, number, 8);
+  put_leb128(out, filters.size());
   for (const auto& f : filters) put_str(out, f);
   return out;
 }
@@ -288,14 +244,14 @@ bool decode_routes_full(std::string_view body, std::uint64_t& number,
                         std::vector<std::string>& filters) {
   Reader r(body);
   std::uint64_t n;
-  if (!r.fixed(number, 8) || !r.varint(n) || n > r.left()) return false;
-  return read_names(r, n, filters) && r.done();
+  if (!r.le(number, 8) || !r.leb128(n) || n > r.remaining()) return false;
+  return read_names(r, n, filters) && r.empty();
 }
 
 std::string encode_routes_delta(std::uint64_t number, const std::vector<RouteChange>& changes) {
   std::string out;
-  put_fixed(out, number, 8);
-  put_varint(out, changes.size());
+  put_le(out, number, 8);
+  put_leb128(out, changes.size());
   for (const auto& c : changes) {
     put_u8(out, c.add ? 1 : 0);
     put_str(out, c.filter);
@@ -307,7 +263,7 @@ bool decode_routes_delta(std::string_view body, std::uint64_t& number,
                          std::vector<RouteChange>& changes) {
   Reader r(body);
   std::uint64_t n;
-  if (!r.fixed(number, 8) || !r.varint(n) || n > r.left()) return false;
+  if (!r.le(number, 8) || !r.leb128(n) || n > r.remaining()) return false;
   changes.clear();
   changes.reserve(static_cast<std::size_t>(n));
   for (std::uint64_t i = 0; i < n; ++i) {
@@ -316,23 +272,23 @@ bool decode_routes_delta(std::string_view body, std::uint64_t& number,
     if (!r.u8(op) || op > 1 || !r.str(f) || f.empty()) return false;
     changes.push_back(RouteChange{op == 1, std::string(f)});
   }
-  return r.done();
+  return r.empty();
 }
 
 std::string encode_u64(std::uint64_t v) {
   std::string out;
-  put_fixed(out, v, 8);
+  put_le(out, v, 8);
   return out;
 }
 
 bool decode_u64(std::string_view body, std::uint64_t& v) {
   Reader r(body);
-  return r.fixed(v, 8) && r.done();
+  return r.le(v, 8) && r.empty();
 }
 
 void begin_retained(std::string& body) {
   body.clear();
-  put_fixed(body, 0, 4);
+  put_le(body, 0, 4);
 }
 
 void append_retained(std::string& body, const std::string& topic,
@@ -356,7 +312,7 @@ void finish_retained(std::string& body, std::uint32_t count) {
 bool decode_retained(std::string_view body, std::vector<WireRetained>& out) {
   Reader r(body);
   std::uint64_t n;
-  if (!r.fixed(n, 4) || n > r.left()) return false;
+  if (!r.le(n, 4) || n > r.remaining()) return false;
   out.clear();
   out.reserve(static_cast<std::size_t>(n));
   for (std::uint64_t i = 0; i < n; ++i) {
@@ -372,7 +328,7 @@ bool decode_retained(std::string_view body, std::vector<WireRetained>& out) {
     }
     out.push_back(std::move(e));
   }
-  return r.done();
+  return r.empty();
 }
 
 std::size_t bucket_of(std::string_view topic) noexcept {
@@ -397,36 +353,36 @@ std::uint64_t entry_hash(std::string_view topic, const broker::RetainedVersion& 
 std::string encode_digest(const Digest& d) {
   std::string out;
   out.reserve(kDigestBuckets * 8);
-  for (std::uint64_t v : d) put_fixed(out, v, 8);
+  for (std::uint64_t v : d) put_le(out, v, 8);
   return out;
 }
 
 bool decode_digest(std::string_view body, Digest& d) {
   Reader r(body);
   for (std::uint64_t& v : d) {
-    if (!r.fixed(v, 8)) return false;
+    if (!r.le(v, 8)) return false;
   }
-  return r.done();
+  return r.empty();
 }
 
 std::string encode_buckets(const std::vector<std::uint16_t>& buckets) {
   std::string out;
-  put_varint(out, buckets.size());
-  for (std::uint16_t b : buckets) put_fixed(out, b, 2);
+  put_leb128(out, buckets.size());
+  for (std::uint16_t b : buckets) put_le(out, b, 2);
   return out;
 }
 
 bool decode_buckets(std::string_view body, std::vector<std::uint16_t>& buckets) {
   Reader r(body);
   std::uint64_t n;
-  if (!r.varint(n) || n > kDigestBuckets) return false;
+  if (!r.leb128(n) || n > kDigestBuckets) return false;
   buckets.clear();
   for (std::uint64_t i = 0; i < n; ++i) {
     std::uint64_t b;
-    if (!r.fixed(b, 2) || b >= kDigestBuckets) return false;
+    if (!r.le(b, 2) || b >= kDigestBuckets) return false;
     buckets.push_back(static_cast<std::uint16_t>(b));
   }
-  return r.done();
+  return r.empty();
 }
 
 // ---- claims
@@ -434,31 +390,31 @@ bool decode_buckets(std::string_view body, std::vector<std::uint16_t>& buckets) 
 
 std::string encode_claim_request(std::uint64_t request, std::string_view client_id) {
   std::string out;
-  put_fixed(out, request, 8);
+  put_le(out, request, 8);
   put_str(out, client_id);
   return out;
 }
 
 bool decode_claim_request(std::string_view body, ClaimRequest& out) {
   Reader r(body);
-  return r.fixed(out.request, 8) && r.str(out.client_id) && r.done();
+  return r.le(out.request, 8) && r.str(out.client_id) && r.empty();
 }
 
 std::string encode_claim_grant(std::uint64_t request, std::uint64_t hlc) {
   std::string out;
-  put_fixed(out, request, 8);
-  put_fixed(out, hlc, 8);
+  put_le(out, request, 8);
+  put_le(out, hlc, 8);
   return out;
 }
 
 bool decode_claim_grant(std::string_view body, std::uint64_t& request, std::uint64_t& hlc) {
   Reader r(body);
-  return r.fixed(request, 8) && r.fixed(hlc, 8) && r.done();
+  return r.le(request, 8) && r.le(hlc, 8) && r.empty();
 }
 
 std::string encode_take_request(const TakeRequest& t) {
   std::string out;
-  put_fixed(out, t.request, 8);
+  put_le(out, t.request, 8);
   put_str(out, t.client_id);
   put_version(out, t.version);
   put_u8(out, t.resume ? 1 : 0);
@@ -468,8 +424,8 @@ std::string encode_take_request(const TakeRequest& t) {
 bool decode_take_request(std::string_view body, TakeRequest& out) {
   Reader r(body);
   std::uint8_t resume = 0;
-  if (!r.fixed(out.request, 8) || !r.str(out.client_id) || !read_version(r, out.version) ||
-      !r.u8(resume) || resume > 1 || !r.done()) {
+  if (!r.le(out.request, 8) || !r.str(out.client_id) || !read_version(r, out.version) ||
+      !r.u8(resume) || resume > 1 || !r.empty()) {
     return false;
   }
   out.resume = resume == 1;
@@ -478,7 +434,7 @@ bool decode_take_request(std::string_view body, TakeRequest& out) {
 
 std::string encode_take_reply(const TakeReply& t) {
   std::string out;
-  put_fixed(out, t.request, 8);
+  put_le(out, t.request, 8);
   put_str(out, t.client_id);
   put_version(out, t.version);
   put_u8(out, static_cast<std::uint8_t>(t.outcome));
@@ -489,19 +445,19 @@ std::string encode_take_reply(const TakeReply& t) {
 bool decode_take_reply(std::string_view body, TakeReply& out) {
   Reader r(body);
   std::uint8_t outcome = 0;
-  if (!r.fixed(out.request, 8) || !r.str(out.client_id) || !read_version(r, out.version) ||
+  if (!r.le(out.request, 8) || !r.str(out.client_id) || !read_version(r, out.version) ||
       !r.u8(outcome) || outcome > static_cast<std::uint8_t>(TakeOutcome::newer_here)) {
     return false;
   }
   out.outcome = static_cast<TakeOutcome>(outcome);
   out.session = {};
   if (out.outcome == TakeOutcome::moved && !r.str(out.session)) return false;
-  return r.done();
+  return r.empty();
 }
 
 std::string encode_claims_held(const std::vector<HeldClaim>& claims) {
   std::string out;
-  put_varint(out, claims.size());
+  put_leb128(out, claims.size());
   for (const HeldClaim& c : claims) {
     put_str(out, c.client_id);
     put_version(out, c.version);
@@ -515,7 +471,7 @@ bool decode_claims_held(std::string_view body, std::vector<HeldClaim>& out) {
   out.clear();
   // Each entry takes at least 10 bytes (two lengths and the HLC): a count beyond what the
   // body can hold is malformed, not a reason to reserve memory.
-  if (!r.varint(n) || n > r.left() / 10) return false;
+  if (!r.leb128(n) || n > r.remaining() / 10) return false;
   out.reserve(static_cast<std::size_t>(n));
   for (std::uint64_t i = 0; i < n; ++i) {
     std::string_view id;
@@ -524,7 +480,7 @@ bool decode_claims_held(std::string_view body, std::vector<HeldClaim>& out) {
     c.client_id.assign(id.data(), id.size());
     out.push_back(std::move(c));
   }
-  return r.done();
+  return r.empty();
 }
 
 }  // namespace brokerha::cluster

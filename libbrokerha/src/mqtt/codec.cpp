@@ -5,6 +5,7 @@
 
 #include "mqtt/utf8.hpp"
 #include "topic/topic.hpp"
+#include "util/bytes.hpp"
 
 namespace brokerha::mqtt {
 
@@ -27,65 +28,28 @@ constexpr Status protocol_error(const char* detail) noexcept {
 
 // ---- Reading -------------------------------------------------------------------------------
 
-// Bounds-checked reader over a packet body. Every read returns false when the body is too
-// short; callers turn that into a Malformed Packet status naming the field.
-class Reader {
+// The byte reader over a packet body, plus MQTT's own fields. Every read returns false when
+// the body is too short; callers turn that into a Malformed Packet status naming the field.
+class Reader : public util::ByteReader {
  public:
-  explicit Reader(std::string_view data) noexcept
-      : p_(reinterpret_cast<const std::uint8_t*>(data.data())), end_(p_ + data.size()) {}
+  using ByteReader::ByteReader;
 
-  std::size_t remaining() const noexcept { return static_cast<std::size_t>(end_ - p_); }
-  bool empty() const noexcept { return p_ == end_; }
-
-  bool u8(std::uint8_t& v) noexcept {
-    if (remaining() < 1) return false;
-    v = *p_++;
-    return true;
-  }
-  bool u16(std::uint16_t& v) noexcept {
-    if (remaining() < 2) return false;
-    v = static_cast<std::uint16_t>((p_[0] << 8) | p_[1]);
-    p_ += 2;
-    return true;
-  }
-  bool u32(std::uint32_t& v) noexcept {
-    if (remaining() < 4) return false;
-    v = (std::uint32_t{p_[0]} << 24) | (std::uint32_t{p_[1]} << 16) | (std::uint32_t{p_[2]} << 8) |
-        std::uint32_t{p_[3]};
-    p_ += 4;
-    return true;
-  }
   // A variable byte integer: at most four bytes, minimally encoded (MQTT-1.5.5-1).
   bool varint(std::uint32_t& v) noexcept {
     v = 0;
     for (unsigned i = 0; i < 4; ++i) {
-      if (p_ == end_) return false;
-      const std::uint8_t b = *p_++;
+      std::uint8_t b;
+      if (!u8(b)) return false;
       v |= std::uint32_t{b & 0x7Fu} << (7 * i);
       if ((b & 0x80u) == 0) return i == 0 || b != 0;
     }
     return false;
   }
-  bool take(std::size_t n, std::string_view& v) noexcept {
-    if (remaining() < n) return false;
-    v = std::string_view(reinterpret_cast<const char*>(p_), n);
-    p_ += n;
-    return true;
-  }
   // Two-byte length followed by that many bytes (Binary Data, or a UTF-8 string's bytes).
   bool bytes(std::string_view& v) noexcept {
     std::uint16_t n;
-    return u16(n) && take(n, v);
+    return be16(n) && take(n, v);
   }
-  std::string_view rest() noexcept {
-    std::string_view v(reinterpret_cast<const char*>(p_), remaining());
-    p_ = end_;
-    return v;
-  }
-
- private:
-  const std::uint8_t* p_;
-  const std::uint8_t* end_;
 };
 
 Status read_utf8(Reader& r, std::string_view& v, const char* truncated,
@@ -191,12 +155,12 @@ Status decode_properties(Reader& r, std::uint32_t packet_bit, Properties& props)
       }
       case PropType::u16: {
         std::uint16_t v;
-        if (!pr.u16(v)) return malformed("truncated property value");
+        if (!pr.be16(v)) return malformed("truncated property value");
         num = v;
         break;
       }
       case PropType::u32:
-        if (!pr.u32(num)) return malformed("truncated property value");
+        if (!pr.be32(num)) return malformed("truncated property value");
         break;
       case PropType::varint:
         if (!pr.varint(num))
@@ -391,7 +355,7 @@ Status decode_connect(Reader& r, Connect& c) {
   if (!v5 && has_password && !has_username) {
     return protocol_error("password flag set without the user name flag");
   }
-  if (!r.u16(c.keep_alive)) return malformed("truncated keep alive");
+  if (!r.be16(c.keep_alive)) return malformed("truncated keep alive");
   if (v5) BROKERHA_TRY(decode_properties(r, bit(PacketType::connect), c.properties));
 
   BROKERHA_TRY(read_utf8(r, c.client_id, "truncated client identifier",
@@ -455,7 +419,7 @@ Status decode_publish(Reader& r, std::uint8_t flags, ProtocolVersion version, Pu
     return {ReasonCode::topic_name_invalid, "wildcard in a PUBLISH topic name"};
   }
   if (p.qos > 0) {
-    if (!r.u16(p.packet_id)) return malformed("truncated packet identifier");
+    if (!r.be16(p.packet_id)) return malformed("truncated packet identifier");
     if (p.packet_id == 0) return protocol_error("packet identifier 0");
   }
   if (version == ProtocolVersion::v5) {
@@ -475,7 +439,7 @@ Status decode_publish(Reader& r, std::uint8_t flags, ProtocolVersion version, Pu
 
 template <PacketType Type>
 Status decode_ack(Reader& r, ProtocolVersion version, PublishAck<Type>& a) {
-  if (!r.u16(a.packet_id)) return malformed("truncated packet identifier");
+  if (!r.be16(a.packet_id)) return malformed("truncated packet identifier");
   if (a.packet_id == 0) return protocol_error("packet identifier 0");
   if (version != ProtocolVersion::v5) {
     if (!r.empty()) return malformed("bytes after the packet identifier");
@@ -503,7 +467,7 @@ Status read_filter(Reader& r, std::string_view& filter) {
 }
 
 Status decode_subscribe(Reader& r, ProtocolVersion version, Subscribe& s) {
-  if (!r.u16(s.packet_id)) return malformed("truncated packet identifier");
+  if (!r.be16(s.packet_id)) return malformed("truncated packet identifier");
   if (s.packet_id == 0) return protocol_error("packet identifier 0");
   const bool v5 = version == ProtocolVersion::v5;
   if (v5) BROKERHA_TRY(decode_properties(r, bit(PacketType::subscribe), s.properties));
@@ -532,7 +496,7 @@ Status decode_subscribe(Reader& r, ProtocolVersion version, Subscribe& s) {
 }
 
 Status decode_suback(Reader& r, ProtocolVersion version, Suback& s) {
-  if (!r.u16(s.packet_id)) return malformed("truncated packet identifier");
+  if (!r.be16(s.packet_id)) return malformed("truncated packet identifier");
   if (s.packet_id == 0) return protocol_error("packet identifier 0");
   const bool v5 = version == ProtocolVersion::v5;
   if (v5) BROKERHA_TRY(decode_properties(r, bit(PacketType::suback), s.properties));
@@ -549,7 +513,7 @@ Status decode_suback(Reader& r, ProtocolVersion version, Suback& s) {
 }
 
 Status decode_unsubscribe(Reader& r, ProtocolVersion version, Unsubscribe& u) {
-  if (!r.u16(u.packet_id)) return malformed("truncated packet identifier");
+  if (!r.be16(u.packet_id)) return malformed("truncated packet identifier");
   if (u.packet_id == 0) return protocol_error("packet identifier 0");
   if (version == ProtocolVersion::v5) {
     BROKERHA_TRY(decode_properties(r, bit(PacketType::unsubscribe), u.properties));
@@ -564,7 +528,7 @@ Status decode_unsubscribe(Reader& r, ProtocolVersion version, Unsubscribe& u) {
 }
 
 Status decode_unsuback(Reader& r, ProtocolVersion version, Unsuback& u) {
-  if (!r.u16(u.packet_id)) return malformed("truncated packet identifier");
+  if (!r.be16(u.packet_id)) return malformed("truncated packet identifier");
   if (u.packet_id == 0) return protocol_error("packet identifier 0");
   if (version != ProtocolVersion::v5) {
     if (!r.empty()) return malformed("bytes after the packet identifier");
@@ -694,12 +658,12 @@ struct WriteSink {
   bool ok = true;
   void u8(std::uint8_t v) noexcept { *p++ = static_cast<char>(v); }
   void u16(std::uint16_t v) noexcept {
-    u8(static_cast<std::uint8_t>(v >> 8));
-    u8(static_cast<std::uint8_t>(v));
+    util::store_be16(p, v);
+    p += 2;
   }
   void u32(std::uint32_t v) noexcept {
-    u16(static_cast<std::uint16_t>(v >> 16));
-    u16(static_cast<std::uint16_t>(v));
+    util::store_be32(p, v);
+    p += 4;
   }
   void varint(std::uint32_t v) noexcept {
     do {

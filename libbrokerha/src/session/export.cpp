@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "topic/topic.hpp"
+#include "util/bytes.hpp"
 
 namespace brokerha::session {
 
@@ -13,63 +14,30 @@ namespace {
 constexpr std::string_view kMagic = "BHS";
 constexpr std::uint8_t kFormatVersion = 1;
 
-class Writer {
- public:
-  std::string out;
-  void u8(std::uint8_t v) { out.push_back(static_cast<char>(v)); }
-  void u16(std::uint16_t v) {
-    u8(static_cast<std::uint8_t>(v >> 8));
-    u8(static_cast<std::uint8_t>(v));
-  }
-  void u32(std::uint32_t v) {
-    u16(static_cast<std::uint16_t>(v >> 16));
-    u16(static_cast<std::uint16_t>(v));
-  }
-  void u64(std::uint64_t v) {
-    u32(static_cast<std::uint32_t>(v >> 32));
-    u32(static_cast<std::uint32_t>(v));
-  }
-  void bytes(std::string_view s) {
-    u32(static_cast<std::uint32_t>(s.size()));
-    out.append(s);
-  }
-  void opt(const std::optional<std::string>& s) {
-    u8(s ? 1 : 0);
-    if (s) bytes(*s);
-  }
-};
+using util::put_be16;
+using util::put_be32;
+using util::put_be64;
+using util::put_u8;
 
-class Reader {
+// A blob: a four-byte length, then the bytes.
+void put_bytes(std::string& out, std::string_view s) {
+  put_be32(out, static_cast<std::uint32_t>(s.size()));
+  out.append(s);
+}
+void put_opt(std::string& out, const std::optional<std::string>& s) {
+  put_u8(out, s ? 1 : 0);
+  if (s) put_bytes(out, *s);
+}
+
+// The byte reader plus this format's blobs.
+class Reader : public util::ByteReader {
  public:
-  explicit Reader(std::string_view in) : in_(in) {}
-  bool u8(std::uint8_t& v) {
-    if (pos_ + 1 > in_.size()) return false;
-    v = static_cast<std::uint8_t>(in_[pos_++]);
-    return true;
-  }
-  bool u16(std::uint16_t& v) {
-    std::uint8_t a, b;
-    if (!u8(a) || !u8(b)) return false;
-    v = static_cast<std::uint16_t>((a << 8) | b);
-    return true;
-  }
-  bool u32(std::uint32_t& v) {
-    std::uint16_t a, b;
-    if (!u16(a) || !u16(b)) return false;
-    v = (std::uint32_t{a} << 16) | b;
-    return true;
-  }
-  bool u64(std::uint64_t& v) {
-    std::uint32_t a, b;
-    if (!u32(a) || !u32(b)) return false;
-    v = (std::uint64_t{a} << 32) | b;
-    return true;
-  }
+  using ByteReader::ByteReader;
   bool bytes(std::string& s) {
     std::uint32_t n;
-    if (!u32(n) || n > in_.size() - pos_) return false;
-    s.assign(in_.substr(pos_, n));
-    pos_ += n;
+    std::string_view v;
+    if (!be32(n) || !take(n, v)) return false;
+    s.assign(v);
     return true;
   }
   bool opt(std::optional<std::string>& s) {
@@ -78,51 +46,47 @@ class Reader {
     if (present == 0) return true;
     return bytes(s.emplace());
   }
-  bool done() const { return pos_ == in_.size(); }
-
- private:
-  std::string_view in_;
-  std::size_t pos_ = 0;
 };
 
-void put_delivery(Writer& w, const Delivery& d, std::chrono::steady_clock::time_point now) {
+void put_delivery(std::string& w, const Delivery& d, std::chrono::steady_clock::time_point now) {
   const broker::Message& m = *d.message;
-  w.u8(d.qos);
-  w.u8(d.retain ? 1 : 0);
-  w.u32(static_cast<std::uint32_t>(d.subscription_ids.size()));
-  for (std::uint32_t id : d.subscription_ids) w.u32(id);
-  w.bytes(m.topic);
-  w.bytes(m.payload);
-  w.u8(m.qos);
-  w.u8(m.retain ? 1 : 0);
-  w.bytes(m.origin);
+  put_u8(w, d.qos);
+  put_u8(w, d.retain ? 1 : 0);
+  put_be32(w, static_cast<std::uint32_t>(d.subscription_ids.size()));
+  for (std::uint32_t id : d.subscription_ids) put_be32(w, id);
+  put_bytes(w, m.topic);
+  put_bytes(w, m.payload);
+  put_u8(w, m.qos);
+  put_u8(w, m.retain ? 1 : 0);
+  put_bytes(w, m.origin);
   const auto remaining = m.remaining_expiry(now);
-  w.u8(remaining ? 1 : 0);
-  if (remaining) w.u32(*remaining);
-  w.u64(static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(m.created.time_since_epoch()).count()));
+  put_u8(w, remaining ? 1 : 0);
+  if (remaining) put_be32(w, *remaining);
+  put_be64(w, static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             m.created.time_since_epoch())
+                                             .count()));
   const broker::ForwardedProperties& p = m.properties;
-  w.u8(p.payload_format_indicator ? 1 : 0);
-  if (p.payload_format_indicator) w.u8(*p.payload_format_indicator);
-  w.opt(p.content_type);
-  w.opt(p.response_topic);
-  w.opt(p.correlation_data);
-  w.u32(static_cast<std::uint32_t>(p.user_properties.size()));
+  put_u8(w, p.payload_format_indicator ? 1 : 0);
+  if (p.payload_format_indicator) put_u8(w, *p.payload_format_indicator);
+  put_opt(w, p.content_type);
+  put_opt(w, p.response_topic);
+  put_opt(w, p.correlation_data);
+  put_be32(w, static_cast<std::uint32_t>(p.user_properties.size()));
   for (const auto& [k, v] : p.user_properties) {
-    w.bytes(k);
-    w.bytes(v);
+    put_bytes(w, k);
+    put_bytes(w, v);
   }
 }
 
 bool get_delivery(Reader& r, Delivery& d, std::chrono::steady_clock::time_point now) {
   std::uint8_t retain, msg_retain, has_expiry, has_pfi;
   std::uint32_t n;
-  if (!r.u8(d.qos) || d.qos > 2 || !r.u8(retain) || retain > 1 || !r.u32(n)) return false;
+  if (!r.u8(d.qos) || d.qos > 2 || !r.u8(retain) || retain > 1 || !r.be32(n)) return false;
   d.retain = retain == 1;
   if (n > 65535) return false;
   for (std::uint32_t i = 0; i < n; ++i) {
     std::uint32_t id;
-    if (!r.u32(id) || id == 0 || id > 268'435'455) return false;
+    if (!r.be32(id) || id == 0 || id > 268'435'455) return false;
     d.subscription_ids.push_back(id);
   }
   auto m = std::make_shared<broker::Message>();
@@ -134,11 +98,11 @@ bool get_delivery(Reader& r, Delivery& d, std::chrono::steady_clock::time_point 
   m->retain = msg_retain == 1;
   if (has_expiry) {
     std::uint32_t seconds;
-    if (!r.u32(seconds)) return false;
+    if (!r.be32(seconds)) return false;
     m->expires_at = now + std::chrono::seconds(seconds);
   }
   std::uint64_t created_ms;
-  if (!r.u64(created_ms)) return false;
+  if (!r.be64(created_ms)) return false;
   m->created = std::chrono::system_clock::time_point(
       std::chrono::duration_cast<std::chrono::system_clock::duration>(
           std::chrono::milliseconds(static_cast<std::int64_t>(created_ms))));
@@ -150,7 +114,7 @@ bool get_delivery(Reader& r, Delivery& d, std::chrono::steady_clock::time_point 
     p.payload_format_indicator = v;
   }
   if (!r.opt(p.content_type) || !r.opt(p.response_topic) || !r.opt(p.correlation_data) ||
-      !r.u32(n) || n > 1'000'000) {
+      !r.be32(n) || n > 1'000'000) {
     return false;
   }
   for (std::uint32_t i = 0; i < n; ++i) {
@@ -166,37 +130,37 @@ bool get_delivery(Reader& r, Delivery& d, std::chrono::steady_clock::time_point 
 
 std::string export_session(const Session& s, const SessionMeta& meta,
                            std::chrono::steady_clock::time_point now) {
-  Writer w;
-  w.out.append(kMagic);
-  w.u8(kFormatVersion);
-  w.bytes(s.client_id());
-  w.u8(meta.protocol_version);
-  w.u8(meta.clean ? 1 : 0);
-  w.opt(meta.username);
-  w.u32(meta.expiry_interval);
-  w.u32(static_cast<std::uint32_t>(s.subscriptions().size()));
+  std::string w;
+  w.append(kMagic);
+  put_u8(w, kFormatVersion);
+  put_bytes(w, s.client_id());
+  put_u8(w, meta.protocol_version);
+  put_u8(w, meta.clean ? 1 : 0);
+  put_opt(w, meta.username);
+  put_be32(w, meta.expiry_interval);
+  put_be32(w, static_cast<std::uint32_t>(s.subscriptions().size()));
   for (const auto& [filter, o] : s.subscriptions()) {
-    w.bytes(filter);
-    w.u8(o.qos);
-    w.u8(static_cast<std::uint8_t>((o.no_local ? 1 : 0) | (o.retain_as_published ? 2 : 0)));
-    w.u8(o.retain_handling);
-    w.u32(o.identifier);
+    put_bytes(w, filter);
+    put_u8(w, o.qos);
+    put_u8(w, static_cast<std::uint8_t>((o.no_local ? 1 : 0) | (o.retain_as_published ? 2 : 0)));
+    put_u8(w, o.retain_handling);
+    put_be32(w, o.identifier);
   }
-  w.u16(s.last_packet_id());
-  w.u32(static_cast<std::uint32_t>(s.inflight().size()));
+  put_be16(w, s.last_packet_id());
+  put_be32(w, static_cast<std::uint32_t>(s.inflight().size()));
   for (const Inflight& f : s.inflight()) {
-    w.u16(f.packet_id);
-    w.u8(f.released ? 1 : 0);
+    put_be16(w, f.packet_id);
+    put_u8(w, f.released ? 1 : 0);
     put_delivery(w, f.delivery, now);
   }
-  w.u32(static_cast<std::uint32_t>(s.queue().size()));
+  put_be32(w, static_cast<std::uint32_t>(s.queue().size()));
   for (const Delivery& d : s.queue()) put_delivery(w, d, now);
   // Sorted, so one session always exports to the same bytes.
   std::vector<std::uint16_t> ids(s.incoming_qos2_ids().begin(), s.incoming_qos2_ids().end());
   std::sort(ids.begin(), ids.end());
-  w.u32(static_cast<std::uint32_t>(ids.size()));
-  for (std::uint16_t id : ids) w.u16(id);
-  return std::move(w.out);
+  put_be32(w, static_cast<std::uint32_t>(ids.size()));
+  for (std::uint16_t id : ids) put_be16(w, id);
+  return w;
 }
 
 std::optional<ImportedSession> import_session(std::string_view bytes,
@@ -215,20 +179,20 @@ std::optional<ImportedSession> import_session(std::string_view bytes,
   ImportedSession out;
   if (!r.bytes(client_id) || client_id.empty() || !r.u8(out.meta.protocol_version) ||
       out.meta.protocol_version < 3 || out.meta.protocol_version > 5 || !r.u8(clean) || clean > 1 ||
-      !r.opt(out.meta.username) || !r.u32(out.meta.expiry_interval)) {
+      !r.opt(out.meta.username) || !r.be32(out.meta.expiry_interval)) {
     return fail("malformed session header");
   }
   out.meta.clean = clean == 1;
   out.session = std::make_unique<Session>(std::move(client_id));
   std::uint32_t n;
-  if (!r.u32(n)) return fail("truncated subscriptions");
+  if (!r.be32(n)) return fail("truncated subscriptions");
   for (std::uint32_t i = 0; i < n; ++i) {
     std::string filter;
     SubscriptionOptions o;
     std::uint8_t flags;
     if (!r.bytes(filter) || !topic::is_valid_filter(filter) || !r.u8(o.qos) || o.qos > 2 ||
         !r.u8(flags) || flags > 3 || !r.u8(o.retain_handling) || o.retain_handling > 2 ||
-        !r.u32(o.identifier) || o.identifier > 268'435'455) {
+        !r.be32(o.identifier) || o.identifier > 268'435'455) {
       return fail("malformed subscription");
     }
     o.no_local = flags & 1;
@@ -236,13 +200,13 @@ std::optional<ImportedSession> import_session(std::string_view bytes,
     out.session->subscriptions()[filter] = o;
   }
   std::uint16_t last_id;
-  if (!r.u16(last_id)) return fail("truncated");
+  if (!r.be16(last_id)) return fail("truncated");
   out.session->set_last_packet_id(last_id);
-  if (!r.u32(n) || n > 65535) return fail("malformed in-flight list");
+  if (!r.be32(n) || n > 65535) return fail("malformed in-flight list");
   for (std::uint32_t i = 0; i < n; ++i) {
     Inflight f;
     std::uint8_t released;
-    if (!r.u16(f.packet_id) || f.packet_id == 0 || !r.u8(released) || released > 1 ||
+    if (!r.be16(f.packet_id) || f.packet_id == 0 || !r.u8(released) || released > 1 ||
         !get_delivery(r, f.delivery, now) || f.delivery.qos == 0) {
       return fail("malformed in-flight message");
     }
@@ -253,19 +217,19 @@ std::optional<ImportedSession> import_session(std::string_view bytes,
     }
     out.session->restore_inflight(std::move(f));
   }
-  if (!r.u32(n)) return fail("truncated queue");
+  if (!r.be32(n)) return fail("truncated queue");
   for (std::uint32_t i = 0; i < n; ++i) {
     Delivery d;
     if (!get_delivery(r, d, now)) return fail("malformed queued message");
     out.session->restore_queued(std::move(d));
   }
-  if (!r.u32(n) || n > 65535) return fail("malformed QoS 2 list");
+  if (!r.be32(n) || n > 65535) return fail("malformed QoS 2 list");
   for (std::uint32_t i = 0; i < n; ++i) {
     std::uint16_t id;
-    if (!r.u16(id) || id == 0) return fail("malformed QoS 2 packet id");
+    if (!r.be16(id) || id == 0) return fail("malformed QoS 2 packet id");
     out.session->receive_qos2(id);
   }
-  if (!r.done()) return fail("bytes after the end of the session");
+  if (!r.empty()) return fail("bytes after the end of the session");
   return out;
 }
 
