@@ -36,17 +36,12 @@
 
 namespace brokerha {
 
-/// Membership settings. The knobs are broker-ha's `cluster.config.*` with its effective
-/// defaults (memberlist's DefaultLANConfig as broker-ha changes it).
-struct MembershipOptions {
-  std::string name;                      // unique node name (required)
-  std::string bind_address = "0.0.0.0";  // numeric IPv4 address
-  std::uint16_t port = 7946;             // UDP and TCP; 0 = a free port
-  std::string advertise_address;         // empty: bind_address (required when that is 0.0.0.0)
-  std::uint16_t advertise_port = 0;      // 0: the bound port
-  std::string secret_key;                // raw bytes, 16/24/32; empty: no encryption
-  std::string label;                     // memberlist's Label; empty: none
-  std::string meta;                      // node metadata (at most 512 bytes)
+/// The gossip protocol's own settings: who this node is and memberlist's knobs, with
+/// broker-ha's effective defaults (memberlist's DefaultLANConfig as broker-ha changes it).
+/// MembershipOptions adds where it listens and how its packets are framed.
+struct MembershipProtocolOptions {
+  std::string name;  // unique node name (required)
+  std::string meta;  // node metadata (at most 512 bytes)
 
   std::chrono::milliseconds tcp_timeout{1000};
   std::chrono::milliseconds push_pull_interval{15000};
@@ -62,15 +57,26 @@ struct MembershipOptions {
   int awareness_max_multiplier = 8;
   int gossip_nodes = 3;
   std::size_t udp_buffer_size = 1400;
-  bool enable_compression = true;
   bool disable_tcp_pings = false;
-  bool skip_inbound_label_check = false;
-  bool gossip_verify_incoming = true;  // false: accept plaintext too while migrating to a key
 
   // The delegate version triple (serf uses 2/5/5).
   std::uint8_t delegate_protocol_min = 0;
   std::uint8_t delegate_protocol_max = 0;
   std::uint8_t delegate_protocol_version = 0;
+};
+
+/// Membership settings: the protocol's (above), where to listen and advertise, and the
+/// packet framing (key, label, compression). The knobs are broker-ha's `cluster.config.*`.
+struct MembershipOptions : MembershipProtocolOptions {
+  std::string bind_address = "0.0.0.0";  // numeric IPv4 address
+  std::uint16_t port = 7946;             // UDP and TCP; 0 = a free port
+  std::string advertise_address;         // empty: bind_address (required when that is 0.0.0.0)
+  std::uint16_t advertise_port = 0;      // 0: the bound port
+  std::string secret_key;                // raw bytes, 16/24/32; empty: no encryption
+  std::string label;                     // memberlist's Label; empty: none
+  bool enable_compression = true;
+  bool skip_inbound_label_check = false;
+  bool gossip_verify_incoming = true;  // false: accept plaintext too while migrating to a key
 
   std::size_t max_concurrent_streams = 128;  // TCP streams in each direction
 };

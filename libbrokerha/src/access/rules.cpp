@@ -11,23 +11,16 @@
 #include <stdexcept>
 
 #include "topic/topic.hpp"
+#include "util/base64.hpp"
 
 namespace brokerha::access {
 
 namespace {
 
 std::string base64_decode(std::string_view in) {
-  if (in.empty() || in.size() % 4 != 0) throw std::runtime_error("invalid base64");
-  std::string out(in.size() / 4 * 3, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()),
-                                static_cast<int>(in.size()));
-  if (n < 0) throw std::runtime_error("invalid base64");
-  std::size_t len = static_cast<std::size_t>(n);
-  if (in[in.size() - 1] == '=') --len;  // EVP_DecodeBlock counts padding as zero bytes
-  if (in[in.size() - 2] == '=') --len;
-  out.resize(len);
-  return out;
+  auto out = util::base64_decode(in);
+  if (!out || out->empty()) throw std::runtime_error("invalid base64");
+  return std::move(*out);
 }
 
 // Compares two secrets without a data-dependent time: both are hashed to a fixed size first.

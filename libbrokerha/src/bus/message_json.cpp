@@ -1,5 +1,7 @@
 #include "bus/message_json.hpp"
 
+#include "util/base64.hpp"
+
 namespace brokerha::bus {
 
 MessageView view_of(const MessageInfo& m, std::chrono::system_clock::time_point now) {
@@ -82,41 +84,13 @@ void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
-std::string base64_encode(std::string_view bytes) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  std::size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const std::uint32_t n = static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16 |
-                            static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1]))
-                                << 8 |
-                            static_cast<unsigned char>(bytes[i + 2]);
-    out.push_back(kAlphabet[(n >> 18) & 63]);
-    out.push_back(kAlphabet[(n >> 12) & 63]);
-    out.push_back(kAlphabet[(n >> 6) & 63]);
-    out.push_back(kAlphabet[n & 63]);
-  }
-  const std::size_t rest = bytes.size() - i;
-  if (rest != 0) {
-    std::uint32_t n = static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i])) << 16;
-    if (rest == 2) n |= static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i + 1])) << 8;
-    out.push_back(kAlphabet[(n >> 18) & 63]);
-    out.push_back(kAlphabet[(n >> 12) & 63]);
-    out.push_back(rest == 2 ? kAlphabet[(n >> 6) & 63] : '=');
-    out.push_back('=');
-  }
-  return out;
-}
-
 void append_message_json(std::string& out, const MessageView& m, std::string_view extra) {
   const auto created =
       std::chrono::duration_cast<std::chrono::seconds>(m.created.time_since_epoch()).count();
   out += "{\"TopicName\":";
   append_json_string(out, m.topic);
   out += ",\"Payload\":\"";
-  out += base64_encode(m.payload);
+  out += util::base64_encode(m.payload);
   out += "\",\"FixedHeader\":{\"qos\":";
   out += std::to_string(m.qos);
   out += m.retain ? ",\"retain\":true" : ",\"retain\":false";
@@ -153,7 +127,7 @@ void append_message_json(std::string& out, const MessageView& m, std::string_vie
   }
   if (m.correlation_data) {
     key("\"CorrelationData\":\"");
-    out += base64_encode(*m.correlation_data);
+    out += util::base64_encode(*m.correlation_data);
     out.push_back('"');
   }
   if (m.user_properties != nullptr && !m.user_properties->empty()) {

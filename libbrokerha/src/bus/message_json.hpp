@@ -56,7 +56,4 @@ void append_message_json(std::string& out, const MessageView& m, std::string_vie
 /// Appends `s` as a JSON string (quoted, escaped; bytes that are not UTF-8 pass through).
 void append_json_string(std::string& out, std::string_view s);
 
-/// Standard base64 with padding.
-std::string base64_encode(std::string_view bytes);
-
 }  // namespace brokerha::bus

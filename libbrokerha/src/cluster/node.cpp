@@ -7,6 +7,7 @@
 
 #include "bus/message_json.hpp"
 #include "topic/topic.hpp"
+#include "util/lifecycle.hpp"
 
 namespace brokerha::cluster {
 
@@ -113,14 +114,7 @@ void Node::start() {
   asio::post(ctx_, [this] {
     for (std::string& f : core_.local_filters()) announced_.insert(std::move(f));
   });
-  thread_ = std::thread([this] {
-    try {
-      ctx_.run();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "brokerha: fatal error on the cluster thread: %s\n", e.what());
-      std::abort();
-    }
-  });
+  thread_ = util::start_guarded_thread("the cluster thread", [this] { ctx_.run(); });
   joiner_ = std::thread([this] { joiner_loop(); });
   if (discovery_) discovery_->start();
   asio::post(ctx_, [this] { schedule_repair(); });

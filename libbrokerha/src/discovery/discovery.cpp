@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "discovery/engine.hpp"
+#include "util/lifecycle.hpp"
 
 namespace brokerha {
 
@@ -38,6 +39,7 @@ struct Discovery::Impl {
   std::atomic<std::thread::id> thread_id{};
 
   bool on_thread() const noexcept { return std::this_thread::get_id() == thread_id.load(); }
+  void start();  // Discovery::start(); throws
 };
 
 Discovery::Discovery(DiscoveryOptions options)
@@ -53,44 +55,28 @@ void Discovery::set_callback(Callback cb) {
   if (!impl_->started) impl_->callback = std::move(cb);
 }
 
-void Discovery::start() {
-  std::error_code ec;
-  start(ec);
-  if (ec) throw std::system_error(ec, "brokerha::Discovery::start");
-}
+void Discovery::start() { impl_->start(); }
 
 void Discovery::start(std::error_code& ec) noexcept {
-  ec.clear();
-  Impl& d = *impl_;
-  std::lock_guard<std::mutex> lock(d.mu);
-  if (d.started) {
-    ec = make_error_code(errc::already_started);
-    return;
-  }
+  util::capture_errors(ec, [this] { impl_->start(); });
+}
+
+void Discovery::Impl::start() {
+  std::lock_guard<std::mutex> lock(mu);
+  if (started) throw std::system_error(make_error_code(errc::already_started));
   try {
-    d.engine = std::make_unique<discovery::Engine>(d.io, d.options, d.callback);
-    d.work.emplace(d.io.get_executor());
-    d.engine->start();
-    d.thread = std::thread([&d] {
-      d.thread_id.store(std::this_thread::get_id());
-      try {
-        d.io.run();
-      } catch (const std::exception& e) {
-        // Handlers do not throw; if one did, a silently dead discovery thread would leave the
-        // node alone forever: say so and abort.
-        std::fprintf(stderr, "brokerha: discovery thread: %s\n", e.what());
-        std::abort();
-      }
+    engine = std::make_unique<discovery::Engine>(io, options, callback);
+    work.emplace(io.get_executor());
+    engine->start();
+    thread = util::start_guarded_thread("the discovery thread", [this] {
+      thread_id.store(std::this_thread::get_id());
+      io.run();
     });
-    d.started = true;
-  } catch (const std::system_error& e) {
-    d.engine.reset();
-    d.work.reset();
-    ec = e.code();
+    started = true;
   } catch (...) {
-    d.engine.reset();
-    d.work.reset();
-    ec = std::make_error_code(std::errc::not_enough_memory);
+    engine.reset();
+    work.reset();
+    throw;
   }
 }
 

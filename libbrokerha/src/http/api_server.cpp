@@ -40,6 +40,8 @@
 #include "bus/message_json.hpp"
 #include "http/process_stats.hpp"
 #include "topic/topic.hpp"
+#include "util/base64.hpp"
+#include "util/lifecycle.hpp"
 
 namespace brokerha {
 
@@ -85,32 +87,6 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
     diff |= static_cast<unsigned>(x ^ y);
   }
   return diff == 0;
-}
-
-std::optional<std::string> base64_decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  while (!in.empty() && in.back() == '=') in.remove_suffix(1);
-  std::string out;
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (const char c : in) {
-    const int v = value(c);
-    if (v < 0) return std::nullopt;
-    acc = (acc << 6) | static_cast<std::uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xFF));
-    }
-  }
-  return out;
 }
 
 std::string rfc3339_now() {
@@ -363,7 +339,7 @@ struct ApiServer::Impl {
     if (header.size() <= kBasic.size() || header.compare(0, kBasic.size(), kBasic) != 0) {
       return false;
     }
-    const auto decoded = base64_decode(std::string_view(header).substr(kBasic.size()));
+    const auto decoded = util::base64_decode(std::string_view(header).substr(kBasic.size()));
     if (!decoded) return false;
     const std::size_t colon = decoded->find(':');
     if (colon == std::string::npos) return false;
@@ -384,6 +360,8 @@ struct ApiServer::Impl {
     res.status = reply.status;
     res.set_content(reply.body, reply.content_type.c_str());
   }
+
+  void start();  // ApiServer::start(); throws
 
   void dispatch(const httplib::Request& req, httplib::Response& res) {
     requests.fetch_add(1, std::memory_order_relaxed);
@@ -435,7 +413,7 @@ struct ApiServer::Impl {
       w.Key("Port");
       w.Uint(m.port);
       w.Key("Meta");
-      write_string(w, bus::base64_encode(m.meta));
+      write_string(w, util::base64_encode(m.meta));
       w.Key("State");
       w.Int(m.state);
       w.Key("PMin");
@@ -1169,68 +1147,58 @@ ApiServer::ApiServer(ApiOptions options, Broker& broker, Bus& bus)
 
 ApiServer::~ApiServer() { stop(); }
 
-void ApiServer::start() {
-  std::error_code ec;
-  start(ec);
-  if (ec) throw std::system_error(ec, "brokerha::ApiServer::start");
-}
+void ApiServer::start() { impl_->start(); }
 
 void ApiServer::start(std::error_code& ec) noexcept {
-  ec.clear();
-  Impl& d = *impl_;
-  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
-  if (d.started) {
-    ec = make_error_code(errc::already_started);
-    return;
+  util::capture_errors(ec, [this] { impl_->start(); });
+}
+
+void ApiServer::Impl::start() {
+  std::lock_guard<std::mutex> lock(lifecycle_mutex);
+  if (started) throw std::system_error(make_error_code(errc::already_started));
+  auto http = std::make_unique<httplib::Server>();
+  const ApiOptions& o = options;
+  const std::size_t pool =
+      std::max(1u, o.threads) + std::max(1u, o.max_sse_clients) + std::max(1u, o.max_proxy_calls);
+  http->new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
+  http->set_payload_max_length(o.max_body_bytes);
+  // httplib's default also sets SO_REUSEPORT, which lets a second server bind a port in use
+  // (and share its connections) instead of failing: SO_REUSEADDR only.
+  http->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
+  // Idle keep-alive connections hold a pool thread: keep them short.
+  http->set_keep_alive_timeout(2);
+  http->set_read_timeout(5);
+  http->set_write_timeout(5);
+  const httplib::Server::Handler handler = [this](const httplib::Request& req,
+                                                  httplib::Response& res) { dispatch(req, res); };
+  http->Get(".*", handler);
+  http->Post(".*", handler);
+  http->Put(".*", handler);
+  http->Patch(".*", handler);
+  http->Delete(".*", handler);
+  http->Options(".*", handler);
+  errno = 0;
+  int port = o.port;
+  if (o.port == 0) {
+    port = http->bind_to_any_port(o.bind);
+  } else if (!http->bind_to_port(o.bind, o.port)) {
+    port = -1;
   }
-  try {
-    auto server = std::make_unique<httplib::Server>();
-    const ApiOptions& o = d.options;
-    const std::size_t pool =
-        std::max(1u, o.threads) + std::max(1u, o.max_sse_clients) + std::max(1u, o.max_proxy_calls);
-    server->new_task_queue = [pool] { return new httplib::ThreadPool(pool); };
-    server->set_payload_max_length(o.max_body_bytes);
-    // httplib's default also sets SO_REUSEPORT, which lets a second server bind a port in use
-    // (and share its connections) instead of failing: SO_REUSEADDR only.
-    server->set_socket_options([](socket_t sock) {
-      int yes = 1;
-      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
-    // Idle keep-alive connections hold a pool thread: keep them short.
-    server->set_keep_alive_timeout(2);
-    server->set_read_timeout(5);
-    server->set_write_timeout(5);
-    const httplib::Server::Handler handler = [&d](const httplib::Request& req,
-                                                  httplib::Response& res) { d.dispatch(req, res); };
-    server->Get(".*", handler);
-    server->Post(".*", handler);
-    server->Put(".*", handler);
-    server->Patch(".*", handler);
-    server->Delete(".*", handler);
-    server->Options(".*", handler);
-    errno = 0;
-    int port = o.port;
-    if (o.port == 0) {
-      port = server->bind_to_any_port(o.bind);
-    } else if (!server->bind_to_port(o.bind, o.port)) {
-      port = -1;
-    }
-    if (port <= 0) {
-      ec = std::error_code(errno != 0 ? errno : EADDRINUSE, std::system_category());
-      return;
-    }
-    d.bound_port = static_cast<std::uint16_t>(port);
-    d.server = std::move(server);
-    d.started = true;
-    d.thread = std::thread([&d] {
-      d.server->listen_after_bind();
-      d.listen_returned = true;
-    });
-  } catch (const std::system_error& e) {
-    ec = e.code();
-  } catch (const std::exception&) {
-    ec = std::make_error_code(std::errc::not_enough_memory);
+  if (port <= 0) {
+    throw std::system_error(
+        std::error_code(errno != 0 ? errno : EADDRINUSE, std::system_category()),
+        "brokerha::ApiServer::start: bind " + o.bind);
   }
+  bound_port = static_cast<std::uint16_t>(port);
+  server = std::move(http);
+  started = true;
+  thread = std::thread([this] {
+    server->listen_after_bind();
+    listen_returned = true;
+  });
 }
 
 void ApiServer::stop() noexcept {

@@ -12,6 +12,8 @@
 // Callbacks on CoreOutput run synchronously inside the Core call that caused them and must not
 // call back into the Core.
 
+#include <brokerha/membership.hpp>
+
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -60,28 +62,10 @@ struct MemberEvent {
   Member member;  // for leave: state says dead or left
 };
 
-struct CoreConfig {
-  std::string name;
+// The protocol's settings as the public options give them, plus what the driver works out:
+// the address to advertise (resolved), the packet framing and the random seed.
+struct CoreConfig : MembershipProtocolOptions {
   Address advertise;
-  std::string meta;
-  Duration tcp_timeout = std::chrono::milliseconds(1000);
-  Duration push_pull_interval = std::chrono::milliseconds(15000);
-  Duration probe_interval = std::chrono::milliseconds(500);
-  Duration probe_timeout = std::chrono::milliseconds(200);
-  Duration gossip_interval = std::chrono::milliseconds(100);
-  Duration gossip_to_the_dead_time = std::chrono::milliseconds(15000);
-  Duration dead_node_reclaim_time{0};
-  int indirect_checks = 1;
-  int retransmit_mult = 2;
-  int suspicion_mult = 3;
-  int suspicion_max_timeout_mult = 6;
-  int awareness_max_multiplier = 8;
-  int gossip_nodes = 3;
-  std::size_t udp_buffer_size = 1400;
-  bool disable_tcp_pings = false;
-  std::uint8_t delegate_protocol_min = 0;
-  std::uint8_t delegate_protocol_max = 0;
-  std::uint8_t delegate_protocol_version = 0;
   CodecConfig codec;
   std::uint64_t seed = 1;
 };

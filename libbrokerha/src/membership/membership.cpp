@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "membership/core.hpp"
+#include "util/lifecycle.hpp"
 
 namespace brokerha {
 
@@ -518,12 +519,9 @@ struct Membership::Impl final : mb::CoreOutput {
     return ec;
   }
 
-  void start(std::error_code& ec) {
-    ec.clear();
-    if (started.exchange(true)) {
-      ec = make_error_code(errc::already_started);
-      return;
-    }
+  // Membership::start(); throws std::system_error.
+  void start() {
+    if (started.exchange(true)) throw std::system_error(make_error_code(errc::already_started));
     std::error_code aec;
     const auto bind_addr = asio::ip::make_address(opt.bind_address, aec);
     std::string adv = opt.advertise_address.empty() ? opt.bind_address : opt.advertise_address;
@@ -531,40 +529,21 @@ struct Membership::Impl final : mb::CoreOutput {
     if (opt.name.empty() || aec || adv_addr.is_unspecified() ||
         (!opt.secret_key.empty() && !mb::Keyring::valid_key_size(opt.secret_key.size())) ||
         opt.meta.size() > 512 || opt.max_concurrent_streams == 0 || opt.udp_buffer_size < 512) {
-      ec = make_error_code(errc::invalid_argument);
-      return;
+      throw std::system_error(make_error_code(errc::invalid_argument),
+                              "brokerha::Membership::start: invalid options");
     }
-    ec = bind_sockets(bind_addr);
+    std::error_code ec = bind_sockets(bind_addr);
     if (ec) {
       if (ec == std::errc::address_in_use) ec = make_error_code(errc::address_in_use);
       std::error_code ignore;
       acceptor.close(ignore);
       usock.close(ignore);
-      return;
+      throw std::system_error(ec, "brokerha::Membership::start: bind " + opt.bind_address);
     }
     mb::CoreConfig c;
-    c.name = opt.name;
+    static_cast<MembershipProtocolOptions&>(c) = opt;
     c.advertise =
         mb::Address{raw_ip(adv_addr), opt.advertise_port ? opt.advertise_port : port.load()};
-    c.meta = opt.meta;
-    c.tcp_timeout = opt.tcp_timeout;
-    c.push_pull_interval = opt.push_pull_interval;
-    c.probe_interval = opt.probe_interval;
-    c.probe_timeout = opt.probe_timeout;
-    c.gossip_interval = opt.gossip_interval;
-    c.gossip_to_the_dead_time = opt.gossip_to_the_dead_time;
-    c.dead_node_reclaim_time = opt.dead_node_reclaim_time;
-    c.indirect_checks = opt.indirect_checks;
-    c.retransmit_mult = opt.retransmit_mult;
-    c.suspicion_mult = opt.suspicion_mult;
-    c.suspicion_max_timeout_mult = opt.suspicion_max_timeout_mult;
-    c.awareness_max_multiplier = opt.awareness_max_multiplier;
-    c.gossip_nodes = opt.gossip_nodes;
-    c.udp_buffer_size = opt.udp_buffer_size;
-    c.disable_tcp_pings = opt.disable_tcp_pings;
-    c.delegate_protocol_min = opt.delegate_protocol_min;
-    c.delegate_protocol_max = opt.delegate_protocol_max;
-    c.delegate_protocol_version = opt.delegate_protocol_version;
     if (!opt.secret_key.empty()) c.codec.keyring.add_key(opt.secret_key);
     c.codec.label = opt.label;
     c.codec.enable_compression = opt.enable_compression;
@@ -579,7 +558,7 @@ struct Membership::Impl final : mb::CoreOutput {
     arm();
     read_udp();
     accept();
-    thread = std::thread([this] {
+    thread = util::start_guarded_thread("the membership thread", [this] {
       thread_id.store(std::this_thread::get_id());
       io.run();
     });
@@ -638,20 +617,10 @@ void Membership::set_blocked(const std::string& address, bool blocked) {
   impl_->any_blocked.store(!impl_->blocked.empty());
 }
 
-void Membership::start() {
-  std::error_code ec;
-  start(ec);
-  if (ec) throw std::system_error(ec, "brokerha::Membership::start");
-}
+void Membership::start() { impl_->start(); }
 
 void Membership::start(std::error_code& ec) noexcept {
-  try {
-    impl_->start(ec);
-  } catch (const std::system_error& e) {
-    ec = e.code();
-  } catch (...) {
-    ec = std::make_error_code(std::errc::not_enough_memory);
-  }
+  util::capture_errors(ec, [this] { impl_->start(); });
 }
 
 void Membership::stop() noexcept { impl_->stop(); }

@@ -15,6 +15,7 @@
 #include "net/core.hpp"
 #include "net/transport.hpp"
 #include "topic/topic.hpp"
+#include "util/lifecycle.hpp"
 
 namespace brokerha {
 
@@ -139,6 +140,9 @@ struct Broker::Impl {
   std::condition_variable wait_cv;
   bool finished = false;  // guarded by wait_mutex: stop() completed
 
+  // Broker::start(): binds the listeners and starts the cluster and the I/O threads; throws.
+  void start();
+
   // Makes the listener states and reads the TLS files (throws std::runtime_error).
   void prepare_listeners() {
     std::vector<std::shared_ptr<net::ListenerState>> states;
@@ -214,95 +218,68 @@ std::shared_ptr<Bus> Broker::bus() const {
   return impl_->bus;
 }
 
-void Broker::start() {
-  // Validate first so a bad option or password file comes back with its message.
-  impl_->options.validate();
-  access::Rules::compile(impl_->options.access);
-  {
-    // TLS files are read here so that an error names the file.
-    std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
-    if (!impl_->core) impl_->prepare_listeners();
-  }
-  std::error_code ec;
-  start(ec);
-  if (ec) throw std::system_error(ec, "brokerha::Broker::start");
-}
+void Broker::start() { impl_->start(); }
 
 void Broker::start(std::error_code& ec) noexcept {
-  ec.clear();
-  Impl& d = *impl_;
-  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
-  if (d.core) {
-    ec = make_error_code(errc::already_started);
-    return;
+  util::capture_errors(ec, [this] { impl_->start(); });
+}
+
+void Broker::Impl::start() {
+  // Validate first so a bad option or password file comes back with its message.
+  options.validate();
+  access::Rules::compile(options.access);
+  std::lock_guard<std::mutex> lock(lifecycle_mutex);
+  if (core) throw std::system_error(make_error_code(errc::already_started));
+  // TLS files are read here so that an error names the file.
+  if (listeners.size() != options.listeners.size()) prepare_listeners();
+  // Undone on any failure below: the broker can be started again.
+  struct Rollback {
+    Impl& d;
+    bool armed = true;
+    ~Rollback() {
+      if (!armed) return;
+      d.node.reset();
+      d.acceptors.clear();
+      d.endpoints.clear();
+      d.core.reset();
+    }
+  } rollback{*this};
+  core = std::make_unique<net::Core>(options);
+  core->auth_hooks = auth_hooks;
+  core->acl_hooks = acl_hooks;
+  core->event_hooks = event_hooks;
+  if (bus) {
+    core->bus = bus;
+    core->message_to = bus->channel(bus_channels::kMessageTo);
   }
-  try {
-    d.options.validate();
-  } catch (const std::invalid_argument&) {
-    ec = make_error_code(errc::invalid_argument);
-    return;
+  for (const ListenerOptions& l : options.listeners) {
+    const asio::ip::tcp::endpoint ep(asio::ip::make_address(l.bind), l.port);
+    auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(core->shard(0).ctx);
+    std::error_code ec;
+    acceptor->open(ep.protocol(), ec);
+    if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor->bind(ep, ec);
+    if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw std::system_error(ec, "brokerha::Broker::start: listen on " + l.bind);
+    const auto local = acceptor->local_endpoint();
+    endpoints.push_back(Endpoint{local.address().to_string(), local.port(), l.type});
+    acceptors.push_back(std::move(acceptor));
   }
-  try {
-    if (d.listeners.size() != d.options.listeners.size()) d.prepare_listeners();
-    d.core = std::make_unique<net::Core>(d.options);
-    d.core->auth_hooks = d.auth_hooks;
-    d.core->acl_hooks = d.acl_hooks;
-    d.core->event_hooks = d.event_hooks;
-    if (d.bus) {
-      d.core->bus = d.bus;
-      d.core->message_to = d.bus->channel(bus_channels::kMessageTo);
-    }
-    for (const ListenerOptions& l : d.options.listeners) {
-      const asio::ip::tcp::endpoint ep(asio::ip::make_address(l.bind), l.port);
-      auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(d.core->shard(0).ctx);
-      acceptor->open(ep.protocol(), ec);
-      if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-      if (!ec) acceptor->bind(ep, ec);
-      if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-      if (ec) {
-        d.acceptors.clear();
-        d.endpoints.clear();
-        d.core.reset();
-        return;
-      }
-      const auto local = acceptor->local_endpoint();
-      d.endpoints.push_back(Endpoint{local.address().to_string(), local.port(), l.type});
-      d.acceptors.push_back(std::move(acceptor));
-    }
-    if (d.options.cluster) {
-      // Before the shards run, so that no routing happens without the cluster.
-      d.node = std::make_unique<cluster::Node>(*d.core, *d.options.cluster, d.bus);
-      d.core->cluster = d.node.get();
-      try {
-        d.node->start();
-      } catch (...) {
-        d.node.reset();
-        d.acceptors.clear();
-        d.endpoints.clear();
-        d.core.reset();
-        throw;
-      }
-    }
-    for (std::size_t i = 0; i < d.acceptors.size(); ++i) d.accept(i);
-    for (auto& shard : d.core->shards()) d.guards.push_back(asio::make_work_guard(shard->ctx));
-    d.core->start_sweeps();
-    d.running = true;
-    for (auto& shard : d.core->shards()) {
-      net::Shard* s = shard.get();
-      s->thread = std::thread([s] {
-        // A handler that throws would strand this shard's sessions: fail loudly instead.
-        try {
-          s->ctx.run();
-        } catch (const std::exception& e) {
-          std::fprintf(stderr, "brokerha: fatal error on I/O thread %u: %s\n", s->index, e.what());
-          std::abort();
-        }
-      });
-    }
-  } catch (const std::system_error& e) {
-    ec = e.code();
-  } catch (const std::exception&) {
-    ec = make_error_code(errc::invalid_argument);
+  if (options.cluster) {
+    // Before the shards run, so that no routing happens without the cluster.
+    node = std::make_unique<cluster::Node>(*core, *options.cluster, bus);
+    core->cluster = node.get();
+    node->start();
+  }
+  rollback.armed = false;
+  for (std::size_t i = 0; i < acceptors.size(); ++i) accept(i);
+  for (auto& shard : core->shards()) guards.push_back(asio::make_work_guard(shard->ctx));
+  core->start_sweeps();
+  running = true;
+  for (auto& shard : core->shards()) {
+    net::Shard* s = shard.get();
+    s->thread =
+        util::start_guarded_thread("I/O thread " + std::to_string(s->index), [s] { s->ctx.run(); });
   }
 }
 

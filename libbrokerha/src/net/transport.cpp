@@ -1,7 +1,6 @@
 #include "net/transport.hpp"
 
 #include <openssl/err.h>
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -11,6 +10,7 @@
 #include <stdexcept>
 
 #include "mqtt/utf8.hpp"
+#include "util/base64.hpp"
 
 namespace brokerha::net {
 
@@ -66,9 +66,8 @@ std::string websocket_accept(std::string_view key) {
   in += "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
   unsigned char digest[SHA_DIGEST_LENGTH];
   SHA1(reinterpret_cast<const unsigned char*>(in.data()), in.size(), digest);
-  unsigned char b64[4 * ((SHA_DIGEST_LENGTH + 2) / 3) + 1];
-  const int len = EVP_EncodeBlock(b64, digest, SHA_DIGEST_LENGTH);
-  return std::string(reinterpret_cast<const char*>(b64), static_cast<std::size_t>(len));
+  return util::base64_encode(
+      std::string_view(reinterpret_cast<const char*>(digest), SHA_DIGEST_LENGTH));
 }
 
 std::string http_error(const char* status) {
