@@ -1,6 +1,6 @@
 #pragma once
-// brokerha::Membership: SWIM gossip with Lifeguard, wire-compatible with hashicorp/memberlist
-// (issue 7). One UDP socket and one TCP listener on the same port, driven by its own thread.
+// brokerha::Membership: SWIM gossip with Lifeguard, wire-compatible with hashicorp/memberlist.
+// One UDP socket and one TCP listener on the same port, driven by its own thread.
 //
 //   brokerha::MembershipOptions o;
 //   o.name = "node-1";
@@ -37,7 +37,7 @@
 namespace brokerha {
 
 /// Membership settings. The knobs are broker-ha's `cluster.config.*` with its effective
-/// defaults (memberlist's DefaultLANConfig as broker-ha changes it).
+/// defaults (memberlist's DefaultLocalConfig as broker-ha changes it).
 struct MembershipOptions {
   std::string name;                      // unique node name (required)
   std::string bind_address = "0.0.0.0";  // numeric IPv4 address
