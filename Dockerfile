@@ -40,6 +40,6 @@ COPY packaging/docker/config.yaml /config/config.yaml
 USER 10001:10001
 # MQTT, cluster membership + data plane (TCP and UDP on one port), HTTP API (probes, metrics).
 EXPOSE 1883/tcp 7946/tcp 7946/udp 8080/tcp
-# Without --config the server reads /config/config.yaml (SPEC section 1); SIGTERM stops it
+# Without --config the server reads /config/config.yaml (docs/configuration.md); SIGTERM stops it
 # gracefully (it runs as PID 1 and handles its signals itself).
 ENTRYPOINT ["/usr/local/bin/brokerha-server"]

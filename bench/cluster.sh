@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Cluster figures of issue 8 (BENCHMARKS.md cluster table), on one machine over loopback:
+# Cluster figures (the cluster goals of docs/benchmarks.md), on one machine over loopback:
 #  1. formation: 3 brokerha-server processes found through DNS SRV (tests/support/dns_server.py),
 #     seconds from the start of the first until /ready answers 200 on all three;
 #  2. cross-node traffic: brokerha-bench pairs (10 publishers on node 1, 10 subscribers on

@@ -1,6 +1,6 @@
 // brokerha-bench: an MQTT 3.1.1 / 5.0 load generator for brokerha and other brokers.
 //
-// One thread, one io_context, every client connection on it (BENCHMARKS.md). Raw MQTT over
+// One thread, one io_context, every client connection on it (docs/benchmarks.md). Raw MQTT over
 // Asio: frames are split with brokerha's mqtt::Framer, CONNECT/SUBSCRIBE are built with
 // mqtt::encode and CONNACK/SUBACK read with mqtt::decode; PUBLISH and its acknowledgements,
 // the hot path, are written from a pre-encoded template and parsed by hand.

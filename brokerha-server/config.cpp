@@ -975,7 +975,7 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
     lo.path = path;
     lo.proxy_protocol = proxy;
     if (type == ListenerType::tls || type == ListenerType::wss) {
-      // Every TLS listener serves the mqtt.tls certificate (SPEC section 1).
+      // Every TLS listener serves the mqtt.tls certificate (docs/configuration.md).
       lo.tls_cert = q.tls.cert;
       lo.tls_key = q.tls.key;
       lo.tls_ca = q.tls.ca;
@@ -1014,7 +1014,7 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
   o.access.acl_default_allow = q.acl_default == "allow";
   o.access.password_file = q.password_file;
 
-  // Cluster mode only when discovery is configured (SPEC section 4).
+  // Cluster mode only when discovery is configured (docs/cluster.md).
   const DiscoveryConfig& d = config.discovery;
   if (!d.domain.empty() || !d.members.empty()) {
     const ClusterConfig& c = config.cluster;

@@ -1,5 +1,5 @@
 #pragma once
-// brokerha-server's configuration (SPEC section 1): every key of config.yaml with its default,
+// brokerha-server's configuration (docs/configuration.md): each config.yaml key with its default,
 // the loader (file search, YAML, deep merge over the defaults, BROKER_* environment overrides,
 // validation), the redacted rendering for --check-config, and the mapping to the library's
 // BrokerOptions. yaml-cpp stays inside config.cpp; the library only sees plain structs.
@@ -137,7 +137,7 @@ struct ShutdownConfig {
   std::uint32_t session_wait = 12500;  // for persistent sessions to move; at most half of it
 };
 
-/// Every key of SPEC section 1, defaults included.
+/// Every key of docs/configuration.md, defaults included.
 struct ServerConfig {
   MqttConfig mqtt;
   ClusterConfig cluster;

@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
   server::log_info("configuration: " +
                    (config.source.empty() ? std::string("built-in defaults") : config.source));
 
-  // The bus is the observation tap of SPEC section 5 (SSE, later the cluster sender).
+  // The bus is the observation tap the HTTP API's SSE streams serve (docs/api.md).
   auto bus = std::make_shared<brokerha::Bus>();
   brokerha::Broker broker(options);
   broker.set_bus(bus);

@@ -1,5 +1,5 @@
 # Finds everything brokerha builds against, as targets. Two shapes of each package are handled:
-# Debian 12's (STYLE.md §10) and the vcpkg/Conan ports' (packaging/vcpkg, packaging/conan).
+# Debian 12's (scripts/install-deps.sh) and the vcpkg/Conan ports' (packaging/vcpkg, /conan).
 #
 #   target / variable          Debian 12                        vcpkg / Conan port
 #   Threads::Threads           pthreads                         pthreads

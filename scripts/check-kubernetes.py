@@ -15,7 +15,7 @@ pod's, mounted Secrets as generated test certificates) is validated by
 `brokerha-server --check-config`, and the effective values must agree with the manifests
 (ports, expected_members == replicas, discovery.domain == the headless Service's SRV name).
 
-kubectl must be on PATH: the machine image carries it (STYLE.md section 10). Debian's
+kubectl must be on PATH: the machine image carries a current one. Debian's
 kubernetes-client is not a substitute (it conflicts with that package and its kustomize is old),
 so a missing kubectl is an error, not a skip.
 """
@@ -256,8 +256,9 @@ def main():
         sys.exit(f"check-kubernetes: FAIL: {args.server} is not an executable brokerha-server "
                  "(run the `ci` stage first)")
     if shutil.which("kubectl") is None:
-        sys.exit("check-kubernetes: FAIL: kubectl is not on PATH. The machine image carries it "
-                 "(STYLE.md section 10); do not install Debian's kubernetes-client instead.")
+        sys.exit("check-kubernetes: FAIL: kubectl is not on PATH. The machine image carries it; "
+                 "do not install Debian's kubernetes-client instead (it conflicts with that "
+                 "package and its kustomize is old).")
     version = project_version()
     dirs = renderings()
     for directory in dirs:

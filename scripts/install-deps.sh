@@ -13,7 +13,7 @@ packages=(
   # real peers the tests talk to
   mosquitto mosquitto-clients python3 python3-paho-mqtt libpaho-mqtt-dev
   # scripts/check-kubernetes.py reads the rendered manifests (kubectl itself comes with the
-  # machine image, STYLE.md section 10: Debian's kubernetes-client must not replace it)
+  # machine image; Debian's kubernetes-client conflicts with it and must not replace it)
   python3-yaml
   # a real memberlist peer (memberlist 0.2.2 inside) for the membership wire tests
   serf

@@ -1,4 +1,4 @@
-// The cluster data path with in-process brokers (issue 8): several brokerha::Broker on
+// The cluster data path with in-process brokers (docs/cluster.md): several brokerha::Broker on
 // 127.0.0.1 in one process, each with cluster options (membership + data plane on a free
 // port, static discovery seeds), and real MQTT clients on their listeners. What crosses the
 // cluster: publishes (only to nodes with a matching subscriber, exactly once, in order, with
@@ -452,7 +452,7 @@ TEST_CASE("cluster broker: the read ACL of the receiving node applies to message
   CHECK(c[1].stats().acl_denials >= 1);
 }
 
-// ---- shared subscriptions across nodes (issue 9) ----------------------------------------------
+// ---- shared subscriptions across nodes ---------------------------------------------------------
 
 TEST_CASE("cluster broker: a shared group with members on two nodes gets each message once") {
   TestCluster c(3);

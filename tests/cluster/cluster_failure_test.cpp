@@ -1,4 +1,4 @@
-// Failure modes of a cluster of real brokerha-server processes (issue 9): kill -9 of one node
+// Failure modes of a cluster of real brokerha-server processes: kill -9 of one node
 // of three under a QoS 1 stream between the two others, and a SIGTERM drain with MQTT 5
 // clients on every node while publishing across nodes. Real processes found through DNS SRV
 // (tests/support/server_cluster.hpp), real MQTT clients on loopback, bounded waits and no
@@ -226,7 +226,7 @@ TEST_CASE("cluster failure: kill -9 of one node of three loses nothing between t
   CHECK(wait_until([&] { return c.all_ready({0, 1, 2}); }, 15s));
 
   // The victim resumes on node 1: its session died with node 3 (sessions are not replicated,
-  // SPEC section 4), so the broker says so, and a new subscription there works.
+  // docs/cluster.md), so the broker says so, and a new subscription there works.
   const auto ack = connect_to(victim, n1.mqtt_port, v5_connect("victim", false, 3600));
   REQUIRE(connack_ok(ack));
   CHECK_FALSE(ack->as<mqtt::Connack>()->session_present);

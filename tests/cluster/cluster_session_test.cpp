@@ -1,4 +1,4 @@
-// Cluster-wide client ids (issue 9): a client that connects to another node with its client
+// Cluster-wide client ids (docs/cluster.md): a client that connects to another node with its client
 // id takes it over — the old connection gets DISCONNECT 0x8E and, when the client resumes,
 // the session (subscriptions, queued and in-flight messages) moves with it before CONNACK.
 // Concurrent connects with one id end with one winner, and after a partition the newer claim

@@ -1,7 +1,7 @@
 // brokerha::cluster::LinkManager on real sockets on 127.0.0.1: each node runs its manager on
 // its own io_context and thread; the accepting node receives its streams from a real
 // brokerha::Membership (port 0) whose stream handler calls LinkManager::accept (the port
-// sharing of SPEC section 4), or from a plain TCP acceptor. Raw sockets speak the wire format
+// sharing of docs/cluster.md), or from a plain TCP acceptor. Raw sockets speak the wire format
 // of docs/cluster-protocol.md by hand for the malformed-input and re-send cases.
 // Waits are bounded polls; no fixed ports, no sleeps as synchronisation.
 

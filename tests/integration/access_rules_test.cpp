@@ -1,4 +1,4 @@
-// The built-in authentication and ACL rules (SPEC section 3) end to end: an in-process broker
+// The built-in authentication and ACL rules (docs/access-rules.md) end to end: an in-process broker
 // on 127.0.0.1 (port 0) configured with BrokerOptions::access / Broker::set_access_rules(), and
 // real clients: mosquitto_pub / mosquitto_sub (Debian mosquitto-clients, -V mqttv311|mqttv5)
 // and password files written by mosquitto_passwd (Debian mosquitto).

@@ -1,4 +1,4 @@
-// Authentication and ACL hooks (SPEC.md section 3) with real connections: a test AuthHook
+// Authentication and ACL hooks (docs/embedding.md) with real connections: a test AuthHook
 // that refuses the username "mallory", a test AclHook that refuses publishing to secret/#,
 // subscribing to private/# and receiving hidden/#, hook chaining, and hooks that answer
 // later from another thread without disturbing packet order.

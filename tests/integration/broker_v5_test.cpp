@@ -1,4 +1,4 @@
-// MQTT 5.0 features with python3-paho-mqtt 1.6.1 (run with /usr/bin/python3, STYLE.md 10)
+// MQTT 5.0 features with python3-paho-mqtt 1.6.1 (Debian's, so run with /usr/bin/python3)
 // and with the codec-based test client: retain handling and retain-as-published,
 // subscription identifiers, no-local, inbound topic aliases, message expiry, forwarded
 // properties, assigned client identifiers; and shared subscriptions.

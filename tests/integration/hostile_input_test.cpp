@@ -1,4 +1,4 @@
-// Hostile input over raw sockets (SPEC section 2, "Bad input"): malformed packets, invalid
+// Hostile input over raw sockets (docs/mqtt.md, "Bad input"): malformed packets, invalid
 // UTF-8, wildcards in topic names, oversized packets, protocol violations, clients that never
 // read, half-sent packets, connection floods and garbage.
 //

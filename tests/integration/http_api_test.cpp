@@ -1,4 +1,4 @@
-// The HTTP API (SPEC section 6) over real HTTP on loopback: a real Broker with a Bus, an
+// The HTTP API (docs/api.md) over real HTTP on loopback: a real Broker with a Bus, an
 // ApiServer on port 0, real MQTT clients (tests/support/raw_client.hpp) and httplib clients.
 // Every wait is bounded.
 

@@ -44,7 +44,7 @@ using mqtt::ProtocolVersion;
 // Each client run is bounded; a normal run takes tens of milliseconds (python: ~200 ms).
 constexpr auto kClientTimeout = 5000ms;
 constexpr auto kCloseTimeout = 2000ms;
-const char* const kPython = "/usr/bin/python3";  // Debian's python3-paho-mqtt (STYLE.md 10)
+const char* const kPython = "/usr/bin/python3";  // where Debian's python3-paho-mqtt is
 
 // ---- formatting for readable checks ---------------------------------------------------------
 

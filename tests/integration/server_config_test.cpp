@@ -1,4 +1,4 @@
-// brokerha-server's configuration (SPEC section 1), tested through the real binary:
+// brokerha-server's configuration (docs/configuration.md), tested through the real binary:
 // `--check-config` with a temporary config file and a controlled environment (run under
 // `env -i`, so the test's own environment never leaks in), checked on its exit code and on
 // the effective configuration it prints; and two runs of the server itself with

@@ -5,7 +5,7 @@
 //    does other things. Its stdout/stderr are collected whenever the test waits on it
 //    (wait_output, wait_exit); no reader thread. The destructor kills it by its pid (SIGKILL)
 //    and reaps it: nothing outlives the object.
-//  - run_python(): runs a python3-paho-mqtt script with /usr/bin/python3 (STYLE.md 10),
+//  - run_python(): runs a python3-paho-mqtt script with /usr/bin/python3 (Debian's package),
 //    bounded, through run_process() of child_process.hpp.
 //  - mosquitto_pub() / mosquitto_sub() paths, "" when not installed.
 //

@@ -1,4 +1,4 @@
-// The built-in authentication and ACL rules (SPEC section 3): glob and remote matching, the
+// The built-in authentication and ACL rules (docs/access-rules.md): glob and remote matching, the
 // SUBSCRIBE filter coverage, Mosquitto password files ($7$ PBKDF2-SHA512 and $6$ SHA-512), and
 // the decisions of Rules::authenticate / Rules::allows / Rules::compile.
 //

@@ -1,5 +1,5 @@
 #pragma once
-// brokerha::ApiServer: the HTTP API of SPEC section 6 (broker-ha compatible endpoints,
+// brokerha::ApiServer: the HTTP API of docs/api.md (broker-ha compatible endpoints,
 // Server-Sent Events from the Bus, probes, Prometheus metrics, /debug introspection and the
 // /proxy fan-out to every cluster member).
 //
@@ -87,7 +87,7 @@ struct ApiOptions {
   /// cluster mode (their API port from the "api=<port>" metadata), else only this node.
   std::function<std::vector<ApiMember>()> members;
   /// The cluster's state for /ready and /healthz (called per probe). Null = derived from
-  /// Broker::cluster() in cluster mode (SPEC section 6), else a single node.
+  /// Broker::cluster() in cluster mode (docs/api.md, "Probes"), else a single node.
   std::function<ClusterHealth()> cluster_health;
 };
 

@@ -1,5 +1,5 @@
 #pragma once
-// brokerha::Bus: an in-process observation tap with named channels (SPEC section 5).
+// brokerha::Bus: an in-process observation tap with named channels (docs/embedding.md).
 //
 //   auto bus = std::make_shared<brokerha::Bus>();
 //   options.bus = bus;                                       // the broker publishes into it
@@ -41,7 +41,7 @@ struct BusSubscriberState;
 /// The channels the broker and the cluster use (broker-ha's names).
 namespace bus_channels {
 /// A copy of each message this node's clients publish, with the nodes it is sent to. Data:
-/// the message JSON of SPEC section 6 plus `"Nodes":["name",...]` (empty on a single node).
+/// the message JSON of docs/api.md plus `"Nodes":["name",...]` (empty on a single node).
 inline constexpr std::string_view kMessageTo = "cluster:message_to";
 /// A message received from a peer. Data: the message JSON plus `"Node":"<sender>"`.
 inline constexpr std::string_view kMessageFrom = "cluster:message_from";

@@ -1,6 +1,6 @@
 #pragma once
-// brokerha::Discovery: finds the other members of the cluster (SPEC section 4, issue 8
-// point 1): a DNS SRV lookup of `domain` (a Kubernetes headless service) through c-ares,
+// brokerha::Discovery: finds the other members of the cluster (docs/discovery.md,
+// docs/cluster.md): a DNS SRV lookup of `domain` (a Kubernetes headless service) through c-ares,
 // with the SRV targets resolved to addresses, and/or a static list of "host:port" members.
 //
 //   brokerha::DiscoveryOptions o;

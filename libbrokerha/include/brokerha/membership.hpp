@@ -1,6 +1,6 @@
 #pragma once
-// brokerha::Membership: SWIM gossip with Lifeguard, wire-compatible with hashicorp/memberlist
-// (issue 7). One UDP socket and one TCP listener on the same port, driven by its own thread.
+// brokerha::Membership: SWIM gossip with Lifeguard, wire-compatible with hashicorp/memberlist.
+// One UDP socket and one TCP listener on the same port, driven by its own thread.
 //
 //   brokerha::MembershipOptions o;
 //   o.name = "node-1";
@@ -37,7 +37,7 @@
 namespace brokerha {
 
 /// The gossip protocol's own settings: who this node is and memberlist's knobs, with
-/// broker-ha's effective defaults (memberlist's DefaultLANConfig as broker-ha changes it).
+/// broker-ha's effective defaults (memberlist's DefaultLocalConfig as broker-ha changes it).
 /// MembershipOptions adds where it listens and how its packets are framed.
 struct MembershipProtocolOptions {
   std::string name;  // unique node name (required)

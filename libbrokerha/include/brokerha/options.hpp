@@ -68,7 +68,7 @@ struct AclRule {
   std::vector<std::pair<std::string, int>> filters;
 };
 
-/// The built-in authentication and ACL rules (SPEC section 3). They run after every hook an
+/// The built-in authentication and ACL rules (docs/access-rules.md). They run after every hook an
 /// embedder registers. Empty `auth` and no `password_file`: anonymous clients are allowed.
 struct AccessRules {
   std::vector<AuthRule> auth;
@@ -80,7 +80,7 @@ struct AccessRules {
   std::string password_file;
 };
 
-/// Cluster mode (SPEC section 4): membership, discovery and the data plane between nodes.
+/// Cluster mode (docs/cluster.md): membership, discovery and the data plane between nodes.
 /// docs/cluster.md describes what crosses the cluster and how.
 struct ClusterOptions {
   /// Name, addresses, secret key and the `cluster.config.*` knobs. The data plane shares the

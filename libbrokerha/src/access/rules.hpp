@@ -1,5 +1,5 @@
 #pragma once
-// The built-in authentication and ACL rules (SPEC section 3): `mqtt.auth`, `mqtt.acl`,
+// The built-in authentication and ACL rules (docs/access-rules.md): `mqtt.auth`, `mqtt.acl`,
 // `mqtt.acl_default` and `mqtt.password_file`, compiled once per (re)load.
 //
 // Immutable after compile(): any thread may evaluate a Rules object; the broker swaps the

@@ -1,5 +1,5 @@
 #pragma once
-// The JSON of a message in broker-ha's shape (SPEC section 6), written without a JSON
+// The JSON of a message in broker-ha's shape (docs/api.md), written without a JSON
 // library because the broker core renders it for the bus even when the HTTP API is not built:
 //
 //   {"TopicName":"a/b","Payload":"<base64>","FixedHeader":{"qos":1,"retain":false,"dup":false},

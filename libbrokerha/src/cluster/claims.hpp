@@ -1,5 +1,5 @@
 #pragma once
-// Cluster-wide client ids (SPEC section 4, issue 9): a client id is held by one node at a
+// Cluster-wide client ids (docs/cluster.md): a client id is held by one node at a
 // time, and a client that connects to node B with an id held on node A takes it over (A
 // closes the old connection with v5 DISCONNECT 0x8E and, when the client resumes, hands its
 // session over to B before B answers CONNACK).

@@ -1,6 +1,6 @@
 #pragma once
 // The cluster data plane's transport: one persistent, framed, batched TCP link per peer on
-// the membership port (SPEC section 4, issue 8 point 2). Owns no routing: the layer above
+// the membership port (docs/cluster.md). Owns no routing: the layer above
 // (cluster/node.hpp) gives it opaque frame bodies tagged with a `kind` byte and gets them
 // back on the other side, once and in order.
 //

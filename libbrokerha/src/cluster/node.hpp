@@ -1,5 +1,5 @@
 #pragma once
-// cluster::Node: what makes a broker a member of a cluster (SPEC section 4, issue 8). It owns
+// cluster::Node: what makes a broker a member of a cluster (docs/cluster.md). It owns
 // the membership (its own thread), discovery and the data-plane links (both on the node's
 // control thread), and plugs into the router through net::ClusterPort:
 //

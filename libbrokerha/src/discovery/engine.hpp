@@ -1,6 +1,6 @@
 #pragma once
 // The discovery engine: what brokerha::Discovery does, on an io_context it is given, so the
-// broker's cluster runs it on its control thread (STYLE section 4) and the public class on a
+// broker's cluster runs it on its control thread (docs/threading.md) and the public class on a
 // thread of its own.
 //
 // c-ares 1.18 has no event thread: its sockets are watched with

@@ -5,7 +5,7 @@
 // to the route's handler, which returns a Reply. /proxy/<route> calls the same handler
 // in-process for this node and the member's HTTP API for the others, in parallel.
 //
-// Capacity (STYLE section 4): the pool has `threads` + `max_sse_clients` + `max_proxy_calls`
+// Capacity (docs/threading.md): the pool has `threads` + `max_sse_clients` + `max_proxy_calls`
 // threads; SSE streams and /proxy calls take a slot each and get 503 when their cap is
 // reached, so `threads` workers stay free for probes and /metrics. SSE loops wait on the bus
 // in slices of at most 200 ms and check `stopping_`, so stop() is bounded.
@@ -772,7 +772,7 @@ struct ApiServer::Impl {
     return out;
   }
 
-  // SPEC section 6: ready when joined to at least one peer, or provably alone (discovery
+  // docs/cluster.md, "Health": ready when joined to at least one peer, or provably alone (discovery
   // named nobody else for expected_members x refresh_interval). One dead peer changes
   // neither: the survivors still have each other.
   static ClusterHealth cluster_health(const ClusterInfo& ci) {

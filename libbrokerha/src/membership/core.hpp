@@ -1,6 +1,6 @@
 #pragma once
-// The SWIM + Lifeguard protocol core, as hashicorp/memberlist runs it (see README.md here and
-// ../shared/MEMBERSHIP.md). Deterministic: it owns no socket, clock or random source.
+// The SWIM + Lifeguard protocol core, as hashicorp/memberlist runs it (see DESIGN.md and
+// README.md here). Deterministic: it owns no socket, clock or random source.
 //
 // Inputs:  start/join/leave commands, packets, stream requests and stream replies, and the
 //          current time (every call takes `now`; advance(now) fires due timers). All randomness

@@ -1,5 +1,5 @@
 // The broker's side of the bus: a copy of each message a client of this node publishes goes
-// to `cluster:message_to` (SPEC section 5) with the names of the nodes it was sent to. Called
+// to `cluster:message_to` (docs/api.md) with the names of the nodes it was sent to. Called
 // on the publisher's shard thread, only when the channel has a subscriber. On a single node
 // the event is rendered here; in cluster mode the cluster's control thread renders it when it
 // knows the nodes (off the data path either way), and offers it without waiting.

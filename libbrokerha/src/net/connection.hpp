@@ -202,7 +202,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool has_parked() const noexcept { return parked_ && !parked_->empty(); }
 
   // Members grouped by size, largest first: one Connection exists per client, and its size is
-  // a good part of the memory of an idle connection (STYLE.md 4).
+  // a good part of the memory of an idle connection (docs/benchmarks.md).
   Core& core_;
   Shard* shard_;
   std::list<std::weak_ptr<Connection>>::iterator link_;  // in shard_->connections

@@ -83,7 +83,7 @@ Core::Core(BrokerOptions options) : options_(std::move(options)) {
     const ClusterOptions& c = *options_.cluster;
     node_name = c.membership.name;
     // A delete must outlive every way an older copy can come back: gossip of the dead node
-    // and two rounds of discovery (SPEC section 4).
+    // and two rounds of discovery (docs/cluster.md, "Retained messages").
     retained_.set_tombstone_ttl(c.membership.gossip_to_the_dead_time +
                                 2 * c.discovery.refresh_interval);
     retained_.set_max_tombstones(c.max_tombstones);

@@ -3,8 +3,8 @@
 // queues.
 //
 // Why not std::deque: libstdc++'s deque allocates a 64-byte map and a 512-byte block as soon
-// as it is constructed, so every idle session paid ~1.2 KiB for two empty queues (STYLE.md
-// section 4: memory per idle connection). A Ring allocates nothing until the first push,
+// as it is constructed, so every idle session paid ~1.2 KiB for two empty queues (see
+// docs/benchmarks.md: memory per idle connection). A Ring allocates nothing until the first push,
 // grows by doubling, and keeps its array when it empties, so a busy queue that goes
 // 0 -> 1 -> 0 per message does not allocate per message. shrink_to_fit() hands an empty
 // array back (the owner calls it when the queue has been idle).

@@ -2,7 +2,7 @@
 // the public headers, link and run against the library. It uses every public component the way
 // docs/embedding.md shows, on loopback only:
 //   - the version check (headers vs library);
-//   - Broker with an AuthHook, an AclHook, an EventHook and a Bus (SPEC section 7): a tiny MQTT
+//   - Broker with an AuthHook, an AclHook, an EventHook and a Bus: a tiny MQTT
 //     3.1.1 client connects (the auth hook admits it), publishes (the ACL hook is asked, the
 //     bus carries a copy on cluster:message_to), and a second client is refused by the hook;
 //   - Membership: two members on free loopback ports join each other and leave;
