@@ -5,7 +5,7 @@
 // MQTT 5 properties), routes before SUBACK, wills, and the replicated retained set (writes,
 // deletes, a late joiner's single snapshot). Bounded waits, no timing assertions.
 //
-// Real processes with DNS discovery: cluster_server_test.cpp.
+// Real processes with DNS discovery: tests/processes/cluster_server_test.cpp.
 
 #include <brokerha/broker.hpp>
 #include <brokerha/bus.hpp>

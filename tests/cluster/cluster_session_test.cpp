@@ -3,7 +3,7 @@
 // the session (subscriptions, queued and in-flight messages) moves with it before CONNACK.
 // Concurrent connects with one id end with one winner, and after a partition the newer claim
 // wins. In-process brokers with real sockets and the test MQTT client; real processes are in
-// cluster_server_test.cpp.
+// tests/processes/cluster_server_test.cpp.
 
 #include <brokerha/broker.hpp>
 

@@ -17,6 +17,7 @@
 
 #include "support/broker_fixture.hpp"
 #include "support/child_process.hpp"
+#include "support/required_tool.hpp"
 #include "support/serf_agent.hpp"
 
 using namespace std::chrono_literals;
@@ -112,7 +113,7 @@ void interop(const std::string& serf, const std::string& key_b64, const std::str
 TEST_CASE("membership serf interop: joins in both directions then a crash") {
   const std::string serf = brokerha::test::find_program("serf");
   if (serf.empty()) {
-    MESSAGE("serf is not installed (apt-get install serf): skipped");
+    brokerha::test::tool_missing("serf (Debian serf)");
     return;
   }
   const std::string key_b64 = "MDEyMzQ1Njc4OWFiY2RlZg==";

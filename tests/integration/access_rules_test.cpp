@@ -33,6 +33,7 @@
 
 #include "support/broker_fixture.hpp"
 #include "support/child_process.hpp"
+#include "support/required_tool.hpp"
 
 namespace {
 
@@ -54,7 +55,7 @@ constexpr auto kWait = 10s;           // bound of every poll for a broker-side c
 
 bool have(const char* program) {
   if (!brokerha::test::find_program(program).empty()) return true;
-  MESSAGE("skipped: " << program << " is not installed (Debian mosquitto-clients / mosquitto)");
+  brokerha::test::tool_missing(std::string(program) + " (Debian mosquitto-clients / mosquitto)");
   return false;
 }
 

@@ -23,6 +23,7 @@
 #include "support/broker_fixture.hpp"
 #include "support/broker_mqtt_client.hpp"
 #include "support/broker_process.hpp"
+#include "support/required_tool.hpp"
 
 namespace {
 
@@ -211,7 +212,7 @@ TEST_CASE("auth hook: a refused client gets CONNACK 5 (MQTT 3) / 0x87 (MQTT 5.0)
 
 TEST_CASE("auth hook: mosquitto_pub with a refused username fails") {
   if (brokerha::test::mosquitto_pub_path().empty()) {
-    MESSAGE("skipped: mosquitto_pub not installed");
+    brokerha::test::tool_missing("mosquitto_pub (Debian mosquitto-clients)");
     return;
   }
   TestBroker tb({}, add_test_hooks);

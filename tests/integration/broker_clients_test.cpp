@@ -20,6 +20,7 @@
 #include "support/broker_fixture.hpp"
 #include "support/broker_mqtt_client.hpp"
 #include "support/broker_process.hpp"
+#include "support/required_tool.hpp"
 
 namespace {
 
@@ -46,7 +47,7 @@ bool have_mosquitto() {
       !brokerha::test::mosquitto_sub_path().empty()) {
     return true;
   }
-  MESSAGE("skipped: mosquitto_pub / mosquitto_sub not installed (Debian mosquitto-clients)");
+  brokerha::test::tool_missing("mosquitto_pub / mosquitto_sub (Debian mosquitto-clients)");
   return false;
 }
 

@@ -23,6 +23,7 @@
 #include "support/broker_fixture.hpp"
 #include "support/broker_mqtt_client.hpp"
 #include "support/broker_process.hpp"
+#include "support/required_tool.hpp"
 
 namespace {
 
@@ -47,7 +48,7 @@ constexpr auto kWait = 5000ms;
 
 bool have_paho() {
   if (brokerha::test::have_python_paho()) return true;
-  MESSAGE("skipped: /usr/bin/python3 cannot import paho.mqtt (python3-paho-mqtt)");
+  brokerha::test::tool_missing("paho.mqtt for /usr/bin/python3 (Debian python3-paho-mqtt)");
   return false;
 }
 

@@ -26,6 +26,7 @@
 
 #include "support/broker_fixture.hpp"
 #include "support/raw_client.hpp"
+#include "support/required_tool.hpp"
 
 namespace {
 
@@ -216,7 +217,7 @@ TEST_CASE("http api: metrics have the broker-ha gauges and pass promtool") {
   }
   const char* promtool = "/usr/bin/promtool";
   if (::access(promtool, X_OK) != 0) {
-    MESSAGE("promtool not installed (Debian package prometheus): skipping the format check");
+    brokerha::test::tool_missing("promtool (Debian prometheus): the format check");
     return;
   }
   char path[] = "/tmp/brokerha-metrics-XXXXXX";

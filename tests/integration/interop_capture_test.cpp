@@ -27,6 +27,7 @@
 #include "support/capture_server.hpp"
 #include "support/child_process.hpp"
 #include "support/packet_dump.hpp"
+#include "support/required_tool.hpp"
 
 namespace {
 
@@ -148,8 +149,7 @@ ClientRun run_client(CaptureServer& server, const std::vector<std::string>& argv
 std::string mosquitto_program(const char* name) {
   const std::string path = brokerha::test::find_program(name);
   if (path.empty()) {
-    MESSAGE("skipped: " << std::string(name)
-                        << " is not installed (Debian package mosquitto-clients)");
+    brokerha::test::tool_missing(std::string(name) + " (Debian mosquitto-clients)");
   }
   return path;
 }
@@ -160,7 +160,8 @@ bool have_paho() {
     return brokerha::test::run_process({kPython, "-c", "import paho.mqtt"}, kClientTimeout).ok();
   }();
   if (!found)
-    MESSAGE("skipped: " << std::string(kPython) << " cannot import paho.mqtt (python3-paho-mqtt)");
+    brokerha::test::tool_missing("paho.mqtt for " + std::string(kPython) +
+                                 " (Debian python3-paho-mqtt)");
   return found;
 }
 

@@ -9,6 +9,7 @@
 
 #include "support/broker_process.hpp"
 #include "support/child_process.hpp"
+#include "support/required_tool.hpp"
 
 #ifdef BROKERHA_EXAMPLE_AUTH_HOOK_PATH
 
@@ -33,7 +34,7 @@ ProcessResult pub(std::uint16_t port, const std::string& user, const std::string
 
 TEST_CASE("example custom_auth_hook: the hook decides and the bus consumer sees publishes") {
   if (brokerha::test::mosquitto_pub_path().empty()) {
-    MESSAGE("skipped: mosquitto_pub is not installed (Debian mosquitto-clients)");
+    brokerha::test::tool_missing("mosquitto_pub (Debian mosquitto-clients)");
     return;
   }
   const std::uint16_t port = brokerha::test::free_port();
