@@ -51,9 +51,12 @@ check_output() {  # check_output <what> <command...>: the command must print "$e
   log "  $what: $out"
 }
 
+# The builds here check packaging, not speed: unoptimised (-O0, no debug info), which compiles
+# the library about three times faster than Release.
 configure_build() {  # configure_build <src> <build> <cmake args...>
   local src=$1 build=$2; shift 2
-  cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >"$build.configure.log" 2>&1 ||
+  cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0 "$@" \
+    >"$build.configure.log" 2>&1 ||
     { cat "$build.configure.log"; fail "configure of $src"; }
   cmake --build "$build" -j "$jobs" >"$build.build.log" 2>&1 ||
     { cat "$build.build.log"; fail "build of $src"; }
