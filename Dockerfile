@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # brokerha-server container image.
 #
 #   docker build -t brokerha .
@@ -36,6 +37,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid brokerha --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin brokerha
 COPY --from=build /opt/brokerha/bin/brokerha-server /usr/local/bin/brokerha-server
+COPY --from=build /opt/brokerha/share/doc/brokerha /usr/share/doc/brokerha
 COPY packaging/docker/config.yaml /config/config.yaml
 USER 10001:10001
 # MQTT, cluster membership + data plane (TCP and UDP on one port), HTTP API (probes, metrics).

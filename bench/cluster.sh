@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Cluster figures (the cluster goals of docs/benchmarks.md), on one machine over loopback:
 #  1. formation: 3 brokerha-server processes found through DNS SRV (tests/support/dns_server.py),
 #     seconds from the start of the first until /ready answers 200 on all three;

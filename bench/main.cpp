@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha-bench: an MQTT 3.1.1 / 5.0 load generator for brokerha and other brokers.
 //
 // One thread, one io_context, every client connection on it (docs/benchmarks.md). Raw MQTT over

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The payload brokerha-bench publishes: a fixed 24-byte header, then filler up to the payload
 // size. Header-only, no I/O (the unit tests use it).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # CI smoke of the benchmark tools (no timing assertions; about 100 s):
 #  1. every scenario of bench/compare for 2 s against a fresh brokerha only, failing on any
 #     lost, duplicated, reordered or invalid message (compare --check);

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Statistics of brokerha-bench, header-only and free of I/O so the unit tests compile them
 // directly (tests/unit/bench_stats_test.cpp includes this file by its relative path).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The loader is driven by one table of keys (kKeys below): each entry knows its path, how to
 // parse a YAML node into its ServerConfig field and how to render it back. The same table
 // gives the env variable names, the unknown-key suggestions and the --check-config output,

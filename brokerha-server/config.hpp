@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // brokerha-server's configuration (docs/configuration.md): each config.yaml key with its default,
 // the loader (file search, YAML, deep merge over the defaults, BROKER_* environment overrides,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A small logger for brokerha-server: one line per message on stderr, as text
 // ("2024-05-01T12:00:00.123Z info message") or as JSON lines

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha-server: command-line entry point.
 //
 // Loads the configuration (config.hpp: --config PATH, /config/config.yaml, ./config.yaml or

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Findasio: standalone Asio (https://think-async.com/Asio/), header-only.
 #
 # Debian's libasio-dev ships neither a CMake config nor a pkg-config file, so this module is the

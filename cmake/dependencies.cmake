@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Finds everything brokerha builds against, as targets. Two shapes of each package are handled:
 # Debian 12's (scripts/install-deps.sh) and the vcpkg/Conan ports' (packaging/vcpkg, /conan).
 #

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Force-included (-include) into every source of the sans-I/O protocol layer
 // (libbrokerha/CMakeLists.txt: brokerha_protocol). It poisons the namespaces of the I/O
 // dependencies, so a protocol source that includes Asio, cpp-httplib, RapidJSON or c-ares, even

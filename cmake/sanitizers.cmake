@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Sanitizer support.
 #
 # BROKERHA_SANITIZER is "" (none), "address,undefined" (also "address" or "undefined" alone) or

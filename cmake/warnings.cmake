@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # brokerha_set_warnings(<target>)
 #
 # Applies the project's warning flags PRIVATE to one of our own targets (never to a consumer's),

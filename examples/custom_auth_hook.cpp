@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Embedding brokerha in a program: a Broker with a custom AuthHook, and a Bus consumer that
 // prints every message the broker's clients publish.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Prints the version of brokerha this program runs with, and warns when it differs from the
 // headers it was compiled against.
 #include <brokerha/version.hpp>

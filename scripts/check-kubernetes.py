@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Renders packaging/kubernetes (the base and every overlay) with `kubectl kustomize` and checks
 what a cluster would get.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Checks that the vcpkg port and the Conan recipe agree with the CMake project.
 
     scripts/check-packaging.py [--configure]

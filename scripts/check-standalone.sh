@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # scripts/check-standalone.sh: the repository must stand alone. A user clones only this
 # repository, so no tracked file may send the reader to documents that are not in it (a
 # "shared" folder beside the clone, the project's internal specification, style or benchmark
 # notes, the membership study) or to an internal tracker number. Say the thing in the
-# project's own words, or link the doc in this repository that says it.
+# project's own words, or link the doc in this repository that says it. And every source file
+# says its licence: an "SPDX-License-Identifier: Apache-2.0" line in its first three lines.
 #
 # Usage: scripts/check-standalone.sh        (from anywhere inside the work tree)
-# Exit status: 0 when no tracked file matches; 1 with one "file:line: text" line per match;
-# 2 when it cannot run (not a git work tree). Needs only bash, git, grep and sed.
+# Exit status: 0 when every tracked file passes; 1 with one "file:line: text" line per match
+# (or "file: no SPDX line"); 2 when it cannot run (not a git work tree). Needs only bash, git,
+# grep and sed.
 set -euo pipefail
 
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '3,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 
@@ -89,4 +92,25 @@ if [ "$found" -ne 0 ]; then
        "the project's own words or link the doc here that says it; see scripts/check-standalone.sh" >&2
   exit 1
 fi
-echo "check-standalone: no tracked file points outside the repository"
+
+# The licence line of every source file: C++ sources and headers (and their .in templates),
+# CMake files, shell and Python scripts, the Dockerfile.
+spdx='SPDX-License-Identifier: Apache-2.0'
+missing=0
+while IFS= read -r file; do
+  [ -f "$file" ] || continue
+  case $file in
+    *.cpp | *.hpp | *.cpp.in | *.hpp.in | *.cmake | *.cmake.in | */CMakeLists.txt | CMakeLists.txt | \
+      *.sh | *.py | Dockerfile | bench/compare | .ci/run) ;;
+    *) continue ;;
+  esac
+  if ! head -n 3 "$file" | grep -qF "$spdx"; then
+    printf '%s: no "%s" line in its first three lines\n' "$file" "$spdx"
+    missing=$((missing + 1))
+  fi
+done < <(git ls-files)
+if [ "$missing" -ne 0 ]; then
+  echo "check-standalone: FAIL: $missing source file(s) without the licence line (above)" >&2
+  exit 1
+fi
+echo "check-standalone: no tracked file points outside the repository; every source file has its licence line"

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared by scripts/test-docs.py and scripts/check-kubernetes.py."""
 
 

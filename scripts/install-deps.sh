@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian 12 packages that building and testing brokerha need.
 # Idempotent and non-interactive; run as root on a fresh Debian 12 machine.
 # Skips apt entirely when every package is already installed.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A local 3-node brokerha cluster on one machine, found through DNS SRV like in Kubernetes:
 # a small DNS server (tests/support/dns_server.py) answers SRV for _broker._tcp.local.test with
 # three nodes on 127.0.0.11, 127.0.0.12 and 127.0.0.13.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds brokerha-server (`release` preset) and runs it with the given arguments; without
 # arguments it starts on built-in defaults (MQTT on 0.0.0.0:1883). Installs the Debian packages
 # first when run as root. Build output goes to stderr.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Checks the container image (Dockerfile) without a Docker engine:
 #   1. the Dockerfile's shape: a Debian 12 build stage, a Debian 12 slim runtime stage running
 #      as a non-root user, the config at /config/config.yaml, EXPOSE 1883/tcp 7946/tcp
@@ -20,7 +21,7 @@ build_dir=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) build_dir=$(cd "$2" && pwd); shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,16p' "$0"; exit 0 ;;
     *) echo "test-container: unknown argument: $1" >&2; exit 2 ;;
   esac
 done

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Runs the commands of the quick start and the local cluster exactly as the docs write them.
 
     scripts/test-docs.py --server build/ci/brokerha-server/brokerha-server

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Checks that brokerha can be consumed the three ways an outside project would:
 #   1. installed static library:  find_package(brokerha CONFIG) and pkg-config --static
 #   2. installed shared library (BUILD_SHARED_LIBS=ON): find_package and pkg-config; the
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --static-build-dir) static_build=$(cd "$2" && pwd); shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,16p' "$0"; exit 0 ;;
     *) echo "test-install: unknown argument: $1" >&2; exit 2 ;;
   esac
 done

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The test command (README, .ci/run). Runs, in order, stopping at the first failure:
 #   deps     scripts/install-deps.sh (installs as root; otherwise only checks)
 #   ci       gcc Release -Werror build (`ci` preset), every ctest suite (the server-process
@@ -70,7 +71,7 @@ while [ $# -gt 0 ]; do
     --only)
       [ $# -ge 2 ] || { echo "test.sh: --only needs a stage list" >&2; exit 2; }
       only=",$2,"; mode="only $2"; shift 2 ;;
-    -h|--help) sed -n '2,/^# Environment/p' "$0"; exit 0 ;;
+    -h|--help) sed -n '3,/^#   BROKERHA_REQUIRE_TOOLS/p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # vcpkg overlay port of brokerha, built from the repository this file sits in:
 #
 #   vcpkg install brokerha --overlay-ports=<repo>/packaging/vcpkg          (classic mode)
@@ -46,6 +47,4 @@ file(REMOVE_RECURSE
   "${CURRENT_PACKAGES_DIR}/debug/share")
 
 file(INSTALL "${CMAKE_CURRENT_LIST_DIR}/usage" DESTINATION "${CURRENT_PACKAGES_DIR}/share/${PORT}")
-# No license has been chosen for brokerha yet: the copyright file says so instead of naming one.
-file(WRITE "${CURRENT_PACKAGES_DIR}/share/${PORT}/copyright"
-  "brokerha ${VERSION}: no license file has been published with this source tree yet.\n")
+vcpkg_install_copyright(FILE_LIST "${SOURCE_PATH}/LICENSE" "${SOURCE_PATH}/NOTICE")

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cluster data path with in-process brokers (docs/cluster.md): several brokerha::Broker on
 // 127.0.0.1 in one process, each with cluster options (membership + data plane on a free
 // port, static discovery seeds), and real MQTT clients on their listeners. What crosses the

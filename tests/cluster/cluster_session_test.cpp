@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Cluster-wide client ids (docs/cluster.md): a client that connects to another node with its client
 // id takes it over — the old connection gets DISCONNECT 0x8E and, when the client resumes,
 // the session (subscriptions, queued and in-flight messages) moves with it before CONNACK.

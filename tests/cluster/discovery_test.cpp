@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha::Discovery (and discovery::Engine) against a real DNS server on loopback
 // (tests/support/dns_server.py): SRV targets resolved to peers without ourselves, members
 // joining and leaving, NXDOMAIN / SERVFAIL / REFUSED / malformed / silent answers reported and

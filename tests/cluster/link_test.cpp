@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha::cluster::LinkManager on real sockets on 127.0.0.1: each node runs its manager on
 // its own io_context and thread; the accepting node receives its streams from a real
 // brokerha::Membership (port 0) whose stream handler calls LinkManager::accept (the port

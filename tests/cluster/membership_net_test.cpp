@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha::Membership on real sockets: in-process instances on loopback with free ports form a
 // cluster (with and without a secret key), detect a crash (stop() without leave()), see a
 // graceful leave, refuse a node with the wrong key, and take back a node restarted on a new

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Interop of brokerha::Membership with a real memberlist peer: Debian's `serf agent` on
 // 127.0.0.62, our node on 127.0.0.63 with serf's delegate versions (2/5/5). Our node joins
 // serf (or serf joins us with `serf join`), each sees the other alive (`serf members`), and

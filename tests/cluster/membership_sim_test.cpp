@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The membership protocol core on the virtual-time network (tests/support/membership_sim.hpp):
 // crash detection bounds, loss without false positives, large joins, graceful leave.
 // Every scenario runs fixed seeds; a failing seed replays exactly. Figures are printed.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the MQTT wire codec (mqtt::Framer, mqtt::decode, mqtt::encode), the
 // UTF-8 validator and the topic functions.
 //

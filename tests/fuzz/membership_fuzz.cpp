@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the membership (memberlist) decoders and the protocol core:
 // membership::decode_packet, decode_stream, and Core::on_packet / on_stream / on_stream_reply.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The built-in authentication and ACL rules (docs/access-rules.md) end to end: an in-process broker
 // on 127.0.0.1 (port 0) configured with BrokerOptions::access / Broker::set_access_rules(), and
 // real clients: mosquitto_pub / mosquitto_sub (Debian mosquitto-clients, -V mqttv311|mqttv5)

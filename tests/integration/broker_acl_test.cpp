@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Authentication and ACL hooks (docs/embedding.md) with real connections: a test AuthHook
 // that refuses the username "mallory", a test AclHook that refuses publishing to secret/#,
 // subscribing to private/# and receiving hidden/#, hook chaining, and hooks that answer

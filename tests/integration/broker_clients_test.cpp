@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The broker with real clients: mosquitto_pub / mosquitto_sub (Debian mosquitto-clients,
 // -V mqttv31 | mqttv311 | mqttv5) against an in-process brokerha::Broker on 127.0.0.1 port 0.
 // Publish/subscribe at every QoS, -v output, overlapping subscriptions, wildcard and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Broker::drain() on a single node (docs/cluster.md): the listeners close, v5 clients
 // get DISCONNECT 0x8B and v3.1.1 clients are closed, /ready answers 503, and drain() composes
 // with stop() and the destructor. The cluster steps (sessions, links, leave) are tested with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Broker features beyond the protocol basics, on an in-process brokerha::Broker (loopback,
 // port 0): moving a session between brokers with export_session()/import_session(),
 // outgoing MQTT 5.0 topic aliases, the global memory bound (back-pressure on publishers

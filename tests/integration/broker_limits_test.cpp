@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // BrokerOptions limits with real connections: maximum packet size (both ways), receive
 // maximum (ours and the client's), max_inflight, max_queued_messages, max_connections,
 // max_keepalive, the keep-alive timeout and the CONNECT timeout; and the $SYS statistics.

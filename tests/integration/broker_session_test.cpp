@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Sessions with a client under the test's full control (tests/support/broker_mqtt_client.hpp,
 // brokerha's codec on a plain socket): session present, MQTT 5.0 session expiry, QoS 2
 // exactly once across reconnects in both directions, takeover of a client id, will delay,

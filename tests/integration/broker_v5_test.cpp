@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // MQTT 5.0 features with python3-paho-mqtt 1.6.1 (Debian's, so run with /usr/bin/python3)
 // and with the codec-based test client: retain handling and retain-as-published,
 // subscription identifiers, no-local, inbound topic aliases, message expiry, forwarded

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Hostile input over raw sockets (docs/mqtt.md, "Bad input"): malformed packets, invalid
 // UTF-8, wildcards in topic names, oversized packets, protocol violations, clients that never
 // read, half-sent packets, connection floods and garbage.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The HTTP API (docs/api.md) over real HTTP on loopback: a real Broker with a Bus, an
 // ApiServer on port 0, real MQTT clients (tests/support/raw_client.hpp) and httplib clients.
 // Every wait is bounded.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Interoperability of the MQTT codec with real clients.
 //
 // Packets are captured in the test itself: a CaptureServer (tests/support/capture_server.hpp)

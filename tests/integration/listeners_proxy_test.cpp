@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // PROXY protocol v1 and v2 (opt-in per listener): the client's real address reaches the auth
 // rules and the client snapshots (the HTTP API); truncated and malformed headers and a header
 // sent to a listener without PROXY enabled are refused.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // MQTT over TLS: mosquitto_pub/mosquitto_sub and paho with a CA the test makes, client
 // certificates (required, optional, wrong CA, expired), the certificate CN as username, TLS
 // 1.2+ only, certificate reload without dropping connections, and hostile TLS input.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // MQTT over WebSocket (ws and wss): paho with transport="websockets", a browser-style
 // handshake with the mqtt subprotocol, and a raw client for fragmentation, several packets in
 // one frame, ping/pong, the close handshake, masking rules, oversized frames, invalid UTF-8 in

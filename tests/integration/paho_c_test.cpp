@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Eclipse Paho C client (libpaho-mqtt-dev, synchronous MQTTClient API, -lpaho-mqtt3c)
 // against an in-process broker: connect, subscribe QoS 2, publish QoS 2, receive it,
 // disconnect; for MQTT 3.1, 3.1.1 and 5.0.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha-bench's transports (--tls, --cafile, --cert/--key, --ws, --wss) against an
 // in-process broker with tcp, tls, ws and wss listeners and a test CA made with openssl:
 // idle mode and traffic mode over each, client certificates, and the refusals (wrong CA,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Failure modes of a cluster of real brokerha-server processes: kill -9 of one node
 // of three under a QoS 1 stream between the two others, and a SIGTERM drain with MQTT 5
 // clients on every node while publishing across nodes. Real processes found through DNS SRV

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cluster as a user runs it: real brokerha-server processes that find each other through
 // DNS SRV (a DNS server the test starts: tests/support/dns_server.py), real MQTT clients, the
 // HTTP API, and kill -9 of a node. Also runs scripts/local-cluster.sh --check, the one-command

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // examples/custom_auth_hook.cpp run as a program with mosquitto_pub/mosquitto_sub as the
 // clients: its AuthHook decides who connects, and its Bus consumer prints the publishes.
 

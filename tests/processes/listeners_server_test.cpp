@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha-server serves the listeners of its config (mqtt.tls.*, mqtt.websocket.*,
 // mqtt.listeners) and re-reads the TLS files on SIGHUP without dropping connections.
 

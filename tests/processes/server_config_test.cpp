@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha-server's configuration (docs/configuration.md), tested through the real binary:
 // `--check-config` with a temporary config file and a controlled environment (run under
 // `env -i`, so the test's own environment never leaks in), checked on its exit code and on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha-server as a process: graceful stop on SIGTERM (docs/cluster.md, drain) and the
 // HTTP API it serves from its configuration. Real binary, real sockets on loopback; every
 // wait is bounded and the server is stopped by its pid.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // An in-process brokerha::Broker for integration tests, plus bounded waiting and the
 // snapshot queries the tests poll. Header-only.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A small blocking MQTT client for broker integration tests, built on brokerha's own codec
 // (mqtt::encode / Framer / decode). It does exactly what the test says and nothing else: no

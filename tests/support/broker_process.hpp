@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Real MQTT clients as child processes, for broker integration tests. Header-only, POSIX.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A capture server for interoperability tests: a minimal MQTT "broker" on 127.0.0.1 (port 0)
 // that records every byte real clients send, frames the stream with brokerha::mqtt::Framer,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Runs a program as a child process with a bounded wait, for tests that drive real clients
 // (mosquitto_pub, mosquitto_sub, /usr/bin/python3). Header-only, POSIX.

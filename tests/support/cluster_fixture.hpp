@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // An in-process cluster for tests: N brokerha::Broker on loopback, each with cluster options
 // (membership + data plane on a free port, static discovery seeds), plus the client helpers

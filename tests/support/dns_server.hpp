@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // tests/support/dns_server.py as a child process on loopback, for the discovery tests, and the
 // zone files it serves. Header-only, POSIX.

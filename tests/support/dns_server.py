@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """A tiny authoritative DNS server for tests and local clusters (Python 3 stdlib only).
 
     /usr/bin/python3 dns_server.py --bind 127.0.0.1 --port 0 --zone zone.json [--log queries.log]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Helpers for the listener tests (TLS, WebSocket, PROXY protocol). Header-only.
 //

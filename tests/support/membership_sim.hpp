@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A virtual-time network for the membership protocol core: N Cores in one process, one event
 // queue ordered by (time, sequence), one seeded generator. Minutes of cluster time run in

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A canonical one-line text form of a decoded MQTT packet, for tests: two packets have the
 // same dump exactly when every field (properties included, user properties and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A small blocking MQTT client over POSIX sockets, for tests that talk to a broker byte by
 // byte: connect to 127.0.0.1:port, send raw bytes or packets encoded with mqtt::encode(),

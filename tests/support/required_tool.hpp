@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Tests that use an outside program (mosquitto-clients, python3-paho-mqtt, serf, promtool, the
 // example program) skip with a message when it is missing on a developer's machine, and fail

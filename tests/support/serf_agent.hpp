@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A Debian `serf agent` (memberlist 0.2.2 inside) as a child process on loopback, for the
 // membership interop tests. Header-only, POSIX. The agent's output goes to /dev/null; the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Real brokerha-server processes forming a cluster on loopback, for the cluster suite: node i
 // binds its cluster port and HTTP API on 127.0.0.(40+i) and its MQTT listener on 127.0.0.1,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The built-in authentication and ACL rules (docs/access-rules.md): glob and remote matching, the
 // SUBSCRIBE filter coverage, Mosquitto password files ($7$ PBKDF2-SHA512 and $6$ SHA-512), and
 // the decisions of Rules::authenticate / Rules::allows / Rules::compile.

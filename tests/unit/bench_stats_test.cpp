@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Unit tests of brokerha-bench's own statistics (bench/stats.hpp) and payload header
 // (bench/payload.hpp): histogram buckets and percentiles against a sorted-array reference on
 // random data, and loss / duplicate / reorder detection on crafted and random sequences

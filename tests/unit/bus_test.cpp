@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha::Bus: bounded buffers, per-channel drop counts, the idle-channel fast path, and
 // subscribe/unsubscribe while several threads publish (run it under TSan too). Also the
 // message JSON renderer the bus events use.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cluster's frame bodies (cluster/protocol.hpp): round trips of every kind, every
 // truncation and garbage refused without a crash, and the digest's sensitivity to versions.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Malformed and invalid packets: one row per rule the Framer and decode() enforce, with the
 // reason code the MQTT specification names for the violation. Each row is fed to a Framer
 // followed by a valid PINGREQ: the error must stop the feed (the PINGREQ is never delivered).

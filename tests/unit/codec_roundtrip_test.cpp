@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Round trips through the MQTT codec: every packet type in every protocol version it exists in,
 // with non-default fields and (MQTT 5.0) properties, decodes to the packet that was encoded and
 // encodes back to the same bytes. Also the encoder's edge cases: short forms, size limits,

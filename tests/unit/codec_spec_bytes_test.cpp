@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Decoding byte sequences written out by hand from the MQTT 3.1, 3.1.1 and 5.0 specifications
 // (fixed header, variable header and payload layouts of each packet), and re-encoding them.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Helpers shared by the MQTT codec unit tests: hex literals, field-by-field packet comparison
 // and an encode -> frame -> decode -> encode round trip. Header-only; everything is inline.

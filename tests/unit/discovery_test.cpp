@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The pure helpers of discovery (discovery/plan.hpp): "host:port" parsing, IP literals, DNS
 // names, option checking, the backoff and the shaping of peers.
 

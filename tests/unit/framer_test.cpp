@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Framer: splitting a byte stream into packets under every chunking, the partial-packet
 // buffer, the maximum packet size, and errors returned by the callback.
 

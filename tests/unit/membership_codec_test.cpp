@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // memberlist wire codec: msgpack subset, message round trips, compound/CRC/label framing,
 // AES-GCM framing, LZW, and hostile input (truncation at every offset, random bytes).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The protocol core's formulas, checked against memberlist's own tables (state_test.go
 // Dogpile cases, util.go), and white-box precedence and refutation cases.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bytes from a real memberlist peer: Debian's `serf agent` (memberlist 0.2.2 inside) on loopback.
 // The test announces itself to serf with an alive packet of our own encoding, then captures and
 // decodes what serf sends back over UDP (pings, gossip compounds), and runs a TCP push-pull join

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // broker::Message: from_publish() copies, the message expiry (cap, countdown), to_publish(),
 // and the per-variant encoding cache of encoded().
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The versioned retained store (broker/retained.hpp): local writes, replacement and deletion,
 // live counting, matching with wildcards and '$' topics, replicated writes ordered by hybrid
 // logical clock and node name, tombstones that stop an older write from resurrecting a

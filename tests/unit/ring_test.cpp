@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // util::Ring: the FIFO behind session queues, checked against std::deque as a model.
 
 #include "util/ring.hpp"

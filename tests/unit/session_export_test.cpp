@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Session export/import (session/export.hpp, docs/session-format.md): a rich session survives
 // the round trip field by field, the bytes follow the documented layout (checked against an
 // independent encoder written from the document), and malformed input of every kind is

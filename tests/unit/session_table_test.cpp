@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // net::SessionTable (the shard's sessions by client id), checked against std::map as a model
 // through inserts, lookups and backward-shift deletions, with growth along the way.
 

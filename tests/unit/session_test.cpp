@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // session::Session: the outgoing queue and its limits, the in-flight window, packet ids,
 // acknowledgements (QoS 1 and both QoS 2 phases), and incoming QoS 2 duplicate detection.
 

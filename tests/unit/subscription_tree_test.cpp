@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // topic::SubscriptionTree: insert/replace/erase (with pruning), matching compared with
 // topic::matches() over a randomized cross product, shared-subscription groups, and the
 // rule that '$' topics are not matched by a wildcard at the first level.

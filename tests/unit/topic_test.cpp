@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Topic names, topic filters, shared subscriptions and matching (MQTT 5.0 section 4.7 and 4.8.2,
 // MQTT 3.1.1 section 4.7), with the specification's examples.
 

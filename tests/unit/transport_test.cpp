@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // net::Transport without sockets: the WebSocket upgrade and frames and the PROXY headers fed
 // in every possible split (one byte at a time, and at every cut point), and its output.
 

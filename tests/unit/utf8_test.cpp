@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // is_valid_utf8: well-formed UTF-8 per RFC 3629 as MQTT requires (MQTT 5.0 section 1.5.4,
 // 3.1.1 section 1.5.3), with and without U+0000, including the 8-byte ASCII fast path.
 

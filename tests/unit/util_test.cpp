@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The shared helpers under libbrokerha/src/util/: base64 (on OpenSSL) and the byte reader and
 // appenders every binary format is built on.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include <brokerha/version.hpp>
 
 #include <doctest/doctest.h>

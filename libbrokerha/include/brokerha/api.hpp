@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // brokerha::ApiServer: the HTTP API of docs/api.md (broker-ha compatible endpoints,
 // Server-Sent Events from the Bus, probes, Prometheus metrics, /debug introspection and the

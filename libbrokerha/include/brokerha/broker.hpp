@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // brokerha::Broker: an MQTT 3.1 / 3.1.1 / 5.0 broker that an application embeds.
 //

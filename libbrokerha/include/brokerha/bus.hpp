@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // brokerha::Bus: an in-process observation tap with named channels (docs/embedding.md).
 //

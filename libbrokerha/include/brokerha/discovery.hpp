@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // brokerha::Discovery: finds the other members of the cluster (docs/discovery.md,
 // docs/cluster.md): a DNS SRV lookup of `domain` (a Kubernetes headless service) through c-ares,

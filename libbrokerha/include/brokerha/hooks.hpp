@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Hooks an embedding program implements to decide authentication and access control, and to
 // observe what the broker does.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // brokerha::Membership: SWIM gossip with Lifeguard, wire-compatible with hashicorp/memberlist.
 // One UDP socket and one TCP listener on the same port, driven by its own thread.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Plain option structs for the Broker (and, later, Membership and Discovery).
 //

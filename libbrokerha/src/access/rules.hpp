@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The built-in authentication and ACL rules (docs/access-rules.md): `mqtt.auth`, `mqtt.acl`,
 // `mqtt.acl_default` and `mqtt.password_file`, compiled once per (re)load.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "broker/message.hpp"
 
 #include "mqtt/codec.hpp"

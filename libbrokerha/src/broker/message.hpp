@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A published message as the broker holds it: immutable once built, shared by every
 // subscriber, queue and retained entry that refers to it (MessagePtr).

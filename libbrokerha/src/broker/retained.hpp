@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The retained-message store: topic -> the newest retained message, with a version on every
 // entry so that replicas can agree on the newest write (the cluster replicates it; a single

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha::Bus. Locks: a channel's mutex guards its subscriber list and is held while an
 // event is offered to each subscriber, whose own mutex guards its buffer (order: channel,
 // then subscriber; pop() takes only the subscriber's). The subscriber count is mirrored in an

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "bus/message_json.hpp"
 
 #include "util/base64.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The JSON of a message in broker-ha's shape (docs/api.md), written without a JSON
 // library because the broker core renders it for the bus even when the HTTP API is not built:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Cluster-wide client ids (docs/cluster.md): a client id is held by one node at a
 // time, and a client that connects to node B with an id held on node A takes it over (A

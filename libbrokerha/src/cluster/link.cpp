@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cluster data plane's links (cluster/link.hpp; wire format: docs/cluster-protocol.md,
 // "Link layer").
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The cluster data plane's transport: one persistent, framed, batched TCP link per peer on
 // the membership port (docs/cluster.md). Owns no routing: the layer above

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // cluster::Node: what makes a broker a member of a cluster (docs/cluster.md). It owns
 // the membership (its own thread), discovery and the data-plane links (both on the node's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The cluster's messages between nodes: the bodies of the data-plane frames (link.hpp carries
 // them, reliably and in order, tagged with a kind). docs/cluster-protocol.md describes the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha::Discovery: a discovery::Engine on an io_context of its own, run by one thread.
 //
 // stop() stops the context and joins the thread first, then stops the engine from the

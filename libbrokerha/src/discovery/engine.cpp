@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The discovery engine: one c-ares channel driven by an io_context.
 //
 // A *round* is one lookup: the SRV query of the domain, then one ares_getaddrinfo per SRV

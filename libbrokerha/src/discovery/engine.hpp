@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The discovery engine: what brokerha::Discovery does, on an io_context it is given, so the
 // broker's cluster runs it on its control thread (docs/threading.md) and the public class on a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The pure part of discovery (no I/O, unit-tested): DiscoveryOptions checked and parsed into a
 // Plan, "host:port" parsing, the retry backoff, and the final shaping of a result's peers

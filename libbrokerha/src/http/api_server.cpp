@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha::ApiServer: cpp-httplib on its own listener thread and a fixed request pool.
 //
 // Routing is ours, not httplib's: every method and path reaches dispatch(), which finds the

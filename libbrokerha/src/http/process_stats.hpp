@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // This process's resource use, read from /proc when asked (for /metrics and /debug).
 // Linux only; on other systems (or when /proc is missing) the values stay 0.

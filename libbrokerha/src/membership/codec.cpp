@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "membership/codec.hpp"
 
 #include "membership/lzw.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The SWIM + Lifeguard protocol core, as hashicorp/memberlist runs it (see DESIGN.md and
 // README.md here). Deterministic: it owns no socket, clock or random source.

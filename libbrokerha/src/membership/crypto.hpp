@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // memberlist's AES-GCM keyring (security.go / keyring.go), over OpenSSL EVP.
 //

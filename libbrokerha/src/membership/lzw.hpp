@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Go's compress/lzw as memberlist uses it: LSB bit order, 8-bit literals, codes of 9 to 12
 // bits, clear = 256, eof = 257. The encoder emits what Go's Writer emits (a leading clear code,

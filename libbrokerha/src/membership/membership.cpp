@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha::Membership: the Asio driver of the protocol core (README.md here).
 //
 // One io_context on one thread (the membership thread) owns the Core, a UDP socket and a TCP

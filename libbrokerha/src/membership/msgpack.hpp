@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The msgpack subset memberlist speaks (go-msgpack 0.5.x, MsgpackHandle defaults).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // memberlist's wire format: message types, the msgpack shape of each message (field names and
 // omitempty exactly as memberlist declares them), compound packets, CRC and label framing.

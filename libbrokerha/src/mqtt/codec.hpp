@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The MQTT wire codec: framing, decoding and encoding, sans-I/O.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // MQTT control packets as plain structs (MQTT 3.1, 3.1.1 and 5.0).
 //

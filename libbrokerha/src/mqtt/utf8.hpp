@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // UTF-8 validation for MQTT strings (MQTT 5.0 section 1.5.4, 3.1.1 section 1.5.3).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // brokerha::Broker: listeners, I/O threads, and the thread-safe snapshot and command API.
 
 #include <brokerha/broker.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The broker's side of the bus: a copy of each message a client of this node publishes goes
 // to `cluster:message_to` (docs/api.md) with the names of the nodes it was sent to. Called
 // on the publisher's shard thread, only when the channel has a subscriber. On a single node

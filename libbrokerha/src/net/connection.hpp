@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // One MQTT client connection over TCP: reading and framing, the protocol state machine of
 // one client, and a batched write queue. TLS, WebSocket and PROXY headers sit in an optional

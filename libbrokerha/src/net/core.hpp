@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The broker's running state: shards (one I/O thread and io_context each), the session
 // registry, the subscription tree, the retained store and the router between them.

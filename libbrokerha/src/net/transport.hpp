@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The layers between a client socket and the MQTT framer on listeners other than plain TCP:
 //

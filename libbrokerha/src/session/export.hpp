@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Exporting and importing a session: the bytes a node hands another when a client moves
 // (cluster session takeover), and the format docs/session-format.md describes.

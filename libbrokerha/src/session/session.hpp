@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // A client session: its subscriptions, the deliveries it has in flight and queued, the QoS 2
 // packet ids it has received, its will and expiry. Pure state and rules, no I/O: the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Topic names and topic filters (MQTT 5.0 section 4.7, 3.1.1 section 4.7).
 //

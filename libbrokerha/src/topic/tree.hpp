@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // The subscription tree: topic filters -> subscribers, matched against topic names.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Base64 (RFC 4648, the standard alphabet with padding) on OpenSSL's EVP_EncodeBlock and
 // EVP_DecodeBlock: the one implementation the library uses (the bus and API message JSON,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Reading and writing binary formats: the one bounds-checked reader and the one set of
 // appenders that every wire and storage format of the library is built on (MQTT packets, the

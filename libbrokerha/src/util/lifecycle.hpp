@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // What every public component's lifecycle shares (Broker, ApiServer, Membership, Discovery).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Ring<T>: a FIFO queue on one power-of-two array, for the per-session and per-connection
 // queues.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Conan 2 test_package: builds a program against the created brokerha package and runs it."""
 
 import os

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Links against the packaged libbrokerha and starts a broker on a free loopback port.
 #include <brokerha/broker.hpp>
 #include <brokerha/version.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An outside program using an installed (or add_subdirectory'd) brokerha: it must compile against
 // the public headers, link and run against the library. It uses every public component the way
 // docs/embedding.md shows, on loopback only:

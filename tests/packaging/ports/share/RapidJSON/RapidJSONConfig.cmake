@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Stand-in for the rapidjson port's CMake config (vcpkg, Conan): the `rapidjson` target, and
 # deliberately no RAPIDJSON_INCLUDE_DIRS, so the target branch is the one that must work.
 message(STATUS "ports stand-in: RapidJSON")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Stand-in for the asio port's CMake config (vcpkg, Conan: asio::asio, standalone).
 message(STATUS "ports stand-in: asio")
 find_path(BROKERHA_STANDIN_ASIO_INCLUDE_DIR NAMES asio.hpp REQUIRED)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Stand-in for the c-ares port's CMake config (vcpkg, Conan: c-ares::cares), made from Debian's
 # libcares. scripts/check-packaging.py configures brokerha against these stand-ins so the port
 # branches of cmake/dependencies.cmake and brokerha-config.cmake.in run here.

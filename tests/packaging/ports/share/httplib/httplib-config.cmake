@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Stand-in for the cpp-httplib port's CMake config (vcpkg, Conan: httplib::httplib, header-only
 # there). Debian's httplib.h needs its compiled library, so the stand-in links it, with the
 # defines that library was built with.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The stand-in claims yaml-cpp 0.8.0 (the ports' version), compatible with any 0.x request.
 set(PACKAGE_VERSION "0.8.0")
 if(PACKAGE_FIND_VERSION_MAJOR EQUAL 0 AND NOT PACKAGE_FIND_VERSION VERSION_GREATER PACKAGE_VERSION)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Stand-in for the yaml-cpp 0.8 port's CMake config (vcpkg, Conan): only yaml-cpp::yaml-cpp,
 # no plain `yaml-cpp` target (Debian's 0.7 has only that one).
 message(STATUS "ports stand-in: yaml-cpp")
