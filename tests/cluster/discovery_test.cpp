@@ -26,7 +26,7 @@
 
 #include "discovery/engine.hpp"
 #include "discovery/plan.hpp"
-#include "net/asio.hpp"
+#include "io/asio.hpp"
 #include "support/dns_server.hpp"
 
 using namespace std::chrono_literals;

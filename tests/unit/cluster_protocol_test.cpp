@@ -10,14 +10,15 @@
 #include <vector>
 
 #include "cluster/protocol.hpp"
+#include "topic/topic.hpp"
 
 namespace {
 
 using namespace brokerha;
 using cluster::WireMessage;
 
-std::shared_ptr<broker::Message> full_message() {
-  auto m = std::make_shared<broker::Message>();
+std::shared_ptr<message::Message> full_message() {
+  auto m = std::make_shared<message::Message>();
   m->topic = "sensors/1/temp";
   m->payload = std::string("21.5\0bin", 8);
   m->qos = 2;
@@ -28,7 +29,7 @@ std::shared_ptr<broker::Message> full_message() {
   m->properties.response_topic = "reply/here";
   m->properties.correlation_data = std::string("\x01\x02", 2);
   m->properties.user_properties = {{"k", "v"}, {"k", "v2"}, {"", ""}};
-  m->expires_at = broker::Message::Clock::now() + std::chrono::seconds(90);
+  m->expires_at = message::Message::Clock::now() + std::chrono::seconds(90);
   return m;
 }
 
@@ -36,8 +37,8 @@ std::shared_ptr<broker::Message> full_message() {
 
 TEST_CASE("cluster protocol: a message with every property survives the round trip") {
   auto m = full_message();
-  const auto now = broker::Message::Clock::now();
-  broker::RetainedVersion v{0x123456789ABCull, "node-2"};
+  const auto now = message::Message::Clock::now();
+  hlc::Version v{0x123456789ABCull, "node-2"};
   const std::string body = cluster::encode_message(*m, &v, now);
   WireMessage w;
   REQUIRE(cluster::decode_message(body, w));
@@ -66,9 +67,9 @@ TEST_CASE("cluster protocol: a message with every property survives the round tr
 }
 
 TEST_CASE("cluster protocol: a plain QoS 0 message has no optional parts") {
-  broker::Message m;
+  message::Message m;
   m.topic = "a";
-  const std::string body = cluster::encode_message(m, nullptr, broker::Message::Clock::now());
+  const std::string body = cluster::encode_message(m, nullptr, message::Message::Clock::now());
   WireMessage w;
   REQUIRE(cluster::decode_message(body, w));
   CHECK(w.topic == "a");
@@ -81,8 +82,8 @@ TEST_CASE("cluster protocol: a plain QoS 0 message has no optional parts") {
 
 TEST_CASE("cluster protocol: every truncation and a trailing byte are refused") {
   auto m = full_message();
-  broker::RetainedVersion v{7, "n"};
-  const std::string body = cluster::encode_message(*m, &v, broker::Message::Clock::now());
+  hlc::Version v{7, "n"};
+  const std::string body = cluster::encode_message(*m, &v, message::Message::Clock::now());
   for (std::size_t n = 0; n < body.size(); ++n) {
     WireMessage w;
     CHECK_FALSE(cluster::decode_message(std::string_view(body).substr(0, n), w));
@@ -124,12 +125,12 @@ TEST_CASE("cluster protocol: routes full and delta round trip and refuse garbage
 }
 
 TEST_CASE("cluster protocol: retained entries with tombstones round trip") {
-  const auto now = broker::Message::Clock::now();
-  broker::RetainedStore::Entry live;
+  const auto now = message::Message::Clock::now();
+  retained::Store::Entry live;
   auto m = full_message();
   live.message = m;
   live.version = {100, "a"};
-  broker::RetainedStore::Entry dead;
+  retained::Store::Entry dead;
   dead.version = {200, "b"};
   std::string body;
   cluster::begin_retained(body);
@@ -167,7 +168,7 @@ TEST_CASE("cluster protocol: digests and bucket lists") {
 
   // The hash changes with the version, the node and liveness: a newer write or a delete is
   // seen as a difference.
-  const broker::RetainedVersion v1{10, "a"}, v2{11, "a"}, v3{10, "b"};
+  const hlc::Version v1{10, "a"}, v2{11, "a"}, v3{10, "b"};
   const auto h = cluster::entry_hash("t", v1, false);
   CHECK(h != cluster::entry_hash("t", v2, false));
   CHECK(h != cluster::entry_hash("t", v3, false));
@@ -192,7 +193,7 @@ TEST_CASE("cluster protocol: claims round trip and refuse truncation and bad val
   cluster::TakeRequest t;
   t.request = 9;
   t.client_id = "c";
-  t.version = broker::RetainedVersion{42, "n3"};
+  t.version = hlc::Version{42, "n3"};
   t.resume = true;
   const std::string take = cluster::encode_take_request(t);
   cluster::TakeRequest t2;
@@ -286,17 +287,17 @@ TEST_CASE("cluster protocol: random bytes never crash a decoder") {
 }
 
 TEST_CASE("cluster protocol: $SYS stays on its node") {
-  CHECK(cluster::node_local_topic("$SYS"));
-  CHECK(cluster::node_local_topic("$SYS/broker/uptime"));
-  CHECK_FALSE(cluster::node_local_topic("$SYSTEM/x"));
-  CHECK_FALSE(cluster::node_local_topic("sys/x"));
-  CHECK_FALSE(cluster::node_local_topic("$share/g/x"));
+  CHECK(brokerha::topic::is_node_local("$SYS"));
+  CHECK(brokerha::topic::is_node_local("$SYS/broker/uptime"));
+  CHECK_FALSE(brokerha::topic::is_node_local("$SYSTEM/x"));
+  CHECK_FALSE(brokerha::topic::is_node_local("sys/x"));
+  CHECK_FALSE(brokerha::topic::is_node_local("$share/g/x"));
 }
 
 TEST_CASE("cluster protocol: publish_shared carries its groups ahead of the message bytes") {
   auto m = full_message();
-  broker::RetainedVersion v{42, "n1"};
-  const std::string message = cluster::encode_message(*m, &v, broker::Message::Clock::now());
+  hlc::Version v{42, "n1"};
+  const std::string message = cluster::encode_message(*m, &v, message::Message::Clock::now());
   const std::vector<std::string_view> groups{"$share/g/sensors/+/temp", "$share/h/#"};
   const std::string body = cluster::encode_publish_shared(groups, message);
   // The message part is the publish frame's body, byte for byte.

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// broker::Message: from_publish() copies, the message expiry (cap, countdown), to_publish(),
+// message::Message: from_publish() copies, the message expiry (cap, countdown), to_publish(),
 // and the per-variant encoding cache of encoded().
 
-#include "broker/message.hpp"
+#include "message/message.hpp"
 
 #include <doctest/doctest.h>
 
@@ -26,7 +26,7 @@ namespace {
 
 using namespace std::chrono_literals;
 namespace mqtt = brokerha::mqtt;
-using brokerha::broker::Message;
+using brokerha::message::Message;
 using brokerha::test::dump;
 using Clock = std::chrono::steady_clock;
 using mqtt::ProtocolVersion;

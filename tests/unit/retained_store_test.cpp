@@ -15,20 +15,21 @@
 #include <thread>
 #include <vector>
 
-#include "broker/message.hpp"
-#include "broker/retained.hpp"
+#include "message/message.hpp"
+#include "retained/store.hpp"
 
 namespace {
 
-namespace broker = brokerha::broker;
-using broker::HybridClock;
-using broker::MessagePtr;
-using broker::RetainedStore;
-using broker::RetainedVersion;
+namespace message = brokerha::message;
+namespace hlc = brokerha::hlc;
+namespace retained = brokerha::retained;
+using hlc::Version;
+using message::MessagePtr;
+using retained::Store;
 using std::chrono::milliseconds;
 
 MessagePtr msg(const std::string& topic, const std::string& payload) {
-  auto m = std::make_shared<broker::Message>();
+  auto m = std::make_shared<message::Message>();
   m->topic = topic;
   m->payload = payload;
   m->retain = true;
@@ -41,7 +42,7 @@ std::set<std::string> topics(const std::vector<MessagePtr>& list) {
   return out;
 }
 
-std::string payload_of(const RetainedStore& store, const std::string& topic) {
+std::string payload_of(const Store& store, const std::string& topic) {
   const auto found = store.matching(topic);
   if (found.size() != 1) return "<" + std::to_string(found.size()) + " entries>";
   return found[0]->payload;
@@ -50,12 +51,12 @@ std::string payload_of(const RetainedStore& store, const std::string& topic) {
 struct Seen {
   std::string topic;
   bool live;
-  RetainedVersion version;
+  Version version;
 };
 
-std::vector<Seen> entries(const RetainedStore& store) {
+std::vector<Seen> entries(const Store& store) {
   std::vector<Seen> out;
-  store.for_each([&](const std::string& topic, const RetainedStore::Entry& e) {
+  store.for_each([&](const std::string& topic, const Store::Entry& e) {
     out.push_back({topic, e.message != nullptr, e.version});
   });
   return out;
@@ -70,15 +71,15 @@ std::uint64_t wall_ms() {
 }  // namespace
 
 TEST_CASE("retained store: write, replace and delete with an empty payload") {
-  RetainedStore store;
+  Store store;
   CHECK(store.size() == 0);
   CHECK(store.matching("a/b").empty());
 
-  const RetainedVersion v1 = store.write(msg("a/b", "one"), "");
+  const Version v1 = store.write(msg("a/b", "one"), "");
   CHECK(store.size() == 1);
   CHECK(payload_of(store, "a/b") == "one");
 
-  const RetainedVersion v2 = store.write(msg("a/b", "two"), "");
+  const Version v2 = store.write(msg("a/b", "two"), "");
   CHECK(v2.newer_than(v1));
   CHECK(store.size() == 1);  // replaced, not added
   CHECK(payload_of(store, "a/b") == "two");
@@ -103,7 +104,7 @@ TEST_CASE("retained store: write, replace and delete with an empty payload") {
 }
 
 TEST_CASE("retained store: size() counts live entries only, tombstones excluded") {
-  RetainedStore store(std::chrono::minutes(1));
+  Store store(std::chrono::minutes(1));
   for (int i = 0; i < 10; ++i) store.write(msg("t/" + std::to_string(i), "x"), "n");
   CHECK(store.size() == 10);
   for (int i = 0; i < 4; ++i) store.write(msg("t/" + std::to_string(i), ""), "n");
@@ -125,7 +126,7 @@ TEST_CASE("retained store: size() counts live entries only, tombstones excluded"
 }
 
 TEST_CASE("retained store: matching with exact and wildcard filters and '$' topics") {
-  RetainedStore store;
+  Store store;
   for (const char* t : {"a", "a/b", "a/c", "a/b/c", "b/a", "a//c", "/lead", "$SYS/broker/load",
                         "$SYS/x", "$other/y", "A/b"}) {
     store.write(msg(t, std::string("p:") + t), "");
@@ -160,7 +161,7 @@ TEST_CASE("retained store: matching with exact and wildcard filters and '$' topi
 }
 
 TEST_CASE("retained store: apply() keeps the newest version, node name breaks ties") {
-  RetainedStore store(std::chrono::minutes(1));
+  Store store(std::chrono::minutes(1));
   const std::uint64_t base = std::uint64_t{1} << 40;
 
   CHECK(store.apply("t", msg("t", "first"), {base + 10, "node-b"}));
@@ -193,17 +194,17 @@ TEST_CASE("retained store: apply() keeps the newest version, node name breaks ti
   CHECK(e[0].version.node == "a");
 
   // The order itself.
-  CHECK(RetainedVersion{5, "a"}.newer_than({4, "z"}));
-  CHECK_FALSE(RetainedVersion{4, "z"}.newer_than({5, "a"}));
-  CHECK(RetainedVersion{5, "b"}.newer_than({5, "a"}));
-  CHECK_FALSE(RetainedVersion{5, "a"}.newer_than({5, "a"}));
-  CHECK(RetainedVersion{5, "a"}.newer_than({5, ""}));
+  CHECK(Version{5, "a"}.newer_than({4, "z"}));
+  CHECK_FALSE(Version{4, "z"}.newer_than({5, "a"}));
+  CHECK(Version{5, "b"}.newer_than({5, "a"}));
+  CHECK_FALSE(Version{5, "a"}.newer_than({5, "a"}));
+  CHECK(Version{5, "a"}.newer_than({5, ""}));
 }
 
 TEST_CASE("retained store: replicas converge whatever order the writes arrive in") {
   struct Write {
     std::string payload;
-    RetainedVersion version;
+    Version version;
   };
   const std::uint64_t base = std::uint64_t{1} << 40;
   const std::vector<Write> writes = {{"w1", {base + 1, "n1"}},
@@ -214,7 +215,7 @@ TEST_CASE("retained store: replicas converge whatever order the writes arrive in
   std::vector<std::size_t> order = {0, 1, 2, 3};
   int permutations = 0;
   do {
-    RetainedStore store(std::chrono::minutes(1));
+    Store store(std::chrono::minutes(1));
     for (std::size_t i : order) {
       store.apply("k", writes[i].payload.empty() ? nullptr : msg("k", writes[i].payload),
                   writes[i].version);
@@ -227,7 +228,7 @@ TEST_CASE("retained store: replicas converge whatever order the writes arrive in
 }
 
 TEST_CASE("retained store: an older write neither overwrites nor resurrects (tombstone TTL > 0)") {
-  RetainedStore store(std::chrono::minutes(10));
+  Store store(std::chrono::minutes(10));
   const std::uint64_t base = std::uint64_t{1} << 40;
 
   REQUIRE(store.apply("x", msg("x", "v200"), {base + 200, "n"}));
@@ -265,10 +266,10 @@ TEST_CASE("retained store: an older write neither overwrites nor resurrects (tom
 TEST_CASE("retained store: a local write after observing a newer version still wins") {
   // A node whose clock is behind receives a write from the future; its next local write must
   // get a newer version (the clock observed the remote one) and replace it.
-  RetainedStore store(std::chrono::minutes(1));
+  Store store(std::chrono::minutes(1));
   const std::uint64_t future = (wall_ms() + 3'600'000) << 16;
   REQUIRE(store.apply("t", msg("t", "remote"), {future, "zzz"}));
-  const RetainedVersion local = store.write(msg("t", "local"), "aaa");
+  const Version local = store.write(msg("t", "local"), "aaa");
   CHECK(local.hlc > future);
   CHECK(local.newer_than({future, "zzz"}));
   CHECK(payload_of(store, "t") == "local");
@@ -276,13 +277,13 @@ TEST_CASE("retained store: a local write after observing a newer version still w
 
 TEST_CASE("retained store: tombstones are pruned after the TTL") {
   const auto ttl = milliseconds(200);
-  RetainedStore store(ttl);
+  Store store(ttl);
   const std::uint64_t base = std::uint64_t{1} << 40;
   REQUIRE(store.apply("gone", msg("gone", "v"), {base + 1, "n"}));
   REQUIRE(store.apply("kept", msg("kept", "v"), {base + 1, "n"}));
-  const auto before_delete = RetainedStore::Clock::now();
+  const auto before_delete = Store::Clock::now();
   REQUIRE(store.apply("gone", nullptr, {base + 2, "n"}));
-  const auto after_delete = RetainedStore::Clock::now();
+  const auto after_delete = Store::Clock::now();
   REQUIRE(entries(store).size() == 2);
 
   // Not yet expired: kept.
@@ -307,18 +308,18 @@ TEST_CASE("retained store: tombstones are pruned after the TTL") {
 }
 
 TEST_CASE("retained store: with TTL 0 a delete leaves nothing behind") {
-  RetainedStore store;
+  Store store;
   const std::uint64_t base = std::uint64_t{1} << 40;
   REQUIRE(store.apply("t", msg("t", "v"), {base + 5, "n"}));
   CHECK(store.apply("t", nullptr, {base + 6, "n"}));
   CHECK(entries(store).empty());
   CHECK(store.size() == 0);
-  store.prune(RetainedStore::Clock::now());
+  store.prune(Store::Clock::now());
   CHECK(entries(store).empty());
 }
 
 TEST_CASE("hybrid clock: strictly increasing, near wall time, moved forward by observe()") {
-  HybridClock clock;
+  hlc::Clock clock;
   const std::uint64_t wall_before = wall_ms();
   std::uint64_t last = clock.now();
   CHECK((last >> 16) >= wall_before);
@@ -344,14 +345,14 @@ TEST_CASE("hybrid clock: strictly increasing, near wall time, moved forward by o
   CHECK(clock.now() > after);
 
   // A fresh clock is monotonic too after observing a reading equal to its current value.
-  HybridClock other;
+  hlc::Clock other;
   const std::uint64_t t1 = other.now();
   other.observe(t1);
   CHECK(other.now() > t1);
 }
 
 TEST_CASE("retained store: beyond max_tombstones the oldest tombstones go first") {
-  RetainedStore store(std::chrono::hours(1));
+  Store store(std::chrono::hours(1));
   store.set_max_tombstones(3);
   const std::uint64_t base = std::uint64_t{1} << 40;
   REQUIRE(store.apply("live", msg("live", "v"), {base, "n"}));
@@ -362,7 +363,7 @@ TEST_CASE("retained store: beyond max_tombstones the oldest tombstones go first"
     std::this_thread::sleep_for(milliseconds(2));
   }
   CHECK(store.tombstones() == 5);
-  store.prune(RetainedStore::Clock::now());
+  store.prune(Store::Clock::now());
   CHECK(store.tombstones() == 3);
   std::set<std::string> kept;
   for (const Seen& s : entries(store)) kept.insert(s.topic);

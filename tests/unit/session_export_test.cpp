@@ -16,14 +16,14 @@
 #include <utility>
 #include <vector>
 
-#include "broker/message.hpp"
+#include "message/message.hpp"
 #include "session/export.hpp"
 #include "session/session.hpp"
 
 namespace {
 
 namespace session = brokerha::session;
-namespace broker = brokerha::broker;
+namespace msg = brokerha::message;
 using SteadyClock = std::chrono::steady_clock;
 using SystemClock = std::chrono::system_clock;
 using std::chrono::milliseconds;
@@ -165,9 +165,9 @@ const SystemClock::time_point kCreated1{milliseconds(1'700'000'000'123)};
 const SystemClock::time_point kCreated2{milliseconds(1'700'000'001'456)};
 const SystemClock::time_point kCreated3{milliseconds(1'700'000'002'789)};
 
-std::shared_ptr<broker::Message> message(std::string topic, std::string payload, std::uint8_t qos,
-                                         bool retain, SystemClock::time_point created) {
-  auto m = std::make_shared<broker::Message>();
+std::shared_ptr<msg::Message> message(std::string topic, std::string payload, std::uint8_t qos,
+                                      bool retain, SystemClock::time_point created) {
+  auto m = std::make_shared<msg::Message>();
   m->topic = std::move(topic);
   m->payload = std::move(payload);
   m->qos = qos;
@@ -177,7 +177,7 @@ std::shared_ptr<broker::Message> message(std::string topic, std::string payload,
   return m;
 }
 
-session::Delivery delivery(broker::MessagePtr m, std::uint8_t qos, bool retain,
+session::Delivery delivery(msg::MessagePtr m, std::uint8_t qos, bool retain,
                            std::vector<std::uint32_t> ids = {}) {
   session::Delivery d;
   d.message = std::move(m);
@@ -248,8 +248,7 @@ session::SessionMeta rich_meta() {
 // ---- comparison
 // -----------------------------------------------------------------------------------
 
-void check_same_message(const broker::Message& a, const broker::Message& b,
-                        SteadyClock::time_point now) {
+void check_same_message(const msg::Message& a, const msg::Message& b, SteadyClock::time_point now) {
   CHECK(a.topic == b.topic);
   CHECK(a.payload == b.payload);
   CHECK(a.qos == b.qos);

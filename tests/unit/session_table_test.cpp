@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// net::SessionTable (the shard's sessions by client id), checked against std::map as a model
+// session::SessionTable (the shard's sessions by client id), checked against std::map as a model
 // through inserts, lookups and backward-shift deletions, with growth along the way.
 
 #include <doctest/doctest.h>
@@ -9,11 +9,11 @@
 #include <random>
 #include <string>
 
-#include "net/core.hpp"
+#include "session/client_session.hpp"
 
-using brokerha::net::ClientSession;
-using brokerha::net::ClientSessionPtr;
-using brokerha::net::SessionTable;
+using brokerha::session::ClientSession;
+using brokerha::session::ClientSessionPtr;
+using brokerha::session::SessionTable;
 
 TEST_CASE("session table: insert find erase") {
   SessionTable t;

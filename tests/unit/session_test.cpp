@@ -14,12 +14,12 @@
 #include <string>
 #include <vector>
 
-#include "broker/message.hpp"
+#include "message/message.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
-using brokerha::broker::Message;
+using brokerha::message::Message;
 using brokerha::session::Delivery;
 using brokerha::session::Inflight;
 using brokerha::session::QueueLimits;

@@ -28,7 +28,7 @@ MessageView view_of(const MessageInfo& m, std::chrono::system_clock::time_point 
   return v;
 }
 
-MessageView view_of(const broker::Message& m) {
+MessageView view_of(const message::Message& m) {
   MessageView v;
   v.topic = m.topic;
   v.payload = m.payload;
@@ -36,7 +36,7 @@ MessageView view_of(const broker::Message& m) {
   v.retain = m.retain;
   v.created = m.created;
   if (m.expires_at) {
-    const auto left = *m.expires_at - broker::Message::Clock::now();
+    const auto left = *m.expires_at - message::Message::Clock::now();
     v.expiry_unix = std::chrono::duration_cast<std::chrono::seconds>(
                         (std::chrono::system_clock::now() + left).time_since_epoch())
                         .count();
@@ -148,6 +148,23 @@ void append_message_json(std::string& out, const MessageView& m, std::string_vie
   out.push_back('}');
   out += extra;
   out.push_back('}');
+}
+
+std::string render_message_to(const message::Message& m, int protocol_version,
+                              std::uint16_t packet_id, const std::vector<std::string>& nodes) {
+  MessageView v = view_of(m);
+  v.packet_id = packet_id;
+  v.protocol_version = protocol_version;
+  std::string extra = ",\"Nodes\":[";
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    if (i != 0) extra += ',';
+    append_json_string(extra, nodes[i]);
+  }
+  extra += ']';
+  std::string json;
+  json.reserve(160 + m.topic.size() + m.payload.size() * 4 / 3 + extra.size());
+  append_message_json(json, v, extra);
+  return json;
 }
 
 }  // namespace brokerha::bus

@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-#include "broker/message.hpp"
+#include "message/message.hpp"
 
 namespace brokerha::bus {
 
@@ -48,7 +48,7 @@ struct MessageView {
 MessageView view_of(const MessageInfo& m, std::chrono::system_clock::time_point now);
 
 /// A view of a message the broker routes (publisher's protocol version and packet id unset).
-MessageView view_of(const broker::Message& m);
+MessageView view_of(const message::Message& m);
 
 /// Appends the message object to `out`. `extra` (may be empty) is inserted verbatim before
 /// the closing brace, e.g. `,"Nodes":[]`.
@@ -56,5 +56,10 @@ void append_message_json(std::string& out, const MessageView& m, std::string_vie
 
 /// Appends `s` as a JSON string (quoted, escaped; bytes that are not UTF-8 pass through).
 void append_json_string(std::string& out, std::string_view s);
+
+/// The JSON of a `cluster:message_to` event: the message (with its publisher's protocol
+/// version and packet id) and the names of the nodes it went to.
+std::string render_message_to(const message::Message& m, int protocol_version,
+                              std::uint16_t packet_id, const std::vector<std::string>& nodes);
 
 }  // namespace brokerha::bus

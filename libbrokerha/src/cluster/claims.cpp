@@ -34,7 +34,7 @@ std::uint64_t rendezvous_hash(std::string_view member, std::string_view client_i
 
 }  // namespace
 
-Claims::Claims(net::Core& core, asio::io_context& ctx, std::string self,
+Claims::Claims(registry::BrokerPort& core, asio::io_context& ctx, std::string self,
                std::chrono::milliseconds timeout, Send send, Peers peers)
     : core_(core),
       ctx_(ctx),
@@ -58,7 +58,7 @@ const std::string& Claims::arbiter_of(std::string_view client_id,
 }
 
 void Claims::claim(std::string client_id, bool resume, unsigned shard,
-                   std::function<void(net::ClaimResult)> done) {
+                   std::function<void(router::ClaimResult)> done) {
   counters_.claims.fetch_add(1, std::memory_order_relaxed);
   const std::uint64_t request = next_request_++;
   Pending& p = pending_[request];
@@ -140,7 +140,7 @@ void Claims::finish(std::uint64_t request) {
     }
   }
   if (p.timer) p.timer->cancel();
-  net::ClaimResult result;
+  router::ClaimResult result;
   result.won = !p.superseded;
   result.version = p.version.value_or(ClaimVersion{});
   if (p.superseded) {
@@ -148,8 +148,8 @@ void Claims::finish(std::uint64_t request) {
   } else {
     result.session = std::move(p.session);
   }
-  asio::post(core_.shard(p.shard).ctx,
-             [done = std::move(p.done), r = std::move(result)]() mutable { done(std::move(r)); });
+  core_.on_shard(p.shard, [done = std::move(p.done), r = std::move(result)](
+                              registry::ShardAccess&) mutable { done(std::move(r)); });
 }
 
 bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body) {
@@ -191,21 +191,18 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
       }
       for (unsigned i = 0; i < per_shard.size(); ++i) {
         if (per_shard[i].empty()) continue;
-        net::Shard& shard = core_.shard(i);
-        asio::post(shard.ctx, [this, &shard, list = std::move(per_shard[i])] {
+        core_.on_shard(i, [this, list = std::move(per_shard[i])](registry::ShardAccess& shard) {
           std::string unused;
           std::uint64_t n = 0;
+          const auto now = std::chrono::steady_clock::now();
           for (const HeldClaim& h : list) {
             // The older holder of an id yields: the newer claim wins after a partition.
-            if (core_.take_session(shard, h.client_id, h.version, net::TakeMode::yield, unused) ==
-                net::TakeResult::discarded) {
+            if (shard.sessions.take(h.client_id, h.version, router::TakeMode::yield, unused, now) ==
+                router::TakeResult::discarded) {
               ++n;
             }
           }
-          if (n != 0) {
-            counters_.taken_over.fetch_add(n, std::memory_order_relaxed);
-            core_.flush(shard);
-          }
+          if (n != 0) counters_.taken_over.fetch_add(n, std::memory_order_relaxed);
         });
       }
       return true;
@@ -233,15 +230,15 @@ void Claims::on_take_request(const std::string& peer, const TakeRequest& t) {
     mine.superseded = true;
   }
   const unsigned home = core_.home_shard(client_id);
-  net::Shard& shard = core_.shard(home);
-  const net::TakeMode mode = t.resume ? net::TakeMode::move : net::TakeMode::discard;
-  asio::post(shard.ctx, [this, &shard, peer, client_id = std::move(client_id), version = t.version,
-                         request = t.request, mode] {
+  const router::TakeMode mode = t.resume ? router::TakeMode::move : router::TakeMode::discard;
+  // The shard flushes right after: the DISCONNECT 0x8E and the withdrawn routes go out.
+  core_.on_shard(home, [this, peer, client_id = std::move(client_id), version = t.version,
+                        request = t.request, mode](registry::ShardAccess& shard) {
     std::string exported;
-    const net::TakeResult r = core_.take_session(shard, client_id, version, mode, exported);
-    if (r == net::TakeResult::moved || r == net::TakeResult::discarded) {
+    const router::TakeResult r =
+        shard.sessions.take(client_id, version, mode, exported, std::chrono::steady_clock::now());
+    if (r == router::TakeResult::moved || r == router::TakeResult::discarded) {
       counters_.taken_over.fetch_add(1, std::memory_order_relaxed);
-      core_.flush(shard);  // the DISCONNECT 0x8E and the withdrawn routes
     }
     asio::post(ctx_, [this, peer, client_id, version, request, r, exported = std::move(exported)] {
       TakeReply answer;
@@ -249,18 +246,18 @@ void Claims::on_take_request(const std::string& peer, const TakeRequest& t) {
       answer.client_id = client_id;
       answer.version = version;
       switch (r) {
-        case net::TakeResult::none:
+        case router::TakeResult::none:
           answer.outcome = TakeOutcome::none;
           break;
-        case net::TakeResult::moved:
+        case router::TakeResult::moved:
           answer.outcome = TakeOutcome::moved;
           answer.session = exported;
           counters_.sessions_moved_out.fetch_add(1, std::memory_order_relaxed);
           break;
-        case net::TakeResult::discarded:
+        case router::TakeResult::discarded:
           answer.outcome = TakeOutcome::discarded;
           break;
-        case net::TakeResult::newer_here:
+        case router::TakeResult::newer_here:
           answer.outcome = TakeOutcome::newer_here;
           break;
       }
@@ -281,10 +278,11 @@ void Claims::on_take_reply(const std::string& peer, const TakeReply& r) {
     if (r.outcome == TakeOutcome::moved) {
       counters_.sessions_moved_in.fetch_add(1, std::memory_order_relaxed);
       std::string client_id(r.client_id);
-      net::Shard& shard = core_.shard(core_.home_shard(client_id));
-      asio::post(shard.ctx, [this, &shard, version = r.version, bytes = std::string(r.session)] {
-        if (core_.adopt_session(shard, version, bytes)) core_.flush(shard);
-      });
+      core_.on_shard(
+          core_.home_shard(client_id),
+          [version = r.version, bytes = std::string(r.session)](registry::ShardAccess& shard) {
+            shard.sessions.adopt(version, bytes, std::chrono::steady_clock::now());
+          });
     }
     return;
   }
@@ -333,10 +331,9 @@ void Claims::send_held(const std::string& peer) {
   auto g = std::make_shared<Gather>();
   g->left = core_.shard_count();
   for (unsigned i = 0; i < core_.shard_count(); ++i) {
-    net::Shard& shard = core_.shard(i);
-    asio::post(shard.ctx, [this, &shard, g, peer] {
+    core_.on_shard(i, [this, g, peer](registry::ShardAccess& shard) {
       std::vector<std::pair<std::string, ClaimVersion>> mine;
-      core_.held_claims(shard, mine);
+      shard.sessions.held_claims(mine);
       asio::post(ctx_, [this, g, peer, mine = std::move(mine)]() mutable {
         for (auto& m : mine) g->all.push_back(std::move(m));
         if (--g->left != 0) return;

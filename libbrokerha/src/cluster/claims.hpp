@@ -22,7 +22,7 @@
 //  the newer claim wins when the partition heals.
 //
 // Threads: everything here runs on the cluster's control thread; session work is posted to
-// the id's home shard (net::Core::take_session and friends) and its answer posted back.
+// the id's home shard (registry::SessionRegistry::take and friends) and its answer posted back.
 
 #include <atomic>
 #include <chrono>
@@ -36,10 +36,11 @@
 #include <string_view>
 #include <vector>
 
-#include "broker/retained.hpp"
 #include "cluster/protocol.hpp"
-#include "net/asio.hpp"
-#include "net/core.hpp"
+#include "io/asio.hpp"
+#include "registry/broker_port.hpp"
+#include "retained/store.hpp"
+#include "router/cluster_port.hpp"
 
 namespace brokerha::cluster {
 
@@ -65,14 +66,14 @@ class Claims {
   using Peers = std::function<std::vector<PeerView>()>;
 
   /// `timeout` bounds the wait for the arbiter; the wait for the peers' answers is twice that.
-  Claims(net::Core& core, asio::io_context& ctx, std::string self,
+  Claims(registry::BrokerPort& core, asio::io_context& ctx, std::string self,
          std::chrono::milliseconds timeout, Send send, Peers peers);
   Claims(const Claims&) = delete;
   Claims& operator=(const Claims&) = delete;
 
   // Control thread.
   void claim(std::string client_id, bool resume, unsigned shard,
-             std::function<void(net::ClaimResult)> done);
+             std::function<void(router::ClaimResult)> done);
   /// Frames of kinds claim_request..claims_held; false when the body is malformed.
   bool on_frame(const std::string& peer, Kind kind, std::string_view body);
   void on_up(const std::string& peer);
@@ -93,7 +94,7 @@ class Claims {
     std::string client_id;
     bool resume = false;
     unsigned shard = 0;
-    std::function<void(net::ClaimResult)> done;
+    std::function<void(router::ClaimResult)> done;
     std::string arbiter;                  // asked for a stamp (empty once stamped)
     std::optional<ClaimVersion> version;  // set once stamped
     std::set<std::string> waiting;        // peers yet to answer take_request
@@ -108,13 +109,13 @@ class Claims {
   void on_take_reply(const std::string& peer, const TakeReply& r);
   void send_held(const std::string& peer);
 
-  net::Core& core_;
+  registry::BrokerPort& core_;
   asio::io_context& ctx_;
   std::string self_;
   std::chrono::milliseconds timeout_;
   Send send_;
   Peers peers_;
-  broker::HybridClock clock_;
+  hlc::Clock clock_;
   std::map<std::uint64_t, Pending> pending_;
   std::multimap<std::string, std::uint64_t, std::less<>> by_client_;
   std::uint64_t next_request_ = 1;

@@ -47,7 +47,7 @@
 #include <string_view>
 #include <vector>
 
-#include "net/asio.hpp"
+#include "io/asio.hpp"
 
 namespace brokerha::cluster {
 

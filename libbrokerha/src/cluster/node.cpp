@@ -39,7 +39,7 @@ bool valid_share(std::string_view f) {
 
 }  // namespace
 
-Node::Node(net::Core& core, ClusterOptions options, std::shared_ptr<Bus> bus)
+Node::Node(registry::BrokerPort& core, ClusterOptions options, std::shared_ptr<Bus> bus)
     : core_(core), options_(std::move(options)), bus_(std::move(bus)) {
   if (bus_) {
     new_member_ = bus_->channel(bus_channels::kNewMember);
@@ -65,7 +65,7 @@ void Node::start() {
   lo.boot_epoch = boot_epoch_;
   lo.secret_key = options_.membership.secret_key;
   lo.max_queue_bytes = options_.link_queue_bytes;
-  lo.max_frame_bytes = std::size_t{core_.options().max_packet_size} + 65536;
+  lo.max_frame_bytes = std::size_t{core_.max_packet_size()} + 65536;
   LinkManager::Handlers h;
   h.on_frame = [this](const std::string& peer, std::uint8_t kind, std::string_view body) {
     on_frame(peer, kind, body);
@@ -113,7 +113,7 @@ void Node::start() {
 
   work_.emplace(asio::make_work_guard(ctx_));
   asio::post(ctx_, [this] {
-    for (std::string& f : core_.local_filters()) announced_.insert(std::move(f));
+    for (std::string& f : core_.router().routes().local_filters()) announced_.insert(std::move(f));
   });
   thread_ = util::start_guarded_thread("the cluster thread", [this] { ctx_.run(); });
   joiner_ = std::thread([this] { joiner_loop(); });
@@ -189,7 +189,7 @@ void Node::set_partition(const std::string& address, bool blocked) {
 
 // ---- shard side ------------------------------------------------------------------------------
 
-void Node::forward(std::vector<net::RemoteSend>&& batch) {
+void Node::forward(std::vector<router::RemoteSend>&& batch) {
   asio::post(ctx_, [this, b = std::move(batch)]() mutable { send_batch(b); });
 }
 
@@ -200,7 +200,7 @@ void Node::routes_changed(std::vector<std::string> filters, std::function<void()
 }
 
 void Node::claim(const std::string& client_id, bool resume, unsigned shard,
-                 std::function<void(net::ClaimResult)> done) {
+                 std::function<void(router::ClaimResult)> done) {
   asio::post(ctx_, [this, id = client_id, resume, shard, d = std::move(done)]() mutable {
     claims_->claim(std::move(id), resume, shard, std::move(d));
   });
@@ -226,7 +226,7 @@ Node::Peer* Node::find_peer(const std::string& name) {
 void Node::update_peer_count() {
   std::uint32_t n = 0;
   for (const auto& [name, p] : peers_) n += p.member ? 1 : 0;
-  core_.peer_count.store(n, std::memory_order_relaxed);
+  core_.router().peer_count.store(n, std::memory_order_relaxed);
 }
 
 void Node::on_member_event(const MemberEvent& e) {
@@ -284,19 +284,19 @@ void Node::forget_peer(Peer& p) {
 
 void Node::set_routes(Peer& p, std::set<std::string> routes) {
   for (const std::string& f : p.routes) {
-    if (routes.count(f) == 0) core_.remote_routes_remove(p.id, f);
+    if (routes.count(f) == 0) core_.router().routes().remote_remove(p.id, f);
   }
   for (const std::string& f : routes) {
-    if (p.routes.count(f) == 0) core_.remote_routes_add(p.id, f);
+    if (p.routes.count(f) == 0) core_.router().routes().remote_add(p.id, f);
   }
   p.routes = std::move(routes);
 }
 
-void Node::send_batch(std::vector<net::RemoteSend>& batch) {
-  const auto now = broker::Message::Clock::now();
+void Node::send_batch(std::vector<router::RemoteSend>& batch) {
+  const auto now = message::Message::Clock::now();
   std::vector<std::pair<std::uint32_t, const std::string*>> targets;  // (peer id, name)
   std::vector<std::string_view> shares;
-  for (net::RemoteSend& r : batch) {
+  for (router::RemoteSend& r : batch) {
     targets.clear();
     if (r.all) {
       for (const auto& [name, p] : peers_) {
@@ -311,15 +311,15 @@ void Node::send_batch(std::vector<net::RemoteSend>& batch) {
     if (r.tap) {
       std::vector<std::string> names;
       for (const auto& t : targets) names.push_back(*t.second);
-      message_to_.publish(
-          net::render_message_to(*r.message, r.tap->version, r.tap->packet_id, names));
+      message_to_.publish(bus::render_message_to(*r.message, static_cast<int>(r.tap->version),
+                                                 r.tap->packet_id, names));
     }
     if (targets.empty()) continue;
     auto body = shared(encode_message(*r.message, r.version ? &*r.version : nullptr, now));
     for (const auto& [id, name] : targets) {
       // A peer chosen for shared groups gets the same message bytes behind their names.
       shares.clear();
-      for (const net::SharedPick& pick : r.shared) {
+      for (const router::SharedPick& pick : r.shared) {
         if (pick.peer == id) shares.emplace_back(pick.filter);
       }
       const bool sent = shares.empty()
@@ -340,7 +340,7 @@ void Node::apply_route_changes(std::vector<std::string>& filters, std::function<
   filters.erase(std::unique(filters.begin(), filters.end()), filters.end());
   std::vector<RouteChange> delta;
   for (std::string& f : filters) {
-    const bool present = core_.local_filter_present(f);
+    const bool present = core_.router().routes().local_filter_present(f);
     const bool announced = announced_.count(f) != 0;
     if (present == announced) continue;
     if (present) {
@@ -456,7 +456,7 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
         if (!valid_share(f)) return bad();
         shares.emplace_back(f);
       }
-      auto m = to_message(w, broker::Message::Clock::now());
+      auto m = to_message(w, message::Message::Clock::now());
       received_.fetch_add(1, std::memory_order_relaxed);
       if (message_from_.active()) emit_message_from(name, *m);
       // Both kinds on one shard per sending peer: one publisher's order holds.
@@ -541,20 +541,18 @@ void Node::deliver_incoming() {
   incoming_scheduled_ = false;
   for (unsigned i = 0; i < incoming_.size(); ++i) {
     if (incoming_[i].empty()) continue;
-    net::Shard& shard = core_.shard(i);
-    asio::post(shard.ctx, [this, &shard, batch = std::move(incoming_[i])] {
+    core_.on_shard(i, [this, batch = std::move(incoming_[i])](registry::ShardAccess& shard) {
       std::uint64_t missed = 0;
       for (const Incoming& in : batch) {
-        missed += core_.route_from_cluster(in.message, in.version, in.shares, shard).shared_missed;
+        missed += shard.route_from_cluster(in.message, in.version, in.shares).shared_missed;
       }
       if (missed != 0) shared_dropped_.fetch_add(missed, std::memory_order_relaxed);
-      core_.flush(shard);
     });
     incoming_[i] = {};
   }
 }
 
-void Node::emit_message_from(const std::string& peer, const broker::Message& m) {
+void Node::emit_message_from(const std::string& peer, const message::Message& m) {
   const bus::MessageView v = bus::view_of(m);
   std::string extra = ",\"Node\":";
   bus::append_json_string(extra, peer);
@@ -568,8 +566,8 @@ void Node::emit_message_from(const std::string& peer, const broker::Message& m) 
 
 Digest Node::digest() const {
   Digest d{};
-  core_.retained_for_each([&](const std::string& topic, const broker::RetainedStore::Entry& e) {
-    if (node_local_topic(topic)) return;
+  core_.router().retained_for_each([&](const std::string& topic, const retained::Store::Entry& e) {
+    if (topic::is_node_local(topic)) return;
     d[bucket_of(topic)] ^= entry_hash(topic, e.version, e.message == nullptr);
   });
   return d;
@@ -595,13 +593,13 @@ void Node::send_entries(const std::string& peer, const std::vector<std::uint16_t
     for (std::uint16_t b : *buckets) wanted[b] = true;
   }
   // Copy the entries (shared messages) under the store's lock, encode outside it.
-  std::vector<std::pair<std::string, broker::RetainedStore::Entry>> entries;
-  core_.retained_for_each([&](const std::string& topic, const broker::RetainedStore::Entry& e) {
-    if (node_local_topic(topic)) return;
+  std::vector<std::pair<std::string, retained::Store::Entry>> entries;
+  core_.router().retained_for_each([&](const std::string& topic, const retained::Store::Entry& e) {
+    if (topic::is_node_local(topic)) return;
     if (buckets != nullptr && !wanted[bucket_of(topic)]) return;
     entries.emplace_back(topic, e);
   });
-  const auto now = broker::Message::Clock::now();
+  const auto now = message::Message::Clock::now();
   std::string body;
   std::uint32_t count = 0;
   begin_retained(body);
@@ -631,16 +629,16 @@ void Node::apply_entries(std::string_view body) {
     malformed_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
-  const auto now = broker::Message::Clock::now();
+  const auto now = message::Message::Clock::now();
   for (const WireRetained& e : entries) {
-    if (node_local_topic(e.topic) || !topic::is_valid_name(e.topic)) continue;
-    broker::MessagePtr m;
+    if (topic::is_node_local(e.topic) || !topic::is_valid_name(e.topic)) continue;
+    message::MessagePtr m;
     if (e.message) {
       auto built = to_message(*e.message, now);
       built->retain = true;
       m = std::move(built);
     }
-    if (core_.retained_apply(std::string(e.topic), m, e.version)) {
+    if (core_.router().retained_apply(std::string(e.topic), m, e.version)) {
       retained_applied_.fetch_add(1, std::memory_order_relaxed);
     }
   }

@@ -2,7 +2,8 @@
 #pragma once
 // cluster::Node: what makes a broker a member of a cluster (docs/cluster.md). It owns
 // the membership (its own thread), discovery and the data-plane links (both on the node's
-// control thread), and plugs into the router through net::ClusterPort:
+// control thread), and plugs into the broker through router::ClusterPort (what the broker asks of
+// the cluster) and registry::BrokerPort (what it reaches of the broker):
 //
 //  - Routes: the node announces the filters its local sessions subscribe to (a full set when
 //    a link comes up, numbered deltas as they change; "$share/g/f" for shared groups) and
@@ -44,15 +45,16 @@
 #include "cluster/link.hpp"
 #include "cluster/protocol.hpp"
 #include "discovery/engine.hpp"
-#include "net/asio.hpp"
-#include "net/core.hpp"
+#include "io/asio.hpp"
+#include "registry/broker_port.hpp"
+#include "router/cluster_port.hpp"
 
 namespace brokerha::cluster {
 
-class Node final : public net::ClusterPort {
+class Node final : public router::ClusterPort {
  public:
-  /// `core` must outlive the node. `bus` may be null.
-  Node(net::Core& core, ClusterOptions options, std::shared_ptr<Bus> bus);
+  /// `broker` must outlive the node. `bus` may be null.
+  Node(registry::BrokerPort& broker, ClusterOptions options, std::shared_ptr<Bus> bus);
   ~Node() override;
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
@@ -79,11 +81,11 @@ class Node final : public net::ClusterPort {
   /// Broker::set_cluster_partition (any thread).
   void set_partition(const std::string& address, bool blocked);
 
-  // net::ClusterPort (shard threads).
-  void forward(std::vector<net::RemoteSend>&& batch) override;
+  // router::ClusterPort (shard threads).
+  void forward(std::vector<router::RemoteSend>&& batch) override;
   void routes_changed(std::vector<std::string> filters, std::function<void()> done) override;
   void claim(const std::string& client_id, bool resume, unsigned shard,
-             std::function<void(net::ClaimResult)> done) override;
+             std::function<void(router::ClaimResult)> done) override;
 
  private:
   struct Peer {
@@ -114,7 +116,7 @@ class Node final : public net::ClusterPort {
   Peer* find_peer(const std::string& name);
   void forget_peer(Peer& p);
   void set_routes(Peer& p, std::set<std::string> routes);
-  void send_batch(std::vector<net::RemoteSend>& batch);
+  void send_batch(std::vector<router::RemoteSend>& batch);
   void apply_route_changes(std::vector<std::string>& filters, std::function<void()> done);
   void ack_routes(Peer& p, std::uint64_t number);
   void finish_waiter(std::uint64_t key, bool timed_out);
@@ -127,10 +129,10 @@ class Node final : public net::ClusterPort {
   void schedule_repair();
   void request_snapshot();
   void update_peer_count();
-  void emit_message_from(const std::string& peer, const broker::Message& m);
+  void emit_message_from(const std::string& peer, const message::Message& m);
   void joiner_loop();
 
-  net::Core& core_;
+  registry::BrokerPort& core_;
   ClusterOptions options_;
   std::shared_ptr<Bus> bus_;
   BusChannel new_member_;
@@ -156,8 +158,8 @@ class Node final : public net::ClusterPort {
   std::uint64_t next_waiter_ = 1;
   std::string snapshot_peer_;  // asked for a snapshot, answer pending
   struct Incoming {
-    broker::MessagePtr message;
-    std::optional<broker::RetainedVersion> version;
+    message::MessagePtr message;
+    std::optional<hlc::Version> version;
     std::vector<std::string> shares;  // publish_shared: the groups this node serves
   };
   std::vector<std::vector<Incoming>> incoming_;  // per shard, routed after the current handler

@@ -45,20 +45,20 @@ constexpr std::uint8_t kCorrelation = 0x08;
 constexpr std::uint8_t kUserProperties = 0x10;
 constexpr std::uint8_t kKnownProperties = 0x1F;
 
-void put_version(std::string& out, const broker::RetainedVersion& v) {
+void put_version(std::string& out, const hlc::Version& v) {
   put_le(out, v.hlc, 8);
   put_str(out, v.node);
 }
 
-bool read_version(Reader& r, broker::RetainedVersion& v) {
+bool read_version(Reader& r, hlc::Version& v) {
   std::string_view node;
   if (!r.le(v.hlc, 8) || !r.str(node)) return false;
   v.node.assign(node.data(), node.size());
   return true;
 }
 
-void put_message(std::string& out, const broker::Message& m, const broker::RetainedVersion* version,
-                 broker::Message::Clock::time_point now) {
+void put_message(std::string& out, const message::Message& m, const hlc::Version* version,
+                 message::Message::Clock::time_point now) {
   const auto& p = m.properties;
   const bool has_props = p.payload_format_indicator || p.content_type || p.response_topic ||
                          p.correlation_data || !p.user_properties.empty();
@@ -116,7 +116,7 @@ bool read_message(Reader& r, WireMessage& w) {
     w.expiry = static_cast<std::uint32_t>(e);
   }
   if ((flags & kHasVersion) != 0) {
-    broker::RetainedVersion v;
+    hlc::Version v;
     if (!read_version(r, v)) return false;
     w.version = std::move(v);
   }
@@ -179,8 +179,8 @@ std::uint64_t fnv1a(std::string_view s, std::uint64_t h = 1469598103934665603ull
 
 }  // namespace
 
-std::string encode_message(const broker::Message& m, const broker::RetainedVersion* version,
-                           broker::Message::Clock::time_point now) {
+std::string encode_message(const message::Message& m, const hlc::Version* version,
+                           message::Message::Clock::time_point now) {
   std::string out;
   out.reserve(32 + m.topic.size() + m.origin.size() + m.payload.size());
   put_message(out, m, version, now);
@@ -192,9 +192,9 @@ bool decode_message(std::string_view body, WireMessage& out) {
   return read_message(r, out) && r.empty();
 }
 
-std::shared_ptr<broker::Message> to_message(const WireMessage& w,
-                                            broker::Message::Clock::time_point now) {
-  auto m = std::make_shared<broker::Message>();
+std::shared_ptr<message::Message> to_message(const WireMessage& w,
+                                             message::Message::Clock::time_point now) {
+  auto m = std::make_shared<message::Message>();
   m->topic.assign(w.topic.data(), w.topic.size());
   m->payload.assign(w.payload.data(), w.payload.size());
   m->qos = w.qos;
@@ -292,9 +292,8 @@ void begin_retained(std::string& body) {
   put_le(body, 0, 4);
 }
 
-void append_retained(std::string& body, const std::string& topic,
-                     const broker::RetainedStore::Entry& e,
-                     broker::Message::Clock::time_point now) {
+void append_retained(std::string& body, const std::string& topic, const retained::Store::Entry& e,
+                     message::Message::Clock::time_point now) {
   put_str(body, topic);
   put_version(body, e.version);
   if (!e.message) {
@@ -336,8 +335,7 @@ std::size_t bucket_of(std::string_view topic) noexcept {
   return static_cast<std::size_t>(fnv1a(topic) % kDigestBuckets);
 }
 
-std::uint64_t entry_hash(std::string_view topic, const broker::RetainedVersion& v,
-                         bool tombstone) noexcept {
+std::uint64_t entry_hash(std::string_view topic, const hlc::Version& v, bool tombstone) noexcept {
   std::uint64_t h = fnv1a(topic);
   char buf[9];
   for (int i = 0; i < 8; ++i) buf[i] = static_cast<char>((v.hlc >> (8 * i)) & 0xFF);

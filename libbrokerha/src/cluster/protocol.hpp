@@ -20,8 +20,8 @@
 #include <utility>
 #include <vector>
 
-#include "broker/message.hpp"
-#include "broker/retained.hpp"
+#include "message/message.hpp"
+#include "retained/store.hpp"
 
 namespace brokerha::cluster {
 
@@ -52,10 +52,10 @@ struct WireMessage {
   std::string_view payload;
   std::uint8_t qos = 0;
   bool retain = false;
-  std::string_view origin;                         // publisher's client id (no-local)
-  std::optional<std::uint32_t> expiry;             // remaining seconds
-  std::optional<broker::RetainedVersion> version;  // retained messages: the write's version
-  std::int64_t created_ms = 0;                     // unix ms
+  std::string_view origin;              // publisher's client id (no-local)
+  std::optional<std::uint32_t> expiry;  // remaining seconds
+  std::optional<hlc::Version> version;  // retained messages: the write's version
+  std::int64_t created_ms = 0;          // unix ms
   // MQTT 5.0 properties forwarded with the message.
   std::optional<std::uint8_t> payload_format;
   std::optional<std::string_view> content_type;
@@ -65,12 +65,12 @@ struct WireMessage {
 };
 
 /// Encodes `m` (with its remaining expiry at `now`, and `version` for a retained write).
-std::string encode_message(const broker::Message& m, const broker::RetainedVersion* version,
-                           broker::Message::Clock::time_point now);
+std::string encode_message(const message::Message& m, const hlc::Version* version,
+                           message::Message::Clock::time_point now);
 bool decode_message(std::string_view body, WireMessage& out);
 /// A Message built from a decoded one (expiry counted from `now`).
-std::shared_ptr<broker::Message> to_message(const WireMessage& w,
-                                            broker::Message::Clock::time_point now);
+std::shared_ptr<message::Message> to_message(const WireMessage& w,
+                                             message::Message::Clock::time_point now);
 
 /// publish_shared: the shared groups ("$share/g/f", at least one) the receiver delivers the
 /// message to (one local member each), then a message body as encode_message() made it (the
@@ -100,14 +100,14 @@ bool decode_u64(std::string_view body, std::uint64_t& v);
 /// Retained entries: each a topic, a version and the message (none = tombstone).
 struct WireRetained {
   std::string_view topic;
-  broker::RetainedVersion version;
+  hlc::Version version;
   std::optional<WireMessage> message;
 };
 /// Appends one entry to a retained_entries body under construction (count patched by
 /// finish_retained()).
 void begin_retained(std::string& body);
-void append_retained(std::string& body, const std::string& topic,
-                     const broker::RetainedStore::Entry& e, broker::Message::Clock::time_point now);
+void append_retained(std::string& body, const std::string& topic, const retained::Store::Entry& e,
+                     message::Message::Clock::time_point now);
 void finish_retained(std::string& body, std::uint32_t count);
 bool decode_retained(std::string_view body, std::vector<WireRetained>& out);
 
@@ -116,8 +116,7 @@ inline constexpr std::size_t kDigestBuckets = 256;
 using Digest = std::array<std::uint64_t, kDigestBuckets>;
 std::size_t bucket_of(std::string_view topic) noexcept;
 /// The hash an entry contributes to its bucket (topic, version, live or tombstone).
-std::uint64_t entry_hash(std::string_view topic, const broker::RetainedVersion& v,
-                         bool tombstone) noexcept;
+std::uint64_t entry_hash(std::string_view topic, const hlc::Version& v, bool tombstone) noexcept;
 std::string encode_digest(const Digest& d);
 bool decode_digest(std::string_view body, Digest& d);
 std::string encode_buckets(const std::vector<std::uint16_t>& buckets);
@@ -126,7 +125,7 @@ bool decode_buckets(std::string_view body, std::vector<std::uint16_t>& buckets);
 // ---- cluster-wide client ids (claims) ----
 
 /// A claim's version: the arbiter's HLC reading and the claiming node (ties broken by name).
-using ClaimVersion = broker::RetainedVersion;
+using ClaimVersion = hlc::Version;
 
 struct ClaimRequest {
   std::uint64_t request = 0;
@@ -169,11 +168,5 @@ struct HeldClaim {
 };
 std::string encode_claims_held(const std::vector<HeldClaim>& claims);
 bool decode_claims_held(std::string_view body, std::vector<HeldClaim>& out);
-
-/// True for topics that are never replicated (`$SYS/...`: per node).
-inline bool node_local_topic(std::string_view topic) noexcept {
-  return topic.size() >= 4 && topic.compare(0, 4, "$SYS") == 0 &&
-         (topic.size() == 4 || topic[4] == '/');
-}
 
 }  // namespace brokerha::cluster

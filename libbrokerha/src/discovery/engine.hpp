@@ -17,7 +17,7 @@
 #include <memory>
 #include <system_error>
 
-#include "net/asio.hpp"
+#include "io/asio.hpp"
 
 namespace brokerha::discovery {
 

@@ -12,8 +12,6 @@
 
 #include <brokerha/membership.hpp>
 
-#include <asio.hpp>
-
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -26,6 +24,7 @@
 #include <thread>
 #include <utility>
 
+#include "io/asio.hpp"
 #include "membership/core.hpp"
 #include "util/lifecycle.hpp"
 

@@ -37,7 +37,7 @@
 #include <string_view>
 #include <vector>
 
-#include "net/asio.hpp"
+#include "io/asio.hpp"
 
 namespace brokerha::net {
 

@@ -50,7 +50,7 @@ class Reader : public util::ByteReader {
 };
 
 void put_delivery(std::string& w, const Delivery& d, std::chrono::steady_clock::time_point now) {
-  const broker::Message& m = *d.message;
+  const message::Message& m = *d.message;
   put_u8(w, d.qos);
   put_u8(w, d.retain ? 1 : 0);
   put_be32(w, static_cast<std::uint32_t>(d.subscription_ids.size()));
@@ -66,7 +66,7 @@ void put_delivery(std::string& w, const Delivery& d, std::chrono::steady_clock::
   put_be64(w, static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                              m.created.time_since_epoch())
                                              .count()));
-  const broker::ForwardedProperties& p = m.properties;
+  const message::ForwardedProperties& p = m.properties;
   put_u8(w, p.payload_format_indicator ? 1 : 0);
   if (p.payload_format_indicator) put_u8(w, *p.payload_format_indicator);
   put_opt(w, p.content_type);
@@ -90,7 +90,7 @@ bool get_delivery(Reader& r, Delivery& d, std::chrono::steady_clock::time_point 
     if (!r.be32(id) || id == 0 || id > 268'435'455) return false;
     d.subscription_ids.push_back(id);
   }
-  auto m = std::make_shared<broker::Message>();
+  auto m = std::make_shared<message::Message>();
   if (!r.bytes(m->topic) || !topic::is_valid_name(m->topic) || !r.bytes(m->payload) ||
       !r.u8(m->qos) || m->qos > 2 || !r.u8(msg_retain) || msg_retain > 1 || !r.bytes(m->origin) ||
       !r.u8(has_expiry) || has_expiry > 1) {
@@ -107,7 +107,7 @@ bool get_delivery(Reader& r, Delivery& d, std::chrono::steady_clock::time_point 
   m->created = std::chrono::system_clock::time_point(
       std::chrono::duration_cast<std::chrono::system_clock::duration>(
           std::chrono::milliseconds(static_cast<std::int64_t>(created_ms))));
-  broker::ForwardedProperties& p = m->properties;
+  message::ForwardedProperties& p = m->properties;
   if (!r.u8(has_pfi) || has_pfi > 1) return false;
   if (has_pfi) {
     std::uint8_t v;

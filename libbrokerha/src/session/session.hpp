@@ -17,13 +17,13 @@
 #include <string>
 #include <vector>
 
-#include "broker/message.hpp"
+#include "message/message.hpp"
 #include "mqtt/packet.hpp"
 #include "util/ring.hpp"
 
 namespace brokerha::session {
 
-using broker::MessagePtr;
+using message::MessagePtr;
 
 /// Options of one subscription (SUBSCRIBE), kept per filter.
 struct SubscriptionOptions {

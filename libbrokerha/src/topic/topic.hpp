@@ -38,4 +38,11 @@ bool parse_shared(std::string_view filter, SharedFilter& out) noexcept;
 /// True when the (non-shared) `filter` matches the topic name `topic`. Both must be valid.
 bool matches(std::string_view filter, std::string_view topic) noexcept;
 
+/// True for topics that stay on the node that published them: `$SYS/...` (each node's own
+/// statistics) is never forwarded to or replicated on other nodes.
+inline bool is_node_local(std::string_view topic) noexcept {
+  return topic.size() >= 4 && topic.compare(0, 4, "$SYS") == 0 &&
+         (topic.size() == 4 || topic[4] == '/');
+}
+
 }  // namespace brokerha::topic

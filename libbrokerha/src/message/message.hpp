@@ -20,7 +20,7 @@
 
 #include "mqtt/packet.hpp"
 
-namespace brokerha::broker {
+namespace brokerha::message {
 
 /// The MQTT 5.0 properties a broker forwards with a message (section 3.3.2.3): the rest
 /// (topic alias, subscription identifiers, message expiry) are per delivery.
@@ -76,4 +76,4 @@ struct Message {
 
 using MessagePtr = std::shared_ptr<const Message>;
 
-}  // namespace brokerha::broker
+}  // namespace brokerha::message

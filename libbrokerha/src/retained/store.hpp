@@ -19,49 +19,34 @@
 #include <string_view>
 #include <vector>
 
-#include "broker/message.hpp"
+#include "message/message.hpp"
+#include "util/hlc.hpp"
 
-namespace brokerha::broker {
+namespace brokerha::retained {
 
-struct RetainedVersion {
-  std::uint64_t hlc = 0;
-  std::string node;  // origin node ("" on a single node)
+using message::Message;
+using message::MessagePtr;
 
-  bool newer_than(const RetainedVersion& other) const noexcept {
-    return hlc != other.hlc ? hlc > other.hlc : node > other.node;
-  }
-};
-
-/// A hybrid logical clock: monotonic, close to wall time, advanced by what it observes.
-class HybridClock {
- public:
-  std::uint64_t now() noexcept;
-  void observe(std::uint64_t remote) noexcept;
-
- private:
-  std::uint64_t last_ = 0;
-};
-
-class RetainedStore {
+class Store {
  public:
   using Clock = std::chrono::steady_clock;
 
   struct Entry {
     MessagePtr message;  // null: a tombstone
-    RetainedVersion version;
+    hlc::Version version;
     Clock::time_point deleted_at{};
   };
 
-  explicit RetainedStore(std::chrono::milliseconds tombstone_ttl = std::chrono::milliseconds(0))
+  explicit Store(std::chrono::milliseconds tombstone_ttl = std::chrono::milliseconds(0))
       : tombstone_ttl_(tombstone_ttl) {}
 
   /// A local write: stores `message` (empty payload: deletes) with a new version from the
   /// clock. Returns that version.
-  RetainedVersion write(const MessagePtr& message, std::string_view node);
+  hlc::Version write(const MessagePtr& message, std::string_view node);
 
   /// A replicated write: applies it only if `version` is newer than what is held. Returns
   /// true when applied. `message` null or with an empty payload deletes.
-  bool apply(const std::string& topic, const MessagePtr& message, const RetainedVersion& version);
+  bool apply(const std::string& topic, const MessagePtr& message, const hlc::Version& version);
 
   /// The live messages whose topic matches `filter`.
   std::vector<MessagePtr> matching(std::string_view filter) const;
@@ -81,14 +66,14 @@ class RetainedStore {
   std::size_t tombstones() const noexcept { return entries_.size() - live_; }
 
  private:
-  void set(const std::string& topic, const MessagePtr& message, const RetainedVersion& version);
+  void set(const std::string& topic, const MessagePtr& message, const hlc::Version& version);
 
   std::map<std::string, Entry, std::less<>> entries_;
   std::size_t live_ = 0;
   std::size_t live_dollar_ = 0;  // of live_, topics starting with '$'
   std::chrono::milliseconds tombstone_ttl_;
   std::size_t max_tombstones_ = 100000;
-  HybridClock clock_;
+  hlc::Clock clock_;
 };
 
-}  // namespace brokerha::broker
+}  // namespace brokerha::retained

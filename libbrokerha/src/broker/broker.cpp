@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// brokerha::Broker: listeners, I/O threads, and the thread-safe snapshot and command API.
+// brokerha::Broker: where the library's parts are put together (the shard runtime, the cluster,
+// the listeners) and the thread-safe snapshot and command API over them. The only file that
+// knows both net/ and cluster/: neither of those includes the other.
 
 #include <brokerha/broker.hpp>
 #include <brokerha/bus.hpp>
@@ -13,7 +15,7 @@
 
 #include "cluster/node.hpp"
 #include "net/connection.hpp"
-#include "net/core.hpp"
+#include "net/runtime.hpp"
 #include "net/transport.hpp"
 #include "topic/topic.hpp"
 #include "util/lifecycle.hpp"
@@ -68,7 +70,7 @@ auto run_on(net::Shard& shard, bool running, F f) -> std::optional<decltype(f())
   return future.get();
 }
 
-MessageInfo message_info(const broker::Message& m, net::Clock::time_point now) {
+MessageInfo message_info(const message::Message& m, net::Clock::time_point now) {
   MessageInfo info;
   info.topic = m.topic;
   info.payload = m.payload;
@@ -123,7 +125,7 @@ struct Broker::Impl {
   std::shared_ptr<Bus> bus;
 
   std::mutex lifecycle_mutex;  // start/stop
-  std::unique_ptr<net::Core> core;
+  std::unique_ptr<net::Runtime> core;
   std::unique_ptr<cluster::Node> node;  // cluster mode; outlives the shards that call it
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors;
   // One per BrokerOptions::listeners entry, with its TLS context (made by prepare_listeners()).
@@ -245,10 +247,10 @@ void Broker::Impl::start() {
       d.core.reset();
     }
   } rollback{*this};
-  core = std::make_unique<net::Core>(options);
-  core->auth_hooks = auth_hooks;
-  core->acl_hooks = acl_hooks;
-  core->event_hooks = event_hooks;
+  core = std::make_unique<net::Runtime>(options);
+  core->access().auth_hooks = auth_hooks;
+  core->access().acl_hooks = acl_hooks;
+  core->access().event_hooks = event_hooks;
   if (bus) {
     core->bus = bus;
     core->message_to = bus->channel(bus_channels::kMessageTo);
@@ -306,7 +308,7 @@ void Broker::stop() noexcept {
   if (!d.core || d.stopped) return;
   d.stopped = true;
   d.stop_begun = true;
-  net::Core& core = *d.core;
+  net::Runtime& core = *d.core;
   // Leave the cluster first, while clients are still served: peers stop routing to us
   // (unless drain() left already).
   if (d.node) d.node->stop(!d.left);
@@ -325,7 +327,7 @@ void Broker::stop() noexcept {
       s->sweep_timer.cancel();
       s->sys_timer.cancel();
       for (auto& w : s->connections) {
-        if (auto c = w.lock(); c && !c->closing()) c->shutdown();
+        if (auto c = w.lock(); c && !c->closing()) c->protocol().shutdown();
       }
       core.flush(*s);
       // Let the last writes (DISCONNECT 0x8B) go out, but no longer than the grace period:
@@ -365,7 +367,7 @@ void Broker::drain(const DrainOptions& options) noexcept {
   const auto start = Clock::now();
   const milliseconds budget = std::max(options.budget, milliseconds(0));
   const auto deadline = start + budget;
-  net::Core* core = nullptr;
+  net::Runtime* core = nullptr;
   cluster::Node* node = nullptr;
   {
     std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
@@ -388,7 +390,7 @@ void Broker::drain(const DrainOptions& options) noexcept {
       net::Shard* s = shard.get();
       asio::post(s->ctx, [s, core] {
         for (auto& w : s->connections) {
-          if (auto c = w.lock(); c && !c->closing()) c->shutdown();
+          if (auto c = w.lock(); c && !c->closing()) c->protocol().shutdown();
         }
         core->flush(*s);
       });
@@ -413,7 +415,7 @@ void Broker::drain(const DrainOptions& options) noexcept {
     }
     const auto until = start + session_wait;
     for (unsigned i = 1; !d.stop_begun.load() && Clock::now() < until; ++i) {
-      if (sessions() == 0 || core->peer_count.load(std::memory_order_relaxed) == 0) break;
+      if (sessions() == 0 || core->router().peer_count.load(std::memory_order_relaxed) == 0) break;
       if (i % 5 == 0) kick_all();
       std::this_thread::sleep_for(kStep);
     }
@@ -479,7 +481,7 @@ std::vector<Endpoint> Broker::listen_endpoints() const {
 void Broker::publish(const MessageInfo& info) {
   Impl& d = *impl_;
   if (!d.core || !d.running) return;
-  auto m = std::make_shared<broker::Message>();
+  auto m = std::make_shared<message::Message>();
   m->topic = info.topic;
   m->payload = info.payload;
   m->qos = static_cast<std::uint8_t>(std::clamp(info.qos, 0, 2));
@@ -494,8 +496,8 @@ void Broker::publish(const MessageInfo& info) {
   }
   if (info.expiry) m->expires_at = net::Clock::now() + *info.expiry;
   if (!topic::is_valid_name(m->topic)) return;
-  net::Core* core = d.core.get();
-  asio::post(core->shard(0).ctx, [core, m = broker::MessagePtr(std::move(m))] {
+  net::Runtime* core = d.core.get();
+  asio::post(core->shard(0).ctx, [core, m = message::MessagePtr(std::move(m))] {
     core->route(m, core->shard(0));
     core->flush(core->shard(0));
   });
@@ -509,14 +511,14 @@ std::vector<ClientInfo> Broker::clients() const {
     net::Shard* s = shard.get();
     auto part = run_on(*s, d.running, [s] {
       std::vector<ClientInfo> list;
-      s->sessions.for_each([&list](const net::ClientSessionPtr& cs) {
+      s->sessions.table().for_each([&list](const session::ClientSessionPtr& cs) {
         ClientInfo c;
         c.id = cs->state.client_id();
         c.protocol_version = static_cast<int>(cs->version);
         c.username = cs->username;
         c.clean_session = cs->clean;
-        c.connected = cs->connection != nullptr;
-        if (cs->connection) c.remote_address = cs->connection->remote_address();
+        c.connected = cs->attached != nullptr;
+        if (cs->attached) c.remote_address = cs->attached->remote_address();
         for (const auto& [filter, o] : cs->state.subscriptions()) {
           SubscriptionInfo si;
           topic::SharedFilter shared;
@@ -551,7 +553,8 @@ std::vector<MessageInfo> Broker::retained(const std::string& filter) const {
   std::vector<MessageInfo> out;
   if (!d.core || !topic::is_valid_filter(filter)) return out;
   const auto now = net::Clock::now();
-  for (const auto& m : d.core->retained_matching(filter)) out.push_back(message_info(*m, now));
+  for (const auto& m : d.core->router().retained_matching(filter))
+    out.push_back(message_info(*m, now));
   return out;
 }
 
@@ -562,7 +565,7 @@ std::vector<MessageInfo> Broker::inflight(const std::string& client_id) const {
   auto result = run_on(*s, d.running, [s, client_id] {
     std::vector<MessageInfo> out;
     const auto now = net::Clock::now();
-    const net::ClientSessionPtr* found = s->sessions.find(client_id);
+    const session::ClientSessionPtr* found = s->sessions.table().find(client_id);
     if (found == nullptr) return out;
     for (const auto& f : (*found)->state.inflight()) {
       MessageInfo m = message_info(*f.delivery.message, now);
@@ -611,7 +614,7 @@ void Broker::set_access_rules(const AccessRules& rules) {
   Impl& d = *impl_;
   std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
   d.options.access = rules;
-  if (d.core) d.core->set_rules(std::move(compiled));
+  if (d.core) d.core->access().set_rules(std::move(compiled));
 }
 
 std::optional<std::string> Broker::export_session(const std::string& client_id) const {
@@ -619,9 +622,9 @@ std::optional<std::string> Broker::export_session(const std::string& client_id) 
   if (!d.core) return std::nullopt;
   net::Shard* s = &d.core->shard(d.core->home_shard(client_id));
   auto result = run_on(*s, d.running.load(), [s, client_id]() -> std::optional<std::string> {
-    const net::ClientSessionPtr* found = s->sessions.find(client_id);
+    const session::ClientSessionPtr* found = s->sessions.table().find(client_id);
     if (found == nullptr) return std::nullopt;
-    const net::ClientSession& cs = **found;
+    const session::ClientSession& cs = **found;
     session::SessionMeta meta;
     meta.protocol_version = static_cast<std::uint8_t>(cs.version);
     meta.clean = cs.clean;
@@ -638,11 +641,11 @@ std::error_code Broker::import_session(std::string_view bytes) {
   std::string error;
   auto imported = session::import_session(bytes, net::Clock::now(), error);
   if (!imported) return make_error_code(errc::malformed_input);
-  net::Core* core = d.core.get();
+  net::Runtime* core = d.core.get();
   net::Shard* s = &core->shard(core->home_shard(imported->session->client_id()));
   auto shared = std::make_shared<session::ImportedSession>(std::move(*imported));
   auto result = run_on(*s, true, [core, s, shared] {
-    std::error_code ec = core->install_session(*s, std::move(*shared));
+    std::error_code ec = s->sessions.install(std::move(*shared), net::Clock::now());
     core->flush(*s);
     return ec;
   });
@@ -652,12 +655,12 @@ std::error_code Broker::import_session(std::string_view bytes) {
 bool Broker::stop_client(const std::string& client_id) {
   Impl& d = *impl_;
   if (!d.core) return false;
-  net::Core* core = d.core.get();
+  net::Runtime* core = d.core.get();
   net::Shard* s = &core->shard(core->home_shard(client_id));
   auto found = run_on(*s, d.running, [core, s, client_id] {
-    const net::ClientSessionPtr* session = s->sessions.find(client_id);
-    if (session == nullptr || (*session)->connection == nullptr) return false;
-    (*session)->connection->kick(ReasonCode::administrative_action);
+    const session::ClientSessionPtr* session = s->sessions.table().find(client_id);
+    if (session == nullptr || (*session)->attached == nullptr) return false;
+    (*session)->attached->kick(ReasonCode::administrative_action);
     core->flush(*s);
     return true;
   });

@@ -1,33 +1,20 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "broker/retained.hpp"
+#include "retained/store.hpp"
 
 #include <algorithm>
 
 #include "topic/topic.hpp"
 
-namespace brokerha::broker {
+namespace brokerha::retained {
 
-std::uint64_t HybridClock::now() noexcept {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                      std::chrono::system_clock::now().time_since_epoch())
-                      .count();
-  const std::uint64_t physical = static_cast<std::uint64_t>(ms) << 16;
-  last_ = physical > last_ ? physical : last_ + 1;
-  return last_;
-}
-
-void HybridClock::observe(std::uint64_t remote) noexcept {
-  if (remote > last_) last_ = remote;
-}
-
-RetainedVersion RetainedStore::write(const MessagePtr& message, std::string_view node) {
-  RetainedVersion v{clock_.now(), std::string(node)};
+hlc::Version Store::write(const MessagePtr& message, std::string_view node) {
+  hlc::Version v{clock_.now(), std::string(node)};
   set(message->topic, message, v);
   return v;
 }
 
-bool RetainedStore::apply(const std::string& topic, const MessagePtr& message,
-                          const RetainedVersion& version) {
+bool Store::apply(const std::string& topic, const MessagePtr& message,
+                  const hlc::Version& version) {
   clock_.observe(version.hlc);
   auto it = entries_.find(topic);
   if (it != entries_.end() && !version.newer_than(it->second.version)) return false;
@@ -35,8 +22,7 @@ bool RetainedStore::apply(const std::string& topic, const MessagePtr& message,
   return true;
 }
 
-void RetainedStore::set(const std::string& topic, const MessagePtr& message,
-                        const RetainedVersion& version) {
+void Store::set(const std::string& topic, const MessagePtr& message, const hlc::Version& version) {
   const bool deleting = !message || message->payload.empty();
   auto it = entries_.find(topic);
   const bool was_live = it != entries_.end() && it->second.message != nullptr;
@@ -65,7 +51,7 @@ void RetainedStore::set(const std::string& topic, const MessagePtr& message,
   e.version = version;
 }
 
-std::vector<MessagePtr> RetainedStore::matching(std::string_view filter) const {
+std::vector<MessagePtr> Store::matching(std::string_view filter) const {
   std::vector<MessagePtr> out;
   if (!topic::has_wildcard(filter)) {
     auto it = entries_.find(filter);
@@ -84,11 +70,11 @@ std::vector<MessagePtr> RetainedStore::matching(std::string_view filter) const {
   return out;
 }
 
-void RetainedStore::for_each(const std::function<void(const std::string&, const Entry&)>& f) const {
+void Store::for_each(const std::function<void(const std::string&, const Entry&)>& f) const {
   for (const auto& [name, e] : entries_) f(name, e);
 }
 
-void RetainedStore::prune(Clock::time_point now) {
+void Store::prune(Clock::time_point now) {
   for (auto it = entries_.begin(); it != entries_.end();) {
     if (it->second.message && it->second.message->expired(now)) {
       // Expired: gone for good, as if deleted at its expiry (no tombstone needed: every
@@ -123,4 +109,4 @@ void RetainedStore::prune(Clock::time_point now) {
   }
 }
 
-}  // namespace brokerha::broker
+}  // namespace brokerha::retained

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "broker/message.hpp"
+#include "message/message.hpp"
 
 #include "mqtt/codec.hpp"
 
-namespace brokerha::broker {
+namespace brokerha::message {
 
 Message::~Message() {
   for (auto& slot : cache_) delete slot.load(std::memory_order_relaxed);
@@ -80,4 +80,4 @@ const std::string* Message::encoded(mqtt::ProtocolVersion version, std::uint8_t 
   return expected;  // another thread cached it first; ours is freed
 }
 
-}  // namespace brokerha::broker
+}  // namespace brokerha::message

@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "registry/session_registry.hpp"
+
+namespace brokerha::registry {
+
+namespace {
+
+// How long a shard remembers the claim on a client id it no longer holds: far longer than a
+// claim takes to cross the cluster (bounded by the route ack timeout, about a second).
+constexpr auto kClaimMemory = std::chrono::seconds(60);
+
+}  // namespace
+
+access::Identity SessionRegistry::identity(const ClientSession& s) {
+  access::Identity who;
+  who.client_id = s.state.client_id();
+  if (s.username) who.username = *s.username;
+  if (s.attached != nullptr) {
+    who.remote_ip = s.attached->remote_address();
+    who.remote_port = s.attached->remote_port();
+  }
+  return who;
+}
+
+Attached SessionRegistry::attach(const AttachRequest& request, Attachment* who) {
+  Attached out;
+  if (const ClientSessionPtr* found = table_.find(request.client_id)) {
+    ClientSessionPtr existing = *found;
+    if (existing->attached != nullptr) existing->attached->kick(ReasonCode::session_taken_over);
+    // The old connection's session may have ended with it (clean session, expiry 0): then
+    // there is nothing to resume or discard.
+    if (existing->removed) {
+      out.present = false;
+    } else if (request.clean_start) {
+      discard(existing);  // publishes a will still waiting for its delay
+    } else {
+      out.present = true;
+      existing->will.reset();  // reconnected within the will delay: no will (MQTT 5.0 3.1.3.2.2)
+      out.session = existing;
+    }
+  }
+  if (!out.session) {
+    out.session = std::make_shared<ClientSession>(request.client_id, cx_.shard);
+    table_.insert(out.session);
+    router::Counters::add(cx_.counters.sessions);
+  }
+  ClientSession& s = *out.session;
+  s.attached = who;
+  s.version = request.version;
+  s.username = request.username;
+  s.clean = request.clean_start;
+  s.expiry_interval = request.session_expiry;
+  s.expires_at.reset();
+  router::Counters::add(cx_.counters.clients_connected);
+  return out;
+}
+
+void SessionRegistry::detach(const ClientSessionPtr& s, Attachment* who, message::MessagePtr will,
+                             std::uint32_t will_delay, Clock::time_point now) {
+  if (s->attached == who) {
+    s->attached = nullptr;
+    router::Counters::sub(cx_.counters.clients_connected);
+  }
+  s->state.connection_lost();
+  const bool session_ends = s->expiry_interval == 0;
+  if (will) {
+    if (will_delay == 0 || session_ends) {
+      publish_will(will);
+    } else {
+      s->will = std::make_unique<session::PendingWill>(
+          session::PendingWill{std::move(will), now + std::chrono::seconds(will_delay)});
+    }
+  }
+  if (session_ends) {
+    discard(s);
+    return;
+  }
+  if (s->expiry_interval != 0xFFFFFFFFu) {
+    s->expires_at = now + std::chrono::seconds(s->expiry_interval);
+  }
+  const std::size_t before = s->state.queued_bytes();
+  s->state.drop_qos0();  // an offline session keeps QoS 1/2 only (as Mosquitto)
+  cx_.counters.account(static_cast<std::int64_t>(s->state.queued_bytes()) -
+                       static_cast<std::int64_t>(before));
+}
+
+void SessionRegistry::discard(const ClientSessionPtr& session) {
+  if (session->removed) return;
+  session->removed = true;
+  cx_.counters.account(-static_cast<std::int64_t>(session->state.queued_bytes()));
+  if (session->will) {
+    publish_will(session->will->message);
+    session->will.reset();
+  }
+  cx_.router.routes().unsubscribe_all(*session, route_changes());
+  table_.erase(session.get());
+  router::Counters::sub(cx_.counters.sessions);
+}
+
+void SessionRegistry::publish_will(const message::MessagePtr& will) {
+  const router::RouteResult r = cx_.router.route(will, cx_.outbox);
+  if (r.targets != 0 || r.remote != 0) cx_.schedule_flush();
+}
+
+std::error_code SessionRegistry::install(session::ImportedSession imported, Clock::time_point now) {
+  const std::string id = imported.session->client_id();
+  if (const ClientSessionPtr* found = table_.find(id)) {
+    if ((*found)->attached != nullptr) return make_error_code(errc::session_in_use);
+    ClientSessionPtr old = *found;
+    old->will.reset();  // replaced, not ended: its delayed will is not due
+    discard(old);
+  }
+  auto s = std::make_shared<ClientSession>(id, cx_.shard);
+  s->state = std::move(*imported.session);
+  s->version = static_cast<mqtt::ProtocolVersion>(imported.meta.protocol_version);
+  s->username = std::move(imported.meta.username);
+  s->clean = imported.meta.clean;
+  s->expiry_interval = imported.meta.expiry_interval;
+  if (s->expiry_interval != 0xFFFFFFFFu) {
+    s->expires_at = now + std::chrono::seconds(s->expiry_interval);
+  }
+  for (const auto& [filter, options] : s->state.subscriptions()) {
+    cx_.router.routes().subscribe(s, filter, options, route_changes());
+  }
+  cx_.counters.account(static_cast<std::int64_t>(s->state.queued_bytes()));
+  table_.insert(std::move(s));
+  router::Counters::add(cx_.counters.sessions);
+  return {};
+}
+
+void SessionRegistry::deliver(router::Target& target) {
+  ClientSession& s = *target.session;
+  if (s.removed) return;
+  if (!cx_.access.deliveries_unchecked() &&
+      !cx_.access.delivery_allowed(identity(s), target.delivery.message->topic)) {
+    router::Counters::add(cx_.counters.acl_denials);
+    return;
+  }
+  if (s.attached == nullptr && target.delivery.qos == 0) return;  // offline: QoS 1/2 only
+  const std::size_t before = s.state.queued_bytes();
+  const std::size_t dropped =
+      s.state.enqueue(std::move(target.delivery), {cx_.max_queued_messages});
+  cx_.counters.account(static_cast<std::int64_t>(s.state.queued_bytes()) -
+                       static_cast<std::int64_t>(before));
+  if (dropped != 0) router::Counters::add(cx_.counters.messages_dropped, dropped);
+  if (s.attached != nullptr) s.attached->pump();
+}
+
+void SessionRegistry::sweep(Clock::time_point now, std::uint32_t sweeps) {
+  std::vector<ClientSessionPtr> expired;
+  std::uint64_t inflight = 0;
+  std::vector<message::MessagePtr> wills;  // published after the walk (routing may not touch
+                                           // the table)
+  table_.for_each([&](const ClientSessionPtr& s) {
+    inflight += s->state.inflight().size();
+    s->state.shrink_if_empty();
+    if (s->attached != nullptr) return;
+    if (s->will && now >= s->will->due) {
+      wills.push_back(std::move(s->will->message));
+      s->will.reset();
+    }
+    if (s->expires_at && now >= *s->expires_at) expired.push_back(s);
+  });
+  for (const message::MessagePtr& w : wills) publish_will(w);
+  for (const auto& s : expired) discard(s);
+  if (sweeps % 16 == 0 && !claims_.empty()) {
+    // A claim record outlives its session by kClaimMemory: long past any late claim.
+    for (auto it = claims_.begin(); it != claims_.end();) {
+      if (now - it->second.at > kClaimMemory && !table_.contains(it->first)) {
+        it = claims_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  cx_.counters.inflight.store(inflight, std::memory_order_relaxed);
+}
+
+bool SessionRegistry::accept_claim(const std::string& client_id, const ClaimVersion& version,
+                                   Clock::time_point now) {
+  auto [it, inserted] = claims_.try_emplace(client_id);
+  if (!inserted && it->second.version.newer_than(version)) return false;
+  it->second.version = version;
+  it->second.at = now;
+  return true;
+}
+
+router::TakeResult SessionRegistry::take(const std::string& client_id, const ClaimVersion& version,
+                                         router::TakeMode mode, std::string& exported,
+                                         Clock::time_point now) {
+  using router::TakeMode;
+  using router::TakeResult;
+  auto [it, inserted] = claims_.try_emplace(client_id);
+  if (!inserted && it->second.version.newer_than(version)) return TakeResult::newer_here;
+  it->second.version = version;
+  it->second.at = now;
+  const ClientSessionPtr* found = table_.find(client_id);
+  if (found == nullptr) return TakeResult::none;
+  ClientSessionPtr s = *found;
+  if (mode != TakeMode::discard) s->will.reset();  // resumed elsewhere, or superseded
+  if (s->attached != nullptr) {
+    // Closes with DISCONNECT 0x8E; a clean session (expiry 0) ends with the connection.
+    s->attached->kick(ReasonCode::session_taken_over);
+    if (mode != TakeMode::discard) s->will.reset();  // a will the kick left waiting
+  }
+  if (s->removed) return TakeResult::discarded;
+  if (mode == TakeMode::move) {
+    session::SessionMeta meta;
+    meta.protocol_version = static_cast<std::uint8_t>(s->version);
+    meta.clean = s->clean;
+    meta.username = s->username;
+    meta.expiry_interval = s->expiry_interval;
+    exported = session::export_session(s->state, meta, now);
+  }
+  discard(s);
+  return mode == TakeMode::move ? TakeResult::moved : TakeResult::discarded;
+}
+
+bool SessionRegistry::adopt(const ClaimVersion& version, std::string_view bytes,
+                            Clock::time_point now) {
+  std::string error;
+  auto imported = session::import_session(bytes, now, error);
+  if (!imported) return false;
+  const std::string& id = imported->session->client_id();
+  auto it = claims_.find(id);
+  if (it == claims_.end() || it->second.version.newer_than(version) ||
+      version.newer_than(it->second.version) || table_.contains(id)) {
+    return false;
+  }
+  return !install(std::move(*imported), now);
+}
+
+void SessionRegistry::held_claims(std::vector<std::pair<std::string, ClaimVersion>>& out) const {
+  for (const auto& [id, record] : claims_) {
+    if (table_.contains(id)) out.emplace_back(id, record.version);
+  }
+}
+
+}  // namespace brokerha::registry
