@@ -445,17 +445,21 @@ void ClientProtocol::attach(std::shared_ptr<ConnectInfo> info) {
     shard.access.notify([&](EventHook& h) { h.on_connect(e); });
   }
 
-  // Resend what was in flight (MQTT 4.4): PUBLISH with DUP, or PUBREL for released QoS 2.
+  // Resend what was in flight (MQTT 4.4): PUBLISH with DUP, or PUBREL for released QoS 2. A
+  // message now larger than the client's maximum packet is dropped as if it had been sent
+  // (MQTT 5.0 3.1.2.25), not left in flight holding a slot of the window forever.
+  std::vector<std::uint16_t> too_large;
   for (session::Inflight& f : s.state.inflight()) {
     if (f.released) {
       mqtt::Pubrel rel;
       rel.packet_id = f.packet_id;
       send(rel);
-    } else {
-      send_delivery(f.delivery, f.packet_id, true);
+    } else if (!send_delivery(f.delivery, f.packet_id, true)) {
+      too_large.push_back(f.packet_id);
     }
     f.sent = true;
   }
+  for (std::uint16_t id : too_large) s.state.abandon(id);
   pump();
   resume();
 }
