@@ -11,6 +11,7 @@
 #include <brokerha/broker.hpp>
 #include <brokerha/bus.hpp>
 #include <brokerha/options.hpp>
+#include <brokerha/testing.hpp>
 
 #include <doctest/doctest.h>
 
@@ -329,8 +330,8 @@ TEST_CASE(
 
   // {n1, n2} | {n3}
   for (std::size_t side_a : {0u, 1u}) {
-    c[side_a].set_cluster_partition(c.address(2), true);
-    c[2].set_cluster_partition(c.address(side_a), true);
+    brokerha::testing::set_cluster_partition(c[side_a], c.address(2), true);
+    brokerha::testing::set_cluster_partition(c[2], c.address(side_a), true);
   }
   REQUIRE_MESSAGE(wait_until(
                       [&] {
@@ -353,8 +354,8 @@ TEST_CASE(
   REQUIRE(wait_until([&] { return c[1].retained("p/#").size() == 3; }, 10s));
 
   for (std::size_t side_a : {0u, 1u}) {
-    c[side_a].set_cluster_partition(c.address(2), false);
-    c[2].set_cluster_partition(c.address(side_a), false);
+    brokerha::testing::set_cluster_partition(c[side_a], c.address(2), false);
+    brokerha::testing::set_cluster_partition(c[2], c.address(side_a), false);
   }
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, 60s), describe(c));
   const std::map<std::string, std::string> expected{
@@ -571,12 +572,12 @@ TEST_CASE(
   auto p3 = publisher(c.port(2), "p3");
   // Hold n3's frames to n2 (the link stops; membership still reaches n2 through n1), so that
   // n3 picks n2 for messages that arrive after b has left.
-  c[2].set_cluster_partition(c.address(1), true);
-  c[1].set_cluster_partition(c.address(2), true);
+  brokerha::testing::set_cluster_partition(c[2], c.address(1), true);
+  brokerha::testing::set_cluster_partition(c[1], c.address(2), true);
   const std::vector<std::string> held = publish_numbered(*p3, "gone", "held", 20);
   REQUIRE(unsubscribe(*b, group));
-  c[2].set_cluster_partition(c.address(1), false);
-  c[1].set_cluster_partition(c.address(2), false);
+  brokerha::testing::set_cluster_partition(c[2], c.address(1), false);
+  brokerha::testing::set_cluster_partition(c[1], c.address(2), false);
   REQUIRE(wait_until([&] { return c[1].cluster().shared_dropped != 0; }, 20s));
   const auto got = receive_spread({a.get(), b.get()}, held.size());
   const std::uint64_t dropped = c[1].cluster().shared_dropped;

@@ -7,6 +7,7 @@
 // tests/processes/cluster_server_test.cpp.
 
 #include <brokerha/broker.hpp>
+#include <brokerha/testing.hpp>
 
 #include <doctest/doctest.h>
 
@@ -257,8 +258,8 @@ TEST_CASE("cluster sessions: takeover during a partition and after it heals") {
 
   // {n1, n2} | {n3}
   for (std::size_t a : {0u, 1u}) {
-    c[a].set_cluster_partition(c.address(2), true);
-    c[2].set_cluster_partition(c.address(a), true);
+    brokerha::testing::set_cluster_partition(c[a], c.address(2), true);
+    brokerha::testing::set_cluster_partition(c[2], c.address(a), true);
   }
   REQUIRE_MESSAGE(
       wait_until(
@@ -277,8 +278,8 @@ TEST_CASE("cluster sessions: takeover during a partition and after it heals") {
 
   // After the heal the newer claim (n3's) wins: n1 closes its connection with 0x8E.
   for (std::size_t a : {0u, 1u}) {
-    c[a].set_cluster_partition(c.address(2), false);
-    c[2].set_cluster_partition(c.address(a), false);
+    brokerha::testing::set_cluster_partition(c[a], c.address(2), false);
+    brokerha::testing::set_cluster_partition(c[2], c.address(a), false);
   }
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, 60s), describe(c));
   CHECK(closed_with(old, ReasonCode::session_taken_over, 10s));

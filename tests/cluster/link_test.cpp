@@ -31,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "membership/stream_seam.hpp"
 #include "support/broker_fixture.hpp"
 
 using namespace std::chrono_literals;
@@ -127,8 +128,8 @@ class Node {
       mo.bind_address = "127.0.0.1";
       mo.port = 0;
       member_ = std::make_unique<brokerha::Membership>(mo);
-      member_->set_stream_handler(
-          [this](int fd, std::string_view first) { lm_->accept(fd, first); });
+      brokerha::membership::set_stream_handler(
+          *member_, [this](int fd, std::string_view first) { lm_->accept(fd, first); });
       member_->start();
       port_ = member_->bound_port();
     }

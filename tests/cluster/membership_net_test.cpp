@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "membership/stream_seam.hpp"
 #include "support/broker_fixture.hpp"
 
 using namespace std::chrono_literals;
@@ -305,7 +306,7 @@ TEST_CASE("membership net: a foreign TCP stream goes to the stream handler") {
   std::mutex mu;
   std::string first;
   brokerha::Membership m(options("router", ""));
-  m.set_stream_handler([&](int fd, std::string_view bytes) {
+  brokerha::membership::set_stream_handler(m, [&](int fd, std::string_view bytes) {
     {
       std::lock_guard<std::mutex> lock(mu);
       first = std::string(bytes);

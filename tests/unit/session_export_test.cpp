@@ -245,8 +245,7 @@ session::SessionMeta rich_meta() {
   return meta;
 }
 
-// ---- comparison
-// -----------------------------------------------------------------------------------
+// ---- comparison ---------------------------------------------------------------------------------
 
 void check_same_message(const msg::Message& a, const msg::Message& b, SteadyClock::time_point now) {
   CHECK(a.topic == b.topic);

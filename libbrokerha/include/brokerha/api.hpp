@@ -8,9 +8,8 @@
 //   api.bind = "127.0.0.1";
 //   api.port = 0;                                   // a free port: see port()
 //   brokerha::ApiServer server(api, broker, *bus);  // broker started (or not) by the caller
-//   server.start();                                 // binds synchronously; throws
-//   std::system_error server.stop();                                  // idempotent; bounded with
-//   SSE streams open
+//   server.start();  // binds synchronously; throws std::system_error
+//   server.stop();   // idempotent; bounded with SSE streams open
 //
 // Threads: the server runs its own listener thread and a fixed pool of request threads
 // (ApiOptions::threads + max_sse_clients + max_proxy_calls). An SSE stream holds one pool

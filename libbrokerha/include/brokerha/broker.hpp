@@ -32,6 +32,10 @@
 
 namespace brokerha {
 
+namespace detail {
+struct BrokerAccess;  // the library's own access (testing.hpp's fault injection)
+}  // namespace detail
+
 /// One subscription of a client, as SUBSCRIBE gave it.
 struct SubscriptionInfo {
   std::string filter;  // without the "$share/{group}/" prefix
@@ -269,15 +273,11 @@ class BROKERHA_API Broker {
   /// node. Any thread; never waits for the broker's threads.
   ClusterInfo cluster() const;
 
-  /// Fault injection for tests: while `address` (a peer's numeric IP) is blocked, this node
-  /// neither sends to it nor hears from it, on the membership and the data plane alike, as
-  /// in a network partition. No effect on a single node. Any thread.
-  void set_cluster_partition(const std::string& address, bool blocked);
-
   /// Disconnects a client (v5: DISCONNECT 0x98 Administrative action). False if unknown.
   bool stop_client(const std::string& client_id);
 
  private:
+  friend struct detail::BrokerAccess;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -37,6 +37,10 @@
 
 namespace brokerha {
 
+namespace detail {
+struct MembershipAccess;  // the library's own access (the data plane's stream hand-over)
+}  // namespace detail
+
 /// The gossip protocol's own settings: who this node is and memberlist's knobs, with
 /// broker-ha's effective defaults (memberlist's DefaultLocalConfig as broker-ha changes it).
 /// MembershipOptions adds where it listens and how its packets are framed.
@@ -124,11 +128,6 @@ class BROKERHA_API Membership {
   using EventCallback = std::function<void(const MemberEvent&)>;
   /// A user message from another node; runs on the membership thread; must not block.
   using MessageCallback = std::function<void(std::string_view payload)>;
-  /// A TCP stream on the membership port whose first byte is not a memberlist message type
-  /// (0..13, 244): the cluster data plane shares the port. Gets the connected socket's file
-  /// descriptor (the handler owns it and must close it) and the bytes already read from it.
-  /// Runs on the membership thread; must not block (hand the descriptor to another thread).
-  using StreamHandler = std::function<void(int fd, std::string_view first_bytes)>;
   /// Push-pull user state (memberlist's Delegate.LocalState / MergeRemoteState): what this
   /// node sends with every push-pull (`join`: the exchange is part of a join), and what it
   /// gets from the other side (never empty). Both run on the membership thread, inside the
@@ -144,7 +143,6 @@ class BROKERHA_API Membership {
   /// Before start() only.
   void set_event_callback(EventCallback cb);
   void set_message_callback(MessageCallback cb);
-  void set_stream_handler(StreamHandler handler);
   void set_state_callbacks(LocalStateCallback local, MergeStateCallback merge);
 
   /// Binds UDP and TCP on the same port, marks this node alive and starts the thread.
@@ -173,10 +171,6 @@ class BROKERHA_API Membership {
   std::uint16_t bound_port() const noexcept;
   MembershipStats stats() const;
 
-  /// Test fault switch: while `address` (numeric IP) is blocked, nothing is sent to it and
-  /// nothing from it is heard (UDP and TCP), as in a network partition. Any thread.
-  void set_blocked(const std::string& address, bool blocked);
-
   /// Best effort, one UDP datagram to `node`. errc::invalid_argument: unknown node or too
   /// large for udp_buffer_size.
   std::error_code send(const std::string& node, std::string_view payload);
@@ -187,6 +181,7 @@ class BROKERHA_API Membership {
   std::error_code send_reliable(const std::string& node, std::string_view payload);
 
  private:
+  friend struct detail::MembershipAccess;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

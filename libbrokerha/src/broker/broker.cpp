@@ -5,6 +5,7 @@
 
 #include <brokerha/broker.hpp>
 #include <brokerha/bus.hpp>
+#include <brokerha/testing.hpp>
 
 #include <condition_variable>
 #include <cstdio>
@@ -468,9 +469,14 @@ ClusterInfo Broker::cluster() const {
   return impl_->node->info();
 }
 
-void Broker::set_cluster_partition(const std::string& address, bool blocked) {
-  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
-  if (impl_->node) impl_->node->set_partition(address, blocked);
+struct detail::BrokerAccess {
+  static Broker::Impl& impl(Broker& b) noexcept { return *b.impl_; }
+};
+
+void testing::set_cluster_partition(Broker& broker, const std::string& address, bool blocked) {
+  auto& d = detail::BrokerAccess::impl(broker);
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  if (d.node) d.node->set_partition(address, blocked);
 }
 
 std::vector<Endpoint> Broker::listen_endpoints() const {

@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cluster/node.hpp"
 
+#include <brokerha/testing.hpp>
+
 #include <algorithm>
 #include <cstdio>
 #include <future>
 #include <random>
 
 #include "bus/message_json.hpp"
+#include "membership/stream_seam.hpp"
 #include "topic/topic.hpp"
 #include "util/lifecycle.hpp"
 
@@ -88,8 +91,8 @@ void Node::start() {
   membership_ = std::make_unique<Membership>(options_.membership);
   membership_->set_event_callback(
       [this](const MemberEvent& e) { asio::post(ctx_, [this, e] { on_member_event(e); }); });
-  membership_->set_stream_handler(
-      [this](int fd, std::string_view first) { links_->accept(fd, first); });
+  membership::set_stream_handler(
+      *membership_, [this](int fd, std::string_view first) { links_->accept(fd, first); });
   membership_->start();  // throws: the port is taken, bad options
 
   const DiscoveryOptions& d = options_.discovery;
@@ -174,7 +177,7 @@ void Node::leave(std::chrono::milliseconds timeout) noexcept {
 
 void Node::set_partition(const std::string& address, bool blocked) {
   if (!membership_) return;
-  membership_->set_blocked(address, blocked);
+  testing::set_membership_blocked(*membership_, address, blocked);
   asio::post(ctx_, [this, address, blocked] {
     if (blocked) {
       partitioned_.insert(address);
@@ -561,8 +564,7 @@ void Node::emit_message_from(const std::string& peer, const message::Message& m)
   message_from_.publish(std::move(json));
 }
 
-// ---- retained replication
-// ------------------------------------------------------------------------
+// ---- retained replication -----------------------------------------------------------------------
 
 Digest Node::digest() const {
   Digest d{};
@@ -665,8 +667,7 @@ void Node::schedule_repair() {
   });
 }
 
-// ---- discovery and joins
-// ---------------------------------------------------------------------------
+// ---- discovery and joins ------------------------------------------------------------------------
 
 void Node::on_discovery(const DiscoveryResult& r) {
   {

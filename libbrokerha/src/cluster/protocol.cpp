@@ -384,8 +384,7 @@ bool decode_buckets(std::string_view body, std::vector<std::uint16_t>& buckets) 
   return r.empty();
 }
 
-// ---- claims
-// --------------------------------------------------------------------------------------
+// ---- claims -------------------------------------------------------------------------------------
 
 std::string encode_claim_request(std::uint64_t request, std::string_view client_id) {
   std::string out;

@@ -11,6 +11,7 @@
 // each way, each with a tcp_timeout deadline for the whole exchange and a max_stream size cap.
 
 #include <brokerha/membership.hpp>
+#include <brokerha/testing.hpp>
 
 #include <algorithm>
 #include <array>
@@ -26,6 +27,7 @@
 
 #include "io/asio.hpp"
 #include "membership/core.hpp"
+#include "membership/stream_seam.hpp"
 #include "util/lifecycle.hpp"
 
 namespace brokerha {
@@ -147,7 +149,7 @@ struct Membership::Impl final : mb::CoreOutput {
   MessageCallback on_message;
   LocalStateCallback on_local_state;
   MergeStateCallback on_merge_state;
-  StreamHandler on_foreign_stream;
+  membership::StreamHandler on_foreign_stream;
 
   asio::io_context io;
   udp::socket usock{io};
@@ -187,7 +189,8 @@ struct Membership::Impl final : mb::CoreOutput {
   const mb::CodecConfig& codec() const { return core->config().codec; }
 
   // --- CoreOutput (called inside Core calls, on the membership thread) --------------------------
-  // Test fault switch (Membership::set_blocked): addresses we neither send to nor hear.
+  // Test fault switch (testing::set_membership_blocked): addresses we neither send to nor
+  // hear.
   std::atomic<bool> any_blocked{false};
   mutable std::mutex blocked_mu;
   std::set<std::string> blocked;
@@ -600,21 +603,27 @@ void Membership::set_event_callback(EventCallback cb) {
 void Membership::set_message_callback(MessageCallback cb) {
   if (!impl_->started.load()) impl_->on_message = std::move(cb);
 }
-void Membership::set_stream_handler(StreamHandler handler) {
-  if (!impl_->started.load()) impl_->on_foreign_stream = std::move(handler);
+struct detail::MembershipAccess {
+  static Membership::Impl& impl(Membership& m) noexcept { return *m.impl_; }
+};
+
+void membership::set_stream_handler(Membership& m, StreamHandler handler) {
+  auto& d = detail::MembershipAccess::impl(m);
+  if (!d.started.load()) d.on_foreign_stream = std::move(handler);
 }
 
-void Membership::set_blocked(const std::string& address, bool blocked) {
+void testing::set_membership_blocked(Membership& m, const std::string& address, bool blocked) {
+  auto& d = detail::MembershipAccess::impl(m);
   std::error_code ec;
   const auto a = asio::ip::make_address(address, ec);
   if (ec) return;
-  std::lock_guard<std::mutex> lock(impl_->blocked_mu);
+  std::lock_guard<std::mutex> lock(d.blocked_mu);
   if (blocked) {
-    impl_->blocked.insert(a.to_string());
+    d.blocked.insert(a.to_string());
   } else {
-    impl_->blocked.erase(a.to_string());
+    d.blocked.erase(a.to_string());
   }
-  impl_->any_blocked.store(!impl_->blocked.empty());
+  d.any_blocked.store(!d.blocked.empty());
 }
 
 void Membership::start() { impl_->start(); }

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+// Fault injection, for tests only: cut a node off from a peer as a network partition would,
+// without touching the network. brokerha's own cluster tests use it; a program embedding the
+// library can use it in its tests. Never in production: nothing here is needed to run a
+// broker, and a blocked peer looks exactly like a partitioned one.
+//
+// Thread safety: both functions may be called from any thread while the object runs.
+
+#include <brokerha/export.hpp>
+
+#include <string>
+
+namespace brokerha {
+
+class Broker;
+class Membership;
+
+namespace testing {
+
+/// While `address` (a peer's numeric IP) is blocked, `broker` neither sends to it nor hears
+/// from it, on the membership and the data plane alike. No effect on a single node.
+BROKERHA_API void set_cluster_partition(Broker& broker, const std::string& address, bool blocked);
+
+/// While `address` (numeric IP) is blocked, `membership` sends nothing to it and hears
+/// nothing from it (UDP and TCP).
+BROKERHA_API void set_membership_blocked(Membership& membership, const std::string& address,
+                                         bool blocked);
+
+}  // namespace testing
+}  // namespace brokerha
