@@ -17,6 +17,7 @@
 #include "support/broker_mqtt_client.hpp"
 #include "support/broker_process.hpp"
 #include "support/child_process.hpp"
+#include "support/required_tool.hpp"
 #include "support/server_cluster.hpp"
 
 namespace {
@@ -168,7 +169,7 @@ TEST_CASE("cluster server: the local-cluster script works as documented") {
   const std::string script = std::string(BROKERHA_SOURCE_DIR) + "/scripts/local-cluster.sh";
   if (brokerha::test::find_program("mosquitto_sub").empty() ||
       brokerha::test::find_program("curl").empty()) {
-    MESSAGE("skipped: mosquitto-clients or curl is not installed");
+    brokerha::test::tool_missing("mosquitto_sub (Debian mosquitto-clients) or curl");
     return;
   }
   const std::uint16_t base = free_port();
@@ -189,7 +190,7 @@ TEST_CASE(
   const std::string sub = brokerha::test::find_program("mosquitto_sub");
   const std::string pub = brokerha::test::find_program("mosquitto_pub");
   if (sub.empty() || pub.empty()) {
-    MESSAGE("skipped: mosquitto-clients is not installed");
+    brokerha::test::tool_missing("mosquitto_sub / mosquitto_pub (Debian mosquitto-clients)");
     return;
   }
   ServerCluster c(3);

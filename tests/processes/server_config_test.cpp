@@ -30,6 +30,7 @@
 
 #include "support/broker_process.hpp"
 #include "support/child_process.hpp"
+#include "support/required_tool.hpp"
 
 namespace {
 
@@ -712,8 +713,10 @@ bool wait_accepted(std::uint16_t port, const std::string& user, const std::strin
 
 // The broker-ha README example (its `//` comment made a YAML comment), without the rule
 // `remote: 127.0.0.1, allow: true`: the test clients connect from 127.0.0.1, so that rule
-// would accept any password.
-std::string readme_config(std::uint16_t port, const std::string& password) {
+// would accept any password. Its cluster binds 127.0.0.1 on a free port instead of
+// 0.0.0.0:7946, so that it never collides with another test's nodes.
+std::string readme_config(std::uint16_t port, const std::string& password,
+                          std::uint16_t cluster_port) {
   return "api:\n"
          "  user:\n"
          "    admin: admin\n"
@@ -746,6 +749,10 @@ std::string readme_config(std::uint16_t port, const std::string& password) {
          "        \"b/#\": 2\n"
          "cluster:\n"
          "  expected_members: 3\n"
+         "  bind: 127.0.0.1\n"
+         "  port: " +
+         std::to_string(cluster_port) +
+         "\n"
          "  config:\n"
          "    secret_key: \"someSecretKey13$\"\n"
          "    tcp_timeout: 1000\n"
@@ -764,12 +771,13 @@ std::string readme_config(std::uint16_t port, const std::string& password) {
 TEST_CASE(
     "server config: the broker-ha README config enforces its auth rules and SIGHUP reloads them") {
   if (brokerha::test::mosquitto_pub_path().empty()) {
-    MESSAGE("skipped: mosquitto_pub is not installed (Debian mosquitto-clients)");
+    brokerha::test::tool_missing("mosquitto_pub (Debian mosquitto-clients)");
     return;
   }
   TempDir dir;
   const std::uint16_t port = free_port();
-  const std::string file = dir.write("config.yaml", readme_config(port, "test"));
+  const std::uint16_t cluster_port = free_port();
+  const std::string file = dir.write("config.yaml", readme_config(port, "test", cluster_port));
   BackgroundProcess server({kServer, "--config", file});
   REQUIRE_MESSAGE(server.running(), server.error());
   REQUIRE_MESSAGE(
@@ -784,7 +792,7 @@ TEST_CASE(
   CHECK(publish(port, "test", "test").exit_code == 0);
 
   {  // SIGHUP with a new password
-    dir.write("config.yaml", readme_config(port, "n3w-pass"));
+    dir.write("config.yaml", readme_config(port, "n3w-pass", cluster_port));
     ::kill(server.pid(), SIGHUP);
     CHECK(wait_accepted(port, "test", "n3w-pass"));
     CHECK(publish(port, "test", "test").exit_code != 0);

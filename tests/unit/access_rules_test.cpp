@@ -28,6 +28,7 @@
 
 #include "access/rules.hpp"
 #include "support/child_process.hpp"
+#include "support/required_tool.hpp"
 
 namespace {
 
@@ -427,8 +428,8 @@ TEST_CASE("access password file: mosquitto_passwd $7$ hashes verify") {
   }
 
   if (brokerha::test::find_program(kMosquittoPasswd).empty()) {
-    MESSAGE("skipped the live part: " << kMosquittoPasswd << " is not installed (Debian package "
-                                      << "mosquitto)");
+    brokerha::test::tool_missing(std::string(kMosquittoPasswd) +
+                                 " (Debian mosquitto): the live part");
     return;
   }
   TempDir dir;

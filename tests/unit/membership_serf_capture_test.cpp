@@ -23,6 +23,7 @@
 #include "membership/codec.hpp"
 #include "membership/wire.hpp"
 #include "support/child_process.hpp"
+#include "support/required_tool.hpp"
 #include "support/serf_agent.hpp"
 
 namespace mb = brokerha::membership;
@@ -217,7 +218,7 @@ void capture(const std::string& serf, const std::string& key_b64, const std::str
 TEST_CASE("membership serf capture decodes what a real memberlist peer sends") {
   const std::string serf = brokerha::test::find_program("serf");
   if (serf.empty()) {
-    MESSAGE("serf is not installed (apt-get install serf): skipped");
+    brokerha::test::tool_missing("serf (Debian serf)");
     return;
   }
   SUBCASE("plaintext") { capture(serf, "", ""); }

@@ -166,7 +166,7 @@ TEST_CASE("router: remote targets are the peers that announced a matching filter
   CHECK(r.route(msg("z"), out).remote == 0);
 }
 
-TEST_CASE("router: a retained write goes to every peer with its version; $SYS stays here") {
+TEST_CASE("router: a retained write goes to every peer with its version, $SYS stays here") {
   Router r(clustered());
   Outbox out(1);
   r.peer_count = 2;
