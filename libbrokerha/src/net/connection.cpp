@@ -337,7 +337,6 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
 
 void Connection::close_when_written(int ws_close_code) {
   if (protocol_.closed()) return;
-  if (close_since_ == Clock::time_point{}) close_since_ = Clock::now();
   if (transport_) transport_->closing(static_cast<std::uint16_t>(ws_close_code));
   if (!write_active_ && !has_output()) {
     protocol_.close();
@@ -357,7 +356,7 @@ void Connection::close_socket() {
 void Connection::check_timeouts(Clock::time_point now) {
   if (protocol_.closed()) return;
   if (protocol_.closing()) {
-    if (now - close_since_ > kCloseGrace) protocol_.close();
+    if (now - protocol_.closing_since() > kCloseGrace) protocol_.close();
     return;
   }
   if (protocol_.backlog() != 0 && protocol_.connected()) {

@@ -112,7 +112,6 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
   protocol::ClientProtocol protocol_;
   std::unique_ptr<Writing> writing_;
   std::unique_ptr<Transport> transport_;  // null: plain TCP
-  Clock::time_point close_since_{};       // when the close was requested (kCloseGrace)
   // shard_->sweeps (a 1 s clock) when the backlog last shrank or began, and at the last write.
   std::uint32_t output_moved_ = 0;
   std::uint32_t last_write_sweep_ = ~std::uint32_t{0};

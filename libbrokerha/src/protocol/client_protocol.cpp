@@ -516,6 +516,7 @@ void ClientProtocol::kick(ReasonCode reason) {
 
 void ClientProtocol::close_after_write() {
   if (closed()) return;
+  if (!closing_) since_ = Clock::now();
   closing_ = true;
   // WebSocket close code (RFC 6455 7.4.1): 1001 "going away" when the broker shuts down.
   host_.close_when_written(close_reason_ == ReasonCode::server_shutting_down ? 1001 : 1000);

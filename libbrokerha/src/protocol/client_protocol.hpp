@@ -175,6 +175,8 @@ class ClientProtocol final : public session::Attachment {
   /// A decision is pending (hooks, the cluster, the move): reading waits.
   bool paused() const noexcept { return paused_; }
   bool connected() const noexcept { return state_ == State::connected; }
+  /// When closing began (meaningful once closing()).
+  Clock::time_point closing_since() const noexcept { return since_; }
   mqtt::ProtocolVersion version() const noexcept { return version_; }
   /// Output queued and not yet taken by the driver (null or empty: none).
   OutputQueue* output() noexcept { return out_.get(); }
@@ -286,7 +288,9 @@ class ClientProtocol final : public session::Attachment {
   std::unique_ptr<util::Ring<Frame>> parked_;
   std::unique_ptr<OutputQueue> out_;
   Clock::time_point last_activity_;
-  Clock::time_point since_;  // opened (until CONNECT completes)
+  // When the connection was opened (until CONNECT completes: the connect timeout), then when
+  // closing began (the driver's close grace). One field: an idle connection's size counts.
+  Clock::time_point since_;
   std::size_t backlog_ = 0;  // queued + being written
   std::uint32_t will_delay_ = 0;
   std::uint32_t client_max_packet_ = mqtt::kMaxPacketSize;
