@@ -38,6 +38,9 @@ enum class ConnState : std::uint8_t { idle, connecting, connack, suback, ready, 
 class Engine;
 class Conn;
 
+// One topic of a traffic run: its publishers and subscribers (shapes.cpp attaches them) and
+// how many measured messages were published on it. max_outstanding() is the backlog rule: the
+// most any of its subscribers has still to receive.
 struct Topic {
   std::string name;
   std::vector<Conn*> pubs;
@@ -49,6 +52,8 @@ struct Topic {
   std::uint64_t max_outstanding() const;
 };
 
+// One client connection: a publisher, a subscriber or an idle connection. Engine owns it and
+// calls the public members; the public fields are its counters, read by the engine and the report.
 class Conn {
  public:
   Conn(Engine& engine, Role role, std::uint32_t index, tcp::endpoint endpoint);
@@ -101,6 +106,7 @@ class Conn {
   bool feed_mqtt(std::string_view bytes);
   void flush_wrapped();
   void read_failed(const std::error_code& ec);
+  // client.cpp.
   const std::string& host() const;
   mqtt::Status on_packet(std::uint8_t first, std::string_view body);
   mqtt::Status on_publish(std::uint8_t first, std::string_view body);
