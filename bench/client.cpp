@@ -42,14 +42,6 @@ void append_ack(std::string& out, std::uint8_t first, std::uint16_t id) {
 
 }  // namespace
 
-std::uint64_t Topic::max_outstanding() const {
-  std::uint64_t m = 0;
-  for (const Conn* s : subs) {
-    if (sent > s->received) m = std::max(m, sent - s->received);
-  }
-  return m;
-}
-
 Conn::Conn(Engine& engine, Role role, std::uint32_t index, tcp::endpoint endpoint)
     : eng_(engine),
       role_(role),

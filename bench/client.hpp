@@ -15,6 +15,7 @@
 // read and write through TLS / WebSocket. Everything runs on the bench's one thread, driven by
 // Engine's io_context (engine.hpp).
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -49,7 +50,7 @@ struct Topic {
   bool waiters = false;    // a publisher waits for the backlog to shrink
   bool probed = false;     // every subscriber has received a probe
 
-  std::uint64_t max_outstanding() const;
+  std::uint64_t max_outstanding() const;  // inline below: the publishers' pump runs it
 };
 
 // One client connection: a publisher, a subscriber or an idle connection. Engine owns it and
@@ -146,5 +147,13 @@ class Conn {
   std::uint64_t read_ns_ = 0;  // when the current read completed
   std::unique_ptr<Wrapped> wrap_;
 };
+
+inline std::uint64_t Topic::max_outstanding() const {
+  std::uint64_t m = 0;
+  for (const Conn* s : subs) {
+    if (sent > s->received) m = std::max(m, sent - s->received);
+  }
+  return m;
+}
 
 }  // namespace brokerha::bench
