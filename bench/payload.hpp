@@ -4,7 +4,7 @@
 // size. Header-only, no I/O (the unit tests use it).
 //
 //   offset  size  field
-//        0     4  magic: "BHB1" for a measured message, "BHBP" for a probe (see main.cpp)
+//        0     4  magic: "BHB1" for a measured message, "BHBP" for a probe (engine.cpp)
 //        4     4  publisher id (little endian)
 //        8     8  sequence number of this publisher, from 0 (little endian)
 //       16     8  send time, steady_clock nanoseconds (little endian)
