@@ -7,7 +7,6 @@
 
 #include "transports.hpp"
 
-#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
 
@@ -20,6 +19,7 @@
 #include "client.hpp"
 #include "clock.hpp"
 #include "engine.hpp"
+#include "util/base64.hpp"
 
 namespace brokerha::bench {
 namespace {
@@ -28,13 +28,9 @@ namespace {
 // share the plain connections' buffer; TLS has its own record buffers below it).
 constexpr std::size_t kWrappedReadBuffer = 4 * 1024;
 
-// base64 (RFC 4648) with OpenSSL.
+// base64 (RFC 4648): the library's.
 std::string base64(const unsigned char* data, std::size_t n) {
-  std::string out(4 * ((n + 2) / 3) + 1, '\0');
-  const int len =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(&out[0]), data, static_cast<int>(n));
-  out.resize(static_cast<std::size_t>(len));
-  return out;
+  return brokerha::util::base64_encode(std::string_view(reinterpret_cast<const char*>(data), n));
 }
 
 std::string websocket_accept(const std::string& key) {
