@@ -38,7 +38,7 @@
 #include <utility>
 #include <variant>
 
-#include "bus/message_json.hpp"
+#include "http/json.hpp"
 #include "http/process_stats.hpp"
 #include "topic/topic.hpp"
 #include "util/base64.hpp"
@@ -48,8 +48,13 @@ namespace brokerha {
 
 namespace {
 
+using http::FieldType;
+using http::JsonWriter;
+using http::messages_json;
+using http::write_string;
+using http::write_subscription_map;
+
 using Clock = std::chrono::steady_clock;
-using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 
 constexpr std::size_t kSseMinBuffer = 100;
 constexpr std::size_t kSseMaxBuffer = 100'000;
@@ -63,19 +68,7 @@ struct Reply {
 };
 
 Reply error_reply(int status, std::string_view error) {
-  rapidjson::StringBuffer buf;
-  JsonWriter w(buf);
-  w.StartObject();
-  w.Key("status");
-  w.String(status < 500 ? "Invalid request." : "Unable to perform request.");
-  w.Key("error");
-  w.String(error.data(), static_cast<rapidjson::SizeType>(error.size()));
-  w.EndObject();
-  return Reply{status, buf.GetString()};
-}
-
-void write_string(JsonWriter& w, std::string_view s) {
-  w.String(s.data(), static_cast<rapidjson::SizeType>(s.size()));
+  return Reply{status, http::error_json(status, error)};
 }
 
 // Constant time in the contents (not the lengths) of the strings.
@@ -140,123 +133,6 @@ std::string label_value(std::string_view s) {
     out.push_back(c);
   }
   return out;
-}
-
-// ---- request bodies ----------------------------------------------------------------------------
-
-enum class FieldType { string, string_array, unsigned_int };
-
-struct BodyField {
-  const char* name;
-  FieldType type;
-};
-
-bool has_type(const rapidjson::Value& v, FieldType t) {
-  switch (t) {
-    case FieldType::string:
-      return v.IsString();
-    case FieldType::unsigned_int:
-      return v.IsUint64();
-    case FieldType::string_array:
-      if (!v.IsArray()) return false;
-      for (const auto& e : v.GetArray()) {
-        if (!e.IsString()) return false;
-      }
-      return true;
-  }
-  return false;
-}
-
-const char* type_name(FieldType t) {
-  switch (t) {
-    case FieldType::string:
-      return "a string";
-    case FieldType::unsigned_int:
-      return "a non-negative integer";
-    case FieldType::string_array:
-      return "an array of strings";
-  }
-  return "?";
-}
-
-bool is_json_content_type(const httplib::Request& req) {
-  std::string ct = req.get_header_value("Content-Type");
-  std::transform(ct.begin(), ct.end(), ct.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  const std::string_view v(ct);
-  const std::string_view media = v.substr(0, v.find(';'));
-  return media.substr(0, media.find_last_not_of(" \t") + 1) == "application/json";
-}
-
-// Parses a JSON object body with only `fields` (each optional, of its type). Returns an
-// error message, or "" when `doc` holds a valid body.
-std::string parse_body(const httplib::Request& req, rapidjson::Document& doc,
-                       std::initializer_list<BodyField> fields) {
-  if (!is_json_content_type(req)) return "Content-Type must be application/json";
-  doc.Parse(req.body.data(), req.body.size());
-  if (doc.HasParseError()) return "malformed JSON body";
-  if (!doc.IsObject()) return "the body must be a JSON object";
-  for (const auto& m : doc.GetObject()) {
-    const std::string_view name(m.name.GetString(), m.name.GetStringLength());
-    const BodyField* f = nullptr;
-    for (const BodyField& candidate : fields) {
-      if (name == candidate.name) f = &candidate;
-    }
-    if (f == nullptr) return "unknown field \"" + std::string(name) + "\"";
-    if (!has_type(m.value, f->type)) {
-      return std::string(f->name) + " must be " + type_name(f->type);
-    }
-  }
-  return {};
-}
-
-std::string string_field(const rapidjson::Document& doc, const char* name) {
-  auto it = doc.FindMember(name);
-  if (it == doc.MemberEnd()) return {};
-  return std::string(it->value.GetString(), it->value.GetStringLength());
-}
-
-// ---- JSON shapes -------------------------------------------------------------------------------
-
-std::string messages_json(const std::vector<MessageInfo>& messages) {
-  const auto now = std::chrono::system_clock::now();
-  std::string out = "[";
-  for (std::size_t i = 0; i < messages.size(); ++i) {
-    if (i != 0) out.push_back(',');
-    bus::append_message_json(out, bus::view_of(messages[i], now));
-  }
-  out.push_back(']');
-  return out;
-}
-
-void write_subscription(JsonWriter& w, const SubscriptionInfo& s) {
-  w.StartObject();
-  w.Key("Filter");
-  write_string(w, s.filter);
-  w.Key("Qos");
-  w.Int(s.qos);
-  w.Key("NoLocal");
-  w.Bool(s.no_local);
-  w.Key("RetainAsPublished");
-  w.Bool(s.retain_as_published);
-  w.Key("RetainHandling");
-  w.Int(s.retain_handling);
-  w.Key("Identifier");
-  w.Uint(s.identifier);
-  w.Key("ShareName");  // a list in broker-ha (mochi-mqtt's []string)
-  w.StartArray();
-  if (!s.share_name.empty()) write_string(w, s.share_name);
-  w.EndArray();
-  w.EndObject();
-}
-
-void write_subscription_map(JsonWriter& w, const std::map<std::string, SubscriptionInfo>& m) {
-  w.StartObject();
-  for (const auto& [id, s] : m) {
-    write_string(w, id);
-    write_subscription(w, s);
-  }
-  w.EndObject();
 }
 
 }  // namespace
@@ -465,9 +341,10 @@ struct ApiServer::Impl {
       const httplib::Request& req, const char* field,
       bool (*valid)(std::string_view) noexcept = nullptr, const char* invalid = nullptr) {
     rapidjson::Document doc;
-    const std::string error = parse_body(req, doc, {{field, FieldType::string}});
+    const std::string error = http::parse_body(req.get_header_value("Content-Type"), req.body, doc,
+                                               {{field, FieldType::string}});
     if (!error.empty()) return error_reply(400, error);
-    std::string value = string_field(doc, field);
+    std::string value = http::string_field(doc, field);
     if (value.empty()) return error_reply(400, std::string(field) + " is required");
     if (valid != nullptr && !valid(value)) return error_reply(400, invalid);
     return value;
@@ -663,8 +540,8 @@ struct ApiServer::Impl {
     std::uint64_t size = kSseMinBuffer;
     if (req.method == "POST") {
       rapidjson::Document doc;
-      const std::string error = parse_body(
-          req, doc,
+      const std::string error = http::parse_body(
+          req.get_header_value("Content-Type"), req.body, doc,
           {{"filters", FieldType::string_array}, {"channel_size", FieldType::unsigned_int}});
       if (!error.empty()) return send(res, error_reply(400, error));
       if (auto it = doc.FindMember("filters"); it != doc.MemberEnd()) {
