@@ -9,7 +9,7 @@
 //   routes_proxy.cpp   /proxy/<route>: this node in-process, the other members over HTTP
 //   routes_sse.cpp     /api/sse: the bus as Server-Sent Events
 //   routes_health.cpp  /ready and /healthz
-//   metrics.cpp        /metrics: Prometheus text
+//   metrics.cpp        /metrics: Prometheus text from a table of metric descriptors
 //   routes_debug.cpp   /debug/...
 //   json.cpp           JSON helpers and broker-ha's shapes
 //
