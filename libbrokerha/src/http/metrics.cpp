@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <initializer_list>
+#include <string>
 #include <string_view>
 #include <type_traits>
 #include <utility>

@@ -15,8 +15,12 @@
 
 namespace brokerha {
 
+namespace {
+
 using http::JsonWriter;
 using http::Reply;
+
+}  // namespace
 
 Reply ApiServer::Impl::debug_index(const httplib::Request&) {
   return Reply{200, R"({"endpoints":["/debug/stats","/debug/threads","/debug/memory"]})"};
