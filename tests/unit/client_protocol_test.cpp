@@ -488,3 +488,71 @@ TEST_CASE("client protocol: cluster mode: CONNACK waits for the claim and SUBACK
   CHECK(only<mqtt::Connack>(loser.received()).code ==
         static_cast<std::uint8_t>(ReasonCode::server_busy));
 }
+
+TEST_CASE("client protocol: an offline session's deliveries are checked with its last address") {
+  // ACL: read access to secret/# only from 127.0.0.1 (the harness's clients' address).
+  brokerha::BrokerOptions o;
+  brokerha::AclRule writers;  // first: the first rule that matches the topic decides
+  writers.client = "pub";
+  writers.filters = {{"#", 2}};
+  o.access.acl.push_back(writers);
+  brokerha::AclRule rule;
+  rule.remote = "127.0.0.1";
+  rule.filters = {{"secret/#", 1}};
+  o.access.acl.push_back(rule);
+  o.access.acl_default_allow = false;
+  ProtocolBroker b(o);
+  auto sub = std::make_unique<ProtocolClient>(b, V::v311);
+  connect_ok(*sub, connect("sub", V::v311, false));
+  sub->send(subscribe("secret/#", 1));
+  CHECK(only<mqtt::Suback>(sub->received()).reason_codes.at(0) == ReasonCode::granted_qos_1);
+  sub->protocol().close();
+  sub.reset();
+  ProtocolClient pub(b, V::v311);
+  connect_ok(pub, connect("pub", V::v311));
+  pub.send(publish("secret/x", "queued while offline", 1, 1));
+  only<mqtt::Puback>(pub.received());
+  // The session is offline: its last address, not an empty one, is what the rule sees.
+  CHECK((*b.sessions.table().find("sub"))->state.queued() == 1);
+  ProtocolClient again(b, V::v311);
+  again.send(connect("sub", V::v311, false));
+  const auto got = again.received();
+  REQUIRE(got.size() == 2);
+  CHECK(std::get<mqtt::Publish>(got[1]).payload == "queued while offline");
+}
+
+TEST_CASE("client protocol: a session resumed under another identity gets only what it may read") {
+  brokerha::BrokerOptions o;
+  brokerha::AclRule writers;
+  writers.client = "pub";
+  writers.filters = {{"#", 2}};
+  o.access.acl.push_back(writers);
+  brokerha::AclRule alice;
+  alice.username = "alice";
+  alice.filters = {{"private/#", 1}};
+  o.access.acl.push_back(alice);
+  o.access.acl_default_allow = false;
+  ProtocolBroker b(o);
+  auto as_alice = std::make_unique<ProtocolClient>(b, V::v311);
+  auto c = connect("shared-id", V::v311, false);
+  c.username = "alice";
+  connect_ok(*as_alice, c);
+  as_alice->send(subscribe("private/#", 1));
+  only<mqtt::Suback>(as_alice->received());
+  as_alice->protocol().close();
+  as_alice.reset();
+  ProtocolClient pub(b, V::v311);
+  connect_ok(pub, connect("pub", V::v311));
+  pub.send(publish("private/a", "for alice", 1, 1));
+  pub.received();
+  CHECK((*b.sessions.table().find("shared-id"))->state.queued() == 1);
+  // Bob resumes alice's session (same client id): the queue is checked again, for bob.
+  ProtocolClient as_bob(b, V::v311);
+  c.username = "bob";
+  as_bob.send(c);
+  const auto got = as_bob.received();
+  REQUIRE(got.size() == 1);  // the CONNACK only
+  CHECK(std::get<mqtt::Connack>(got[0]).session_present);
+  CHECK((*b.sessions.table().find("shared-id"))->state.queued() == 0);
+  CHECK(b.counters.acl_denials.load() >= 1);
+}

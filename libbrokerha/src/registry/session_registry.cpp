@@ -18,8 +18,32 @@ access::Identity SessionRegistry::identity(const ClientSession& s) {
   if (s.attached != nullptr) {
     who.remote_ip = s.attached->remote_address();
     who.remote_port = s.attached->remote_port();
+  } else if (s.last_peer) {
+    who.remote_ip = s.last_peer->address;
+    who.remote_port = s.last_peer->port;
   }
   return who;
+}
+
+void SessionRegistry::recheck(ClientSession& s) {
+  if (cx_.access.deliveries_unchecked()) return;
+  const access::Identity who = identity(s);
+  auto denied = [&](const session::Delivery& d) {
+    return !cx_.access.delivery_allowed(who, d.message->topic);
+  };
+  const std::size_t before = s.state.queued_bytes();
+  std::size_t n = s.state.drop_queued_if(denied);
+  cx_.counters.account(static_cast<std::int64_t>(s.state.queued_bytes()) -
+                       static_cast<std::int64_t>(before));
+  // In flight: a PUBLISH not yet acknowledged is not sent again to a client that may not read
+  // it; one already released (PUBREL pending) was delivered and completes normally.
+  std::vector<std::uint16_t> abandon;
+  for (const session::Inflight& f : s.state.inflight()) {
+    if (!f.released && denied(f.delivery)) abandon.push_back(f.packet_id);
+  }
+  for (std::uint16_t id : abandon) s.state.abandon(id);
+  n += abandon.size();
+  if (n != 0) router::Counters::add(cx_.counters.acl_denials, n);
 }
 
 Attached SessionRegistry::attach(const AttachRequest& request, Attachment* who) {
@@ -39,6 +63,7 @@ Attached SessionRegistry::attach(const AttachRequest& request, Attachment* who) 
       out.session = existing;
     }
   }
+  const bool resumed = out.session != nullptr;
   if (!out.session) {
     out.session = std::make_shared<ClientSession>(request.client_id, cx_.shard);
     table_.insert(out.session);
@@ -51,13 +76,17 @@ Attached SessionRegistry::attach(const AttachRequest& request, Attachment* who) 
   s.clean = request.clean_start;
   s.expiry_interval = request.session_expiry;
   s.expires_at.reset();
+  s.last_peer.reset();
   router::Counters::add(cx_.counters.clients_connected);
+  if (resumed) recheck(s);
   return out;
 }
 
 void SessionRegistry::detach(const ClientSessionPtr& s, Attachment* who, message::MessagePtr will,
                              std::uint32_t will_delay, Clock::time_point now) {
   if (s->attached == who) {
+    s->last_peer = std::make_unique<session::LastPeer>(
+        session::LastPeer{who->remote_address(), who->remote_port()});
     s->attached = nullptr;
     router::Counters::sub(cx_.counters.clients_connected);
   }

@@ -114,7 +114,8 @@ class SessionRegistry {
   /// The claims of the sessions this shard holds.
   void held_claims(std::vector<std::pair<std::string, ClaimVersion>>& out) const;
 
-  /// The identity the rules see for a session (its attached client's address, if any).
+  /// The identity the rules see for a session: its attached client's address, or while
+  /// offline the address it last had.
   static access::Identity identity(const ClientSession& s);
 
  private:
@@ -122,6 +123,9 @@ class SessionRegistry {
     return cx_.router.clustered() ? &cx_.outbox.route_changes : nullptr;
   }
   void publish_will(const message::MessagePtr& will);
+  /// A session resumed by a client that may not be the one that left it (another username, another
+  /// address): what was queued or is in flight is checked again, for the new identity.
+  void recheck(ClientSession& s);
 
   Context cx_;
   session::SessionTable table_;

@@ -50,6 +50,13 @@ class Attachment {
   ~Attachment() = default;
 };
 
+/// Where the client of an offline session was connected from: the read check of what is
+/// queued for it meanwhile sees the address it had (address rules keep applying).
+struct LastPeer {
+  std::string address;
+  std::uint16_t port = 0;
+};
+
 /// A session as the broker keeps it: the pure session state plus who is connected to it.
 /// Owned by its shard (shared_ptr so deliveries in flight between shards keep it alive).
 struct ClientSession {
@@ -62,6 +69,7 @@ struct ClientSession {
   std::optional<std::string> username;
   std::optional<Clock::time_point> expires_at;  // set while offline
   std::unique_ptr<PendingWill> will;            // a delayed will waiting for its time
+  std::unique_ptr<LastPeer> last_peer;          // set while offline
   const unsigned shard;
   std::uint32_t expiry_interval = 0;  // seconds after disconnect (v5; v3: 0 or inf)
   mqtt::ProtocolVersion version = mqtt::ProtocolVersion::v311;

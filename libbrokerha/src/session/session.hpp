@@ -105,6 +105,15 @@ class Session {
 
   /// Drops every queued QoS 0 delivery (an offline session keeps only QoS 1/2).
   std::size_t drop_qos0() noexcept;
+  /// Drops the queued deliveries `drop(delivery)` says to; returns how many.
+  template <class Pred>
+  std::size_t drop_queued_if(Pred&& drop) {
+    return queue_.erase_if([&](const Delivery& d) {
+      if (!drop(d)) return false;
+      queued_bytes_ -= size_of(d);
+      return true;
+    });
+  }
 
   // ---- restoring an imported session (session/export.hpp) ----
   void restore_inflight(Inflight f) { inflight_.push_back(std::move(f)); }
