@@ -1584,7 +1584,6 @@ COLUMNS = [
 
 
 def render(h, rows, total, fmt, t_final):
-    a = h.args
     out = []
     head = [c[1] + (" *" if c[2] else "") for c in COLUMNS]
     if fmt == "md":
