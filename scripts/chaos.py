@@ -58,8 +58,8 @@ SESSION_WAIT_MS = 12500      # shutdown.session_wait written into every node's c
 GRACE_MS = 25000             # shutdown.grace_period
 KEEPALIVE = 10
 
-# Fault classes, in the order of the table. "judged" classes are all of them: a class is left
-# out of a run with --faults, never by being unjudged.
+# Fault classes, in the order of the table. Every class is judged alike; a class is left out
+# of a run with --faults, never by judging it less.
 FAULT_CLASSES = [
     ("kill9", "kill -9 of one node, restarted after 1-5 s"),
     ("drain", "SIGTERM (graceful drain) of one node, restarted after 1-3 s"),
@@ -72,7 +72,6 @@ FAULT_CLASSES = [
     ("bigsession", "an offline session larger than one link frame resumed on another node"),
 ]
 CLASS_NAMES = [c for c, _ in FAULT_CLASSES]
-CI_SAFE_DEFAULT = None  # the CI stage names its classes explicitly (scripts/test.sh)
 
 CLONE_NEWNET = 0x40000000
 
@@ -1653,7 +1652,9 @@ def judged_failures(total, rr):
 def parse_args(argv):
     p = argparse.ArgumentParser(
         description="Fault-injection harness for a brokerha cluster (run as root with "
-                    "/usr/bin/python3). See docs/fault-harness.md.")
+                    "/usr/bin/python3). See docs/fault-harness.md.",
+        epilog="fault classes:\n" + "\n".join("  %-11s %s" % c for c in FAULT_CLASSES),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", default=DEFAULT_SERVER, help="brokerha-server binary")
     p.add_argument("--seed", type=int, default=1, help="the fault schedule's seed")
     p.add_argument("--nodes", type=int, default=3, help="3 to 5 nodes")
@@ -1832,7 +1833,7 @@ def main(argv):
             os.kill(h.dns.pid, signal.SIGKILL)
             h.dns.wait(5)
         ok_teardown = h.net.teardown()
-        if status == 0 and not a.keep:
+        if (status == 0 and not a.keep) or not os.listdir(h.work):
             shutil.rmtree(h.work, ignore_errors=True)
         else:
             log("logs and configs kept in %s" % h.work)
