@@ -1429,16 +1429,16 @@ class Harness:
 # --- analysis ------------------------------------------------------------------------------------
 
 def attribute(events, a, b):
-    """The fault class a problem in [a, b] is put on: the latest fault that started by b, if
-    its end (plus up to 10 s for the cluster to settle, at most until the next fault) is not
-    before a. Faults never overlap, so no earlier one can qualify. 'none' otherwise."""
+    """The fault a problem in [a, b] is put on (its index, -1 for none): the latest fault that
+    started by b, if its end (plus up to 10 s for the cluster to settle, at most until the next
+    fault) is not before a. Faults never overlap, so no earlier one can qualify."""
     k = bisect.bisect_right(ATTR_STARTS, b) - 1
     if k < 0:
-        return "none"
+        return -1
     ev = events[k]
     nxt = events[k + 1].start if k + 1 < len(events) else float("inf")
     tail = min(10.0, max(0.0, nxt - ev.end))
-    return ev.cls if ev.end + tail >= a else "none"
+    return k if ev.end + tail >= a else -1
 
 
 ATTR_STARTS = []
@@ -1455,18 +1455,27 @@ def holder_segments(conns, t_final):
 
 
 def analyse(h, t_final):
+    """The table's rows (per fault class), the total, examples of judged problems, and the
+    judged problems per fault (index -> Counter)."""
     ATTR_STARTS[:] = [ev.start for ev in h.events]
     rows = collections.OrderedDict()
     for cls in ["none"] + CLASS_NAMES:
         rows[cls] = collections.Counter()
-    for ev in h.events:
-        r = rows[ev.cls]
-        r["faults"] += 1
-        r["expected"] += ev.expected
-        r["lost_judged"] += ev.lost_judged
-        r["lost_other"] += ev.lost_other
-        r["sessions_lost"] += ev.sessions_lost
-        r["joiner_missing"] += ev.joiner_missing
+    per_fault = collections.defaultdict(collections.Counter)
+    judged = {c[0] for c in COLUMNS if c[3]}
+
+    def bump(k, key, n=1):
+        rows[h.events[k].cls if k >= 0 else "none"][key] += n
+        if key in judged and k >= 0 and n:
+            per_fault[k][key] += n
+
+    for k, ev in enumerate(h.events):
+        bump(k, "faults")
+        bump(k, "expected", ev.expected)
+        bump(k, "lost_judged", ev.lost_judged)
+        bump(k, "lost_other", ev.lost_other)
+        bump(k, "sessions_lost", ev.sessions_lost)
+        bump(k, "joiner_missing", ev.joiner_missing)
     nodes = h.nodes
     pubs = h.pubs
     examples = []
@@ -1498,14 +1507,13 @@ def analyse(h, t_final):
                 if not exp:
                     continue
                 if seq in first:
-                    cls = attribute(h.events, t_send, first[seq][0])
-                    rows[cls]["expected"] += 1
+                    bump(attribute(h.events, t_send, first[seq][0]), "expected")
                     continue
                 k = bisect.bisect_right(seqs_sorted, seq)
                 t_res = later[seqs_sorted[k]] if k < len(seqs_sorted) else t_final
                 t_res = max(t_res, t_send)
-                cls = attribute(h.events, t_send, t_res)
-                rows[cls]["expected"] += 1
+                k = attribute(h.events, t_send, t_res)
+                bump(k, "expected")
                 excused = nodes[ack_node - 1].fatal_between(t_send, t_res)
                 if not excused:
                     for node, a, b in segs:
@@ -1513,9 +1521,9 @@ def analyse(h, t_final):
                             excused = True
                             break
                 if excused:
-                    rows[cls]["lost_other"] += 1
+                    bump(k, "lost_other")
                 else:
-                    rows[cls]["lost_judged"] += 1
+                    bump(k, "lost_judged")
                     if len(examples) < 10:
                         held = ["n%d from %.1f" % (node, a - T0) for node, a, b in segs
                                 if a <= t_res and b >= t_send - 5]
@@ -1530,8 +1538,7 @@ def analyse(h, t_final):
                 f = first.get(seq)
                 allowed = dup or (seq < len(pub.msgs) and pub.msgs[seq][4] > 1) or \
                     (f is not None and f[1] != conn)
-                cls = attribute(h.events, t, t)
-                rows[cls]["dups_ok" if allowed else "dup_violations"] += 1
+                bump(attribute(h.events, t, t), "dups_ok" if allowed else "dup_violations")
             # order: a first arrival overtaken by a later message of the same publisher
             # connection, both sent once
             top = -1
@@ -1539,8 +1546,8 @@ def analyse(h, t_final):
                 if seq < top:
                     m, mt = pub.msgs[seq], pub.msgs[top]
                     if m[4] == 1 and mt[4] == 1 and m[3] is not None and m[3] == mt[3]:
-                        cls = attribute(h.events, first[seq][0], first[seq][0])
-                        rows[cls]["order_violations"] += 1
+                        bump(attribute(h.events, first[seq][0], first[seq][0]),
+                             "order_violations")
                 else:
                     top = seq
         # sessions: present 0 where the session should have existed: excused only when a
@@ -1553,19 +1560,32 @@ def analyse(h, t_final):
                     excused = True
                     break
             dropped = s.conns[j - 1].t_end or s.conns[j - 1].t
-            cls = attribute(h.events, dropped, t)
-            rows[cls]["sessions_lost" if not excused else "sessions_lost_other"] += 1
+            bump(attribute(h.events, dropped, t),
+                 "sessions_lost" if not excused else "sessions_lost_other")
             if not excused and len(examples) < 20:
                 examples.append("sub%d: session present 0 on n%d at %.1f (held by %s)" % (
                     s.idx, s.conns[j].node, t - T0,
                     ",".join("n%d" % s.conns[k].node for k in range(k0, j))))
     for n in nodes:
         for t, rc in n.crashes:
-            rows[attribute(h.events, t, t)]["crashes"] += 1
+            bump(attribute(h.events, t, t), "crashes")
     total = collections.Counter()
     for r in rows.values():
         total.update(r)
-    return rows, total, examples
+    return rows, total, examples, per_fault
+
+
+def fault_lines(h, per_fault):
+    """One line per fault with judged problems."""
+    names = {c[0]: c[1] for c in COLUMNS}
+    out = []
+    for k in sorted(per_fault):
+        ev = h.events[k]
+        what = ", ".join("%s %d" % (names[key], n) for key, n in sorted(per_fault[k].items()))
+        out.append("fault %d at %.1f s, %s: %s%s" % (
+            k + 1, ev.start - T0, describe(ev.spec), what,
+            (" (" + "; ".join(ev.notes) + ")") if ev.notes else ""))
+    return out
 
 
 COLUMNS = [  # key, Markdown heading, short heading for the terminal, judged
@@ -1774,12 +1794,17 @@ def main(argv):
         log("load stopped; waiting for the last deliveries")
         h.finish_load()
         h.check_retained(max(now() + 5, deadline))
-        rows, total, examples = analyse(h, t_final)
+        rows, total, examples, per_fault = analyse(h, t_final)
         text = render(h, rows, total, "text", t_final)
         print("\n" + text + "\n", flush=True)
+        flines = fault_lines(h, per_fault)
+        if flines:
+            print("faults with judged problems:\n  " + "\n  ".join(flines), flush=True)
         if examples:
-            print("examples of judged losses:\n  " + "\n  ".join(examples), flush=True)
+            print("examples of judged problems:\n  " + "\n  ".join(examples), flush=True)
         md = render(h, rows, total, "md", t_final)
+        if flines:
+            md += "\n\nFaults with judged problems:\n\n" + "\n".join("- " + x for x in flines)
         if a.report:
             with open(a.report, "w") as f:
                 f.write("Seed %d, %d nodes, %.0f s, %d faults (%s), %d publishers at %.0f msg/s "
