@@ -1429,9 +1429,13 @@ class Harness:
 # --- analysis ------------------------------------------------------------------------------------
 
 def attribute(events, a, b):
-    """The fault a problem in [a, b] is put on (its index, -1 for none): the latest fault that
-    started by b, if its end (plus up to 10 s for the cluster to settle, at most until the next
-    fault) is not before a. Faults never overlap, so no earlier one can qualify."""
+    """The fault a problem in [a, b] is put on (its index, -1 for none). The fault running at
+    a (a message lost was sent during it), else the latest fault that started by b if its end,
+    plus up to 10 s for the cluster to settle (at most until the next fault), is not before a.
+    Faults never overlap, so no other fault can qualify."""
+    k = bisect.bisect_right(ATTR_STARTS, a) - 1
+    if k >= 0 and events[k].end >= a:
+        return k
     k = bisect.bisect_right(ATTR_STARTS, b) - 1
     if k < 0:
         return -1
