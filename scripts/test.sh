@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     --only)
       [ $# -ge 2 ] || { echo "test.sh: --only needs a stage list" >&2; exit 2; }
       only=",$2,"; mode="only $2"; shift 2 ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "test.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
