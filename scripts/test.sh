@@ -141,7 +141,7 @@ chaos() {
   local server
   server=$(ci_server)
   timeout -k 10 120 /usr/bin/python3 scripts/chaos.py --server "$server" --nodes 3 \
-    --duration 90 --seed 4 --faults kill9,loss,burst --retained 5000 \
+    --duration 90 --seed 6 --faults kill9,loss,burst --retained 5000 \
     --report build/ci/chaos-report.md
 }
 
