@@ -22,6 +22,9 @@ packages=(
   openssl
   # tools the checks use
   clang-format curl
+  # scripts/chaos.py: network namespaces, veth pairs and a bridge (ip), faults as nftables
+  # rules (nft)
+  iproute2 nftables
   # promtool (checks /metrics in the HTTP API tests)
   prometheus
 )
