@@ -595,3 +595,30 @@ TEST_CASE(
   CHECK(per_member[0] == after.size());
   CHECK(c[1].cluster().shared_dropped == dropped);
 }
+
+TEST_CASE("cluster broker: every subscriber's SUBACK waits until the peers know the filter") {
+  // The first subscriber of a filter makes the node announce it; a second subscriber of the
+  // same filter, while that announcement is unacknowledged, must not get its SUBACK sooner:
+  // a publish on the other node right after it would miss the client. Holding n2's
+  // acknowledgements (a partition) makes the wait visible: each SUBACK comes at the bound.
+  TestCluster c(2, {}, true);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto first = publisher(c.port(0), "first");
+  auto second = publisher(c.port(0), "second");
+  brokerha::testing::set_cluster_partition(c[0], c.address(1), true);
+  brokerha::testing::set_cluster_partition(c[1], c.address(0), true);
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(first->subscribe("held/#", 1));
+  const auto t1 = std::chrono::steady_clock::now();
+  REQUIRE(second->subscribe("held/#", 1));
+  const auto t2 = std::chrono::steady_clock::now();
+  brokerha::testing::set_cluster_partition(c[0], c.address(1), false);
+  brokerha::testing::set_cluster_partition(c[1], c.address(0), false);
+  const auto bound = brokerha::ClusterOptions{}.route_ack_timeout;  // the nodes' (default)
+  INFO("first SUBACK after "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(t1 - t0).count()
+       << " ms, second after "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(t2 - t1).count() << " ms");
+  CHECK(t1 - t0 >= bound / 2);
+  CHECK(t2 - t1 >= bound / 2);
+}

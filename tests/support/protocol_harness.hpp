@@ -171,8 +171,10 @@ class ProtocolClient final : public protocol::Host {
     broker_.claims.emplace_back(client_id, std::move(done));
     return true;
   }
-  bool await_routes(std::function<void()> done) override {
-    if (!broker_.router.clustered() || broker_.outbox.route_changes.empty()) return false;
+  bool await_routes(std::vector<std::string> filters, std::function<void()> done) override {
+    if (!broker_.router.clustered() || (filters.empty() && broker_.outbox.route_changes.empty())) {
+      return false;
+    }
     broker_.routes_announced.insert(broker_.routes_announced.end(),
                                     broker_.outbox.route_changes.begin(),
                                     broker_.outbox.route_changes.end());

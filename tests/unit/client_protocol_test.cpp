@@ -556,3 +556,35 @@ TEST_CASE("client protocol: a session resumed under another identity gets only w
   CHECK((*b.sessions.table().find("shared-id"))->state.queued() == 0);
   CHECK(b.counters.acl_denials.load() >= 1);
 }
+
+TEST_CASE(
+    "client protocol: cluster mode: a second subscriber of a filter also waits for the peers") {
+  // The first subscriber's announcement is still unacknowledged when the second subscribes:
+  // its SUBACK must wait too, or a publish on another node right after it misses the client.
+  ProtocolBroker b({}, true);
+  auto connect_clustered = [&](ProtocolClient& c, const char* id) {
+    c.send(connect(id));
+    REQUIRE(!b.claims.empty());
+    brokerha::router::ClaimResult won;
+    won.version = brokerha::hlc::Version{b.claims.size(), "n1"};
+    b.claims.back().second(won);
+    b.claims.pop_back();
+    c.run();
+    only<mqtt::Connack>(c.received());
+  };
+  ProtocolClient first(b, V::v5);
+  connect_clustered(first, "first");
+  ProtocolClient second(b, V::v5);
+  connect_clustered(second, "second");
+  first.send(subscribe("shared/filter", 1));
+  CHECK(first.received().empty());
+  REQUIRE(b.route_waits.size() == 1);
+  second.send(subscribe("shared/filter", 1));
+  CHECK(second.received().empty());  // not before the peers know the filter
+  REQUIRE(b.route_waits.size() == 2);
+  for (auto& done : b.route_waits) done();
+  first.run();
+  second.run();
+  only<mqtt::Suback>(first.received());
+  only<mqtt::Suback>(second.received());
+}

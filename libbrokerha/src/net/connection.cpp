@@ -178,12 +178,16 @@ bool Connection::claim(const std::string& client_id, bool resume,
   return true;
 }
 
-bool Connection::await_routes(std::function<void()> done) {
-  if (rt_.cluster == nullptr || shard_->outbox.route_changes.empty()) return false;
-  std::vector<std::string> changes;
-  changes.swap(shard_->outbox.route_changes);
+bool Connection::await_routes(std::vector<std::string> filters, std::function<void()> done) {
+  if (rt_.cluster == nullptr || (filters.empty() && shard_->outbox.route_changes.empty())) {
+    return false;
+  }
+  std::vector<std::string>& changes = shard_->outbox.route_changes;
+  filters.insert(filters.end(), std::make_move_iterator(changes.begin()),
+                 std::make_move_iterator(changes.end()));
+  changes.clear();
   asio::io_context* ctx = &shard_->ctx;
-  rt_.cluster->routes_changed(std::move(changes),
+  rt_.cluster->routes_changed(std::move(filters),
                               [ctx, done = std::move(done)] { asio::post(*ctx, done); });
   return true;
 }

@@ -70,7 +70,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
   void place(std::shared_ptr<protocol::ConnectInfo> info) override;
   bool claim(const std::string& client_id, bool resume,
              std::function<void(router::ClaimResult)> done) override;
-  bool await_routes(std::function<void()> done) override;
+  bool await_routes(std::vector<std::string> filters, std::function<void()> done) override;
   router::RouteResult publish(const message::MessagePtr& message, std::uint16_t packet_id) override;
   std::optional<std::string> certificate_username() override;
   std::shared_ptr<void> hold() override { return shared_from_this(); }

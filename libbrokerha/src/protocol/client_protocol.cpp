@@ -393,12 +393,16 @@ void ClientProtocol::claim_settled(std::shared_ptr<ConnectInfo> info, router::Cl
     }
     std::string error;
     auto imported = session::import_session(result.session, now, error);
-    // Its subscriptions are new routes here: peers learn them before CONNACK, or a message
+    // Its subscriptions are routes here now: peers learn them before CONNACK, or a message
     // published elsewhere right after it would miss the client.
-    if (imported && imported->session->client_id() == info->client_id &&
-        !shard.sessions.install(std::move(*imported), now) &&
-        host_.await_routes([this, hold = host_.hold(), info] { attach(info); })) {
-      return;
+    if (imported && imported->session->client_id() == info->client_id) {
+      std::vector<std::string> filters;
+      for (const auto& entry : imported->session->subscriptions()) filters.push_back(entry.first);
+      if (!shard.sessions.install(std::move(*imported), now) &&
+          host_.await_routes(std::move(filters),
+                             [this, hold = host_.hold(), info] { attach(info); })) {
+        return;
+      }
     }
   }
   attach(std::move(info));

@@ -108,10 +108,12 @@ class Host {
   /// single node: there is nothing to claim.
   virtual bool claim(const std::string& client_id, bool resume,
                      std::function<void(router::ClaimResult)> done) = 0;
-  /// The filters in the shard outbox's route changes must reach the cluster before the client
-  /// is told (SUBACK, CONNACK after a session moved here): hands them over and runs `done` on
-  /// this thread once the peers acknowledged. False when there is nothing to wait for.
-  virtual bool await_routes(std::function<void()> done) = 0;
+  /// The client is told about `filters` (its SUBACK, or the CONNACK of a session that moved
+  /// here) only once every peer knows this node routes them: hands them to the cluster with
+  /// the shard's pending route changes and runs `done` on this thread once the peers
+  /// acknowledged everything announced so far (bounded). False on a single node, or with no
+  /// filters: nothing to wait for.
+  virtual bool await_routes(std::vector<std::string> filters, std::function<void()> done) = 0;
   /// A client's message: route it (and tell the bus tap), schedule the shard's flush.
   virtual router::RouteResult publish(const MessagePtr& message, std::uint16_t packet_id) = 0;
   /// The listener takes usernames from client certificates: the verified certificate's name

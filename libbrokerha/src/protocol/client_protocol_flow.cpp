@@ -240,6 +240,7 @@ bool ClientProtocol::finish_subscribe(PendingSubscribe& p) {
   const auto now = Clock::now();
   std::vector<std::string>* changes =
       shard.router.clustered() ? &shard.outbox.route_changes : nullptr;
+  std::vector<std::string> subscribed;  // the cluster must know these before the SUBACK
   for (std::size_t i = 0; i < p.subs.size(); ++i) {
     const auto& [filter, o] = p.subs[i];
     const Decision d = i < p.decisions.size() ? p.decisions[i] : Decision::defer;
@@ -259,6 +260,7 @@ bool ClientProtocol::finish_subscribe(PendingSubscribe& p) {
     }
     const bool existed = shard.router.routes().subscribe(session_, filter, o, changes);
     session_->state.subscriptions()[filter] = o;
+    if (changes != nullptr) subscribed.push_back(filter);
     ack.reason_codes.push_back(static_cast<ReasonCode>(o.qos));
     if (!shard.access.event_hooks.empty()) {
       SubscriptionEvent e{session_->state.client_id(), filter, o.qos};
@@ -282,11 +284,12 @@ bool ClientProtocol::finish_subscribe(PendingSubscribe& p) {
       retained.push_back(std::move(rd));
     }
   }
-  // A new filter on this node: peers must know the route before the client is told it is
-  // subscribed, or a publish on another node right after SUBACK would miss it.
+  // Peers must know the route before the client is told it is subscribed, or a publish on
+  // another node right after SUBACK would miss it: for a filter new on this node, and for one
+  // whose announcement is not acknowledged yet.
   auto state = std::make_shared<std::pair<mqtt::Suback, std::vector<session::Delivery>>>(
       std::move(ack), std::move(retained));
-  if (host_.await_routes([this, hold = host_.hold(), state] {
+  if (host_.await_routes(std::move(subscribed), [this, hold = host_.hold(), state] {
         if (closed()) return;
         complete_subscribe(state->first, state->second);
         resume();

@@ -73,10 +73,12 @@ class ClusterPort {
                      std::function<void(ClaimResult)> done) = 0;
   /// Messages routed by this node for other nodes: one call per flush of a shard.
   virtual void forward(std::vector<RemoteSend>&& batch) = 0;
-  /// The local subscriber count of these filters went to or from zero. The cluster announces
-  /// what RouteTable::local_filter_present() says when it gets to them, so calls from
-  /// different shards may arrive in any order. `done` (may be empty) runs on a cluster thread
-  /// once every connected peer acknowledged the change, or the wait bound passed.
+  /// The local subscriber count of these filters may have gone to or from zero. The cluster
+  /// announces what RouteTable::local_filter_present() says when it gets to them, so calls
+  /// from different shards may arrive in any order, and a filter that did not change is
+  /// announced again by nobody. `done` (may be empty) runs on a cluster thread once every
+  /// connected peer acknowledged every announcement made so far (so also a filter's earlier,
+  /// still unacknowledged one), or the wait bound passed.
   virtual void routes_changed(std::vector<std::string> filters, std::function<void()> done) = 0;
 };
 
