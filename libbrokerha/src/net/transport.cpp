@@ -3,8 +3,6 @@
 
 #include <openssl/err.h>
 #include <openssl/sha.h>
-#include <openssl/x509.h>
-#include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <cstring>
@@ -25,15 +23,6 @@ constexpr char kProxyV2Sig[12] = {'\r', '\n', '\r', '\n', '\0', '\r',
                                   '\n', 'Q',  'U',  'I',  'T',  '\n'};
 // The largest WebSocket upgrade request accepted.
 constexpr std::size_t kMaxRequest = 8 * 1024;
-
-std::string openssl_error() {
-  const unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown OpenSSL error";
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof buf);
-  return buf;
-}
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
@@ -122,7 +111,7 @@ SslContextPtr make_tls_context(const ListenerOptions& l) {
   ERR_clear_error();
   SslContextPtr ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
   auto fail = [](const std::string& what) {
-    throw std::runtime_error(what + ": " + openssl_error());
+    throw std::runtime_error(what + ": " + io::openssl_error());
   };
   if (!ctx) fail("TLS context");
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
@@ -161,28 +150,12 @@ Transport::Transport(const ListenerState& listener, std::uint32_t max_frame)
   if (ws_) ws_path_ = o.path;
   if (o.type == ListenerType::tls || o.type == ListenerType::wss) {
     use_identity_ = o.use_identity_as_username;
-    if (SslContextPtr ctx = listener.tls()) {
-      ssl_ = SSL_new(ctx.get());
-      rbio_ = BIO_new(BIO_s_mem());
-      wbio_ = BIO_new(BIO_s_mem());
-      if (ssl_ != nullptr && rbio_ != nullptr && wbio_ != nullptr) {
-        SSL_set_bio(ssl_, rbio_, wbio_);  // ssl_ owns both now
-        SSL_set_accept_state(ssl_);
-      } else {
-        if (rbio_ != nullptr) BIO_free(rbio_);
-        if (wbio_ != nullptr) BIO_free(wbio_);
-        if (ssl_ != nullptr) SSL_free(ssl_);
-        ssl_ = nullptr;
-        rbio_ = wbio_ = nullptr;
-      }
-    }
-    broken_ = ssl_ == nullptr;  // out of memory, or no context: refuse the client
+    if (SslContextPtr ctx = listener.tls()) tls_.start(ctx.get(), io::TlsEngine::Role::server);
+    broken_ = !tls_.active();  // out of memory, or no context: refuse the client
   }
 }
 
-Transport::~Transport() {
-  if (ssl_ != nullptr) SSL_free(ssl_);
-}
+Transport::~Transport() = default;
 
 // ---- input -----------------------------------------------------------------------------------
 
@@ -199,71 +172,52 @@ Transport::Result Transport::input(char* scratch, std::size_t capacity, std::siz
 
 Transport::Result Transport::after_proxy(char* scratch, std::size_t capacity, char* data,
                                          std::size_t n, const Deliver& deliver) {
-  if (ssl_ == nullptr) return after_tls(data, n, deliver);
-  if (n != 0 && BIO_write(rbio_, data, static_cast<int>(n)) != static_cast<int>(n)) {
-    return Result::error;
-  }
+  if (!tls_.active()) return after_tls(data, n, deliver);
+  if (!tls_.feed(data, n)) return Result::error;
   while (true) {
-    if (SSL_is_init_finished(ssl_) == 0) {
-      const int r = SSL_do_handshake(ssl_);
-      drain_tls();
-      if (r != 1) {
-        const int e = SSL_get_error(ssl_, r);
-        if (e == SSL_ERROR_WANT_READ) return Result::ok;
-        return tls_error();
-      }
-      if (X509* cert = SSL_get1_peer_certificate(ssl_)) {
-        if (SSL_get_verify_result(ssl_) == X509_V_OK) {
-          char cn[256] = {};
-          const int len =
-              X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
-          if (len > 0) identity_.assign(cn, static_cast<std::size_t>(len));
-        }
-        X509_free(cert);
-      }
+    if (!tls_.handshake_done()) {
+      const io::TlsEngine::Status h = tls_.handshake();
+      tls_.drain(out_);
+      if (h == io::TlsEngine::Status::want) return Result::ok;
+      if (h != io::TlsEngine::Status::ok) return tls_error();
+      identity_ = tls_.verified_peer_common_name();
     }
     // Plaintext goes to the scratch buffer: its ciphertext has been copied into the BIO.
-    const int r =
-        SSL_read(ssl_, scratch, static_cast<int>(std::min<std::size_t>(capacity, 1 << 30)));
-    drain_tls();
-    if (r > 0) {
-      const Result s = after_tls(scratch, static_cast<std::size_t>(r), deliver);
-      if (s != Result::ok) return s;
-      continue;
-    }
-    const int e = SSL_get_error(ssl_, r);
-    if (e == SSL_ERROR_WANT_READ) return Result::ok;
-    if (e == SSL_ERROR_ZERO_RETURN) {  // close_notify from the client
-      close_pending_ = true;
-      return Result::closing;
+    std::size_t got = 0;
+    const io::TlsEngine::Status r =
+        tls_.read(scratch, std::min<std::size_t>(capacity, 1 << 30), got);
+    tls_.drain(out_);
+    switch (r) {
+      case io::TlsEngine::Status::ok: {
+        const Result s = after_tls(scratch, got, deliver);
+        if (s != Result::ok) return s;
+        continue;
+      }
+      case io::TlsEngine::Status::want:
+        return Result::ok;
+      case io::TlsEngine::Status::closed:  // close_notify from the client
+        close_pending_ = true;
+        return Result::closing;
+      case io::TlsEngine::Status::failed:
+        break;
     }
     return tls_error();
   }
 }
 
 Transport::Result Transport::tls_error() {
-  ERR_clear_error();
   // The alert OpenSSL queued (if any) goes out before the socket closes.
   close_sent_ = true;  // no close_notify after a fatal alert
   return out_.empty() ? Result::error : Result::closing;
 }
 
-void Transport::drain_tls() {
-  char buf[16 * 1024];
-  while (BIO_ctrl_pending(wbio_) > 0) {
-    const int n = BIO_read(wbio_, buf, sizeof buf);
-    if (n <= 0) break;
-    out_.append(buf, static_cast<std::size_t>(n));
-  }
-}
-
 void Transport::emit(std::string_view bytes) {
-  if (ssl_ == nullptr) {
+  if (!tls_.active()) {
     out_.append(bytes);
     return;
   }
-  if (!bytes.empty()) SSL_write(ssl_, bytes.data(), static_cast<int>(bytes.size()));
-  drain_tls();
+  tls_.write(bytes);
+  tls_.drain(out_);
 }
 
 Transport::Result Transport::after_tls(char* data, std::size_t n, const Deliver& deliver) {
@@ -559,7 +513,7 @@ Transport::Result Transport::ws_control() {
 
 void Transport::closing(std::uint16_t ws_code) {
   if (close_sent_) return;
-  if ((ws_ && ws_open_) || (ssl_ != nullptr && SSL_is_init_finished(ssl_) != 0)) {
+  if ((ws_ && ws_open_) || tls_.handshake_done()) {
     if (close_code_ == 0) close_code_ = ws_code;
     close_pending_ = true;
   }
@@ -572,7 +526,7 @@ void Transport::wrap(const std::vector<asio::const_buffer>& plain, std::string& 
   std::size_t total = 0;
   for (const auto& b : plain) total += b.size();
   if (close_sent_) total = 0;  // nothing may follow a close frame or a fatal alert
-  if (ssl_ == nullptr) {
+  if (!tls_.active()) {
     // Plain WebSocket: queued control bytes and the frame header are own bytes; the MQTT
     // bytes are written from where they are (the shared encodings included).
     own.swap(out_);
@@ -592,25 +546,18 @@ void Transport::wrap(const std::vector<asio::const_buffer>& plain, std::string& 
   }
   // TLS: the record layer copies anyway; control bytes were encrypted when they were made.
   if (total > 0) {
-    if (ws_) {
-      const std::string h = frame_header(0x2, total);
-      SSL_write(ssl_, h.data(), static_cast<int>(h.size()));
-    }
+    if (ws_) tls_.write(frame_header(0x2, total));
     for (const auto& b : plain) {
-      if (b.size() > 0) SSL_write(ssl_, b.data(), static_cast<int>(b.size()));
+      tls_.write(std::string_view(static_cast<const char*>(b.data()), b.size()));
     }
   }
   if (close_pending_ && !close_sent_) {
-    if (ws_ && ws_open_) {
-      const std::string f = close_frame(close_code_);
-      SSL_write(ssl_, f.data(), static_cast<int>(f.size()));
-    }
-    if (SSL_is_init_finished(ssl_) != 0) SSL_shutdown(ssl_);
+    if (ws_ && ws_open_) tls_.write(close_frame(close_code_));
+    tls_.close_notify();
     close_sent_ = true;
   }
   close_pending_ = false;
-  ERR_clear_error();
-  drain_tls();
+  tls_.drain(out_);
   own.swap(out_);
   if (!own.empty()) wire.push_back(asio::buffer(own));
 }

@@ -9,11 +9,12 @@
 // path and the idle memory of plain TCP are unchanged; a plain TCP listener with PROXY enabled
 // drops its Transport once the header is read.
 //
-// TLS is OpenSSL over memory BIOs, not asio::ssl::stream: the connection keeps its
-// "wait for readable, read into the shard's scratch buffer" model, and the SSL object is not
-// tied to an io_context, so a TLS connection moves between shards after CONNECT exactly as a
-// plain one does (the descriptor is released and re-assigned; the SSL state travels with the
-// Connection object).
+// TLS is OpenSSL over memory BIOs (io::TlsEngine, shared with the cluster links), not
+// asio::ssl::stream: the connection keeps its "wait for readable, read into the shard's scratch
+// buffer" model, and the SSL object is not tied to an io_context, so a TLS connection moves
+// between shards after CONNECT exactly as a plain one does (the descriptor is released and
+// re-assigned; the SSL state travels with the Connection object). This file keeps only the
+// listener's context setup (certificates, client CA) and what the listener does with TLS.
 //
 // WebSocket (RFC 6455, server side): the HTTP upgrade (path, `mqtt` subprotocol), masked
 // binary frames, fragmentation, ping/pong, the close handshake. Frame payload is unmasked in
@@ -38,6 +39,7 @@
 #include <vector>
 
 #include "io/asio.hpp"
+#include "io/tls_engine.hpp"
 
 namespace brokerha::net {
 
@@ -112,7 +114,7 @@ class Transport {
     return p;
   }
   /// Nothing left to do (PROXY header read, no TLS, no WebSocket): the connection may drop it.
-  bool passthrough() const noexcept { return !proxy_pending_ && !ssl_ && !ws_; }
+  bool passthrough() const noexcept { return !proxy_pending_ && !tls_.active() && !ws_; }
   /// The verified client certificate's CN (empty: none).
   const std::string& identity() const noexcept { return identity_; }
   bool use_identity_as_username() const noexcept { return use_identity_; }
@@ -132,17 +134,14 @@ class Transport {
   Result ws_fail(std::uint16_t code);
   // Queues bytes of the layer above TLS (WebSocket handshake and control frames).
   void emit(std::string_view bytes);
-  void drain_tls();
   Result tls_error();
 
   // PROXY
   bool proxy_pending_ = false;
   std::string proxy_buf_;
   std::optional<std::pair<std::string, std::uint16_t>> peer_;
-  // TLS
-  SSL* ssl_ = nullptr;
-  BIO* rbio_ = nullptr;  // ciphertext in (owned by ssl_)
-  BIO* wbio_ = nullptr;  // ciphertext out (owned by ssl_)
+  // TLS (io/tls_engine.hpp: handshake, records and close_notify over memory BIOs)
+  io::TlsEngine tls_;
   bool use_identity_ = false;
   bool broken_ = false;  // a TLS listener that could not make its SSL object
   std::string identity_;
