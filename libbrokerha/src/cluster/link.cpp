@@ -4,11 +4,11 @@
 //
 // Layout: the manager (Impl) owns one Peer per known node: its send queue (frames numbered
 // per our boot epoch, kept until acknowledged), its receive state (last sequence delivered
-// per peer epoch) and its counters. A Peer has at most one Conn (a socket, optionally an
-// OpenSSL object on memory BIOs, its timers). Inbound Conns stay in `pending` until their
-// hello names a known peer. Everything runs on the control io_context's one thread; the
-// counters (LinkStats, the peer map's shape) are also read by stats() from any thread, so
-// every write to them takes `mu`.
+// per peer epoch) and its counters. A Peer has at most one Conn (a socket, with a key an
+// io::TlsEngine on the contexts of cluster/link_tls.hpp, its timers). Inbound Conns stay in
+// `pending` until their hello names a known peer. Everything runs on the control io_context's one
+// thread; the counters (LinkStats, the peer map's shape) are also read by stats() from any thread,
+// so every write to them takes `mu`.
 //
 // Lifetimes: handlers capture shared_ptr<Conn>; a Conn holds shared_ptr<Impl> and its Peer.
 // The cycles (Impl -> Peer -> Conn -> Impl) are broken when a Conn closes, and stop() closes
@@ -17,11 +17,6 @@
 
 #include "cluster/link.hpp"
 
-#include <openssl/core_names.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
-#include <openssl/kdf.h>
-#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,6 +29,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "cluster/link_tls.hpp"
+#include "io/tls_engine.hpp"
 #include "util/bytes.hpp"
 
 namespace brokerha::cluster {
@@ -61,12 +58,7 @@ constexpr std::uint8_t kPong = 3;
 
 constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
 
-// The TLS 1.3 external PSK: HKDF-SHA256(secret_key, salt, info) -> 32 bytes, one identity.
-constexpr std::string_view kPskSalt = "brokerha cluster link psk salt v1";
-constexpr std::string_view kPskInfo = "brokerha cluster link tls13 external psk";
-constexpr std::string_view kPskIdentity = "brokerha-link-v1";
-constexpr unsigned char kAes128GcmSha256[] = {0x13, 0x01};
-
+using TlsStatus = io::TlsEngine::Status;
 using util::load_be16;
 using util::load_be32;
 using util::load_be64;
@@ -93,97 +85,6 @@ std::string endpoint_string(const tcp::endpoint& ep) {
   const auto a = ep.address();
   if (a.is_v6()) return "[" + a.to_string() + "]:" + std::to_string(ep.port());
   return a.to_string() + ":" + std::to_string(ep.port());
-}
-
-std::string derive_psk(const std::string& secret) {
-  std::string out(32, '\0');
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-  EVP_KDF_CTX* kctx = kdf != nullptr ? EVP_KDF_CTX_new(kdf) : nullptr;
-  bool ok = kctx != nullptr;
-  if (ok) {
-    char digest[] = "SHA256";
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, digest, 0),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<char*>(secret.data()),
-                                          secret.size()),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, const_cast<char*>(kPskSalt.data()),
-                                          kPskSalt.size()),
-        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(kPskInfo.data()),
-                                          kPskInfo.size()),
-        OSSL_PARAM_construct_end()};
-    ok =
-        EVP_KDF_derive(kctx, reinterpret_cast<unsigned char*>(out.data()), out.size(), params) == 1;
-  }
-  EVP_KDF_CTX_free(kctx);
-  EVP_KDF_free(kdf);
-  if (!ok) {
-    ERR_clear_error();
-    throw std::runtime_error("cluster link: HKDF-SHA256 failed");
-  }
-  return out;
-}
-
-// The PSK of a context lives in its app data (a std::string owned by the manager).
-SSL_SESSION* psk_session(SSL* ssl) {
-  const auto* key = static_cast<const std::string*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
-  const SSL_CIPHER* cipher = SSL_CIPHER_find(ssl, kAes128GcmSha256);
-  if (key == nullptr || cipher == nullptr) return nullptr;
-  SSL_SESSION* s = SSL_SESSION_new();
-  if (s == nullptr ||
-      SSL_SESSION_set1_master_key(s, reinterpret_cast<const unsigned char*>(key->data()),
-                                  key->size()) != 1 ||
-      SSL_SESSION_set_cipher(s, cipher) != 1 ||
-      SSL_SESSION_set_protocol_version(s, TLS1_3_VERSION) != 1) {
-    SSL_SESSION_free(s);
-    return nullptr;
-  }
-  return s;
-}
-
-int use_psk(SSL* ssl, const EVP_MD* md, const unsigned char** id, std::size_t* idlen,
-            SSL_SESSION** sess) {
-  *id = nullptr;
-  *idlen = 0;
-  *sess = nullptr;
-  SSL_SESSION* s = psk_session(ssl);
-  if (s == nullptr) return 0;
-  if (md != nullptr && SSL_CIPHER_get_handshake_digest(SSL_SESSION_get0_cipher(s)) != md) {
-    SSL_SESSION_free(s);  // the server chose another hash: this PSK is unusable
-    return 1;
-  }
-  *sess = s;
-  *id = reinterpret_cast<const unsigned char*>(kPskIdentity.data());
-  *idlen = kPskIdentity.size();
-  return 1;
-}
-
-int find_psk(SSL* ssl, const unsigned char* identity, std::size_t len, SSL_SESSION** sess) {
-  *sess = nullptr;
-  if (std::string_view(reinterpret_cast<const char*>(identity), len) != kPskIdentity) return 1;
-  *sess = psk_session(ssl);
-  return *sess != nullptr ? 1 : 0;
-}
-
-using SslCtxPtr = std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)>;
-
-SslCtxPtr make_ssl_ctx(bool server, const std::string* psk) {
-  SslCtxPtr ctx(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()), SSL_CTX_free);
-  if (!ctx || SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION) != 1 ||
-      SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION) != 1 ||
-      SSL_CTX_set_ciphersuites(ctx.get(), "TLS_AES_128_GCM_SHA256") != 1) {
-    ERR_clear_error();
-    throw std::runtime_error("cluster link: TLS context");
-  }
-  SSL_CTX_set_app_data(ctx.get(), const_cast<std::string*>(psk));
-  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET);
-  if (server) {
-    SSL_CTX_set_num_tickets(ctx.get(), 0);
-    SSL_CTX_set_psk_find_session_callback(ctx.get(), find_psk);
-  } else {
-    SSL_CTX_set_psk_use_session_callback(ctx.get(), use_psk);
-  }
-  return ctx;
 }
 
 // A queued frame: its header (fixed once numbered, so a re-send is the same bytes) and the
@@ -235,9 +136,6 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
           ping_timer(ctx),
           ack_timer(ctx),
           rbuf(new char[kReadChunk]) {}
-    ~Conn() {
-      if (ssl != nullptr) SSL_free(ssl);
-    }
 
     std::shared_ptr<Impl> mgr;
     tcp::socket sock;
@@ -245,9 +143,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     State state = State::connecting;
     std::shared_ptr<Peer> peer;  // outbound: from the start; inbound: once the hello names it
     std::string remote;          // "ip:port"
-    SSL* ssl = nullptr;
-    BIO* rbio = nullptr;  // owned by ssl
-    BIO* wbio = nullptr;
+    io::TlsEngine tls;           // started with a key
     bool first_checked = false;  // inbound: the stream's first byte was checked
     bool magic_seen = false;     // inbound: kPlainMagic seen (inside TLS when there is TLS)
     asio::steady_timer deadline, ping_timer, ack_timer;
@@ -281,11 +177,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
   };
 
   Impl(asio::io_context& c, LinkOptions o, Handlers h)
-      : ctx(c),
-        opt(std::move(o)),
-        handlers(std::move(h)),
-        client_ctx(nullptr, SSL_CTX_free),
-        server_ctx(nullptr, SSL_CTX_free) {
+      : ctx(c), opt(std::move(o)), handlers(std::move(h)) {
     if (opt.node_name.empty()) throw std::invalid_argument("cluster link: node_name is empty");
     if (opt.node_name.size() > 0xFFFF) throw std::invalid_argument("cluster link: node_name");
     const std::size_t k = opt.secret_key.size();
@@ -302,18 +194,13 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     if (opt.reconnect_max < opt.reconnect_min) opt.reconnect_max = opt.reconnect_min;
     if (opt.ping_interval.count() <= 0) opt.ping_interval = std::chrono::milliseconds(1000);
     if (opt.max_frame_bytes < kMaxHello) opt.max_frame_bytes = kMaxHello;
-    if (k != 0) {
-      psk = derive_psk(opt.secret_key);
-      client_ctx = make_ssl_ctx(false, &psk);
-      server_ctx = make_ssl_ctx(true, &psk);
-    }
+    if (k != 0) tls_contexts = std::make_unique<LinkTlsContexts>(opt.secret_key);
   }
 
   asio::io_context& ctx;
   LinkOptions opt;
   Handlers handlers;
-  std::string psk;
-  SslCtxPtr client_ctx, server_ctx;
+  std::unique_ptr<LinkTlsContexts> tls_contexts;  // null: plaintext
   bool stopped = false;
   // Jitter for reconnect delays, so that the links of a restarted node are not all re-dialled
   // by every peer at the same instant.
@@ -331,7 +218,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
   static constexpr std::size_t kMaxRetired = 1024;
   std::map<std::string, Retired> retired;
 
-  bool tls() const { return !psk.empty(); }
+  bool tls() const { return tls_contexts != nullptr; }
 
   template <class F>
   void update(Peer& p, F&& f) {
@@ -482,14 +369,11 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     std::error_code ignore;
     c->sock.set_option(tcp::no_delay(true), ignore);
     if (tls()) {
-      if (!make_ssl(c, false)) return close(c, true, true);
-      c->state = Conn::State::tls;
-      ERR_clear_error();
-      const int r = SSL_do_handshake(c->ssl);
-      if (r != 1 && SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
-        ERR_clear_error();
+      if (!c->tls.start(tls_contexts->client(), io::TlsEngine::Role::client)) {
         return close(c, true, true);
       }
+      c->state = Conn::State::tls;
+      if (c->tls.handshake() == TlsStatus::failed) return close(c, true, true);
     } else {
       c->state = Conn::State::hello;
       c->ctrl.push_back(static_cast<char>(kPlainMagic));
@@ -497,26 +381,6 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     }
     pump(c);
     read(c);
-  }
-
-  bool make_ssl(const std::shared_ptr<Conn>& c, bool server) {
-    c->ssl = SSL_new(server ? server_ctx.get() : client_ctx.get());
-    if (c->ssl == nullptr) return false;
-    c->rbio = BIO_new(BIO_s_mem());
-    c->wbio = BIO_new(BIO_s_mem());
-    if (c->rbio == nullptr || c->wbio == nullptr) {
-      if (c->rbio != nullptr) BIO_free(c->rbio);
-      if (c->wbio != nullptr) BIO_free(c->wbio);
-      c->rbio = c->wbio = nullptr;
-      return false;
-    }
-    SSL_set_bio(c->ssl, c->rbio, c->wbio);  // c->ssl owns both now
-    if (server) {
-      SSL_set_accept_state(c->ssl);
-    } else {
-      SSL_set_connect_state(c->ssl);
-    }
-    return true;
   }
 
   void arm_deadline(const std::shared_ptr<Conn>& c) {
@@ -549,7 +413,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     if (!ec) c->remote = endpoint_string(ep);
     c->sock.set_option(tcp::no_delay(true), ec);
     if (tls()) {
-      if (!make_ssl(c, true)) {
+      if (!c->tls.start(tls_contexts->server(), io::TlsEngine::Role::server)) {
         count_refused();
         return;  // the socket closes with c
       }
@@ -600,24 +464,17 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
       const auto b = static_cast<std::uint8_t>(data[0]);
       if (tls() ? b != kTlsHandshakeRecord : b != kPlainMagic) return close(c, true, true);
     }
-    if (c->ssl == nullptr) {
+    if (!c->tls.active()) {
       feed_plain(c, data, n);
       if (c->state != Conn::State::closed) pump(c);  // pongs, the server's hello
       return;
     }
 
-    if (BIO_write(c->rbio, data, static_cast<int>(n)) != static_cast<int>(n)) {
-      return close(c, true, true);
-    }
-    ERR_clear_error();
+    if (!c->tls.feed(data, n)) return close(c, true, true);
     if (c->state == Conn::State::tls) {
-      const int r = SSL_do_handshake(c->ssl);
-      if (r != 1) {
-        const int e = SSL_get_error(c->ssl, r);
-        ERR_clear_error();
-        if (e != SSL_ERROR_WANT_READ) return close(c, true, true);  // wrong key, wrong mode
-        return pump(c);
-      }
+      const TlsStatus h = c->tls.handshake();
+      if (h == TlsStatus::want) return pump(c);
+      if (h != TlsStatus::ok) return close(c, true, true);  // wrong key, wrong mode
       c->state = Conn::State::hello;
       if (c->outbound) {
         c->ctrl.push_back(static_cast<char>(kPlainMagic));
@@ -626,15 +483,11 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     }
     char plain[16 * 1024];  // not a member: a handler may feed another connection meanwhile
     while (c->state != Conn::State::closed) {
-      const int r = SSL_read(c->ssl, plain, static_cast<int>(sizeof plain));
-      if (r > 0) {
-        feed_plain(c, plain, static_cast<std::size_t>(r));
-        continue;
-      }
-      const int e = SSL_get_error(c->ssl, r);
-      ERR_clear_error();
-      if (e == SSL_ERROR_WANT_READ) break;
-      return close(c, e != SSL_ERROR_ZERO_RETURN, true);
+      std::size_t got = 0;
+      const TlsStatus r = c->tls.read(plain, sizeof plain, got);
+      if (r == TlsStatus::want) break;
+      if (r != TlsStatus::ok) return close(c, r != TlsStatus::closed, true);
+      feed_plain(c, plain, got);
     }
     if (c->state != Conn::State::closed) pump(c);
   }
@@ -926,7 +779,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     c->bufs.clear();
     c->round_frames = 0;
     const bool up = c->state == Conn::State::up;
-    if (c->ssl == nullptr) {
+    if (!c->tls.active()) {
       // Control frames, headers and small bodies are copied into ctrl_w, in runs; a larger
       // body is its own buffer, shared with every other link that sends it. Runs are kept as
       // offsets until ctrl_w stops growing.
@@ -961,23 +814,12 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
             c->stage.append(*f.body);
           });
         }
-        if (!c->stage.empty()) {
-          ERR_clear_error();
-          const int r = SSL_write(c->ssl, c->stage.data(), static_cast<int>(c->stage.size()));
-          c->stage.clear();
-          if (r <= 0) {
-            ERR_clear_error();
-            return close(c, true, true);
-          }
-        }
+        const bool written = c->tls.write(c->stage);
+        c->stage.clear();
+        if (!written) return close(c, true, true);
       }
       c->tls_w.clear();
-      char buf[16 * 1024];
-      while (BIO_ctrl_pending(c->wbio) > 0) {
-        const int n = BIO_read(c->wbio, buf, sizeof buf);
-        if (n <= 0) break;
-        c->tls_w.append(buf, static_cast<std::size_t>(n));
-      }
+      c->tls.drain(c->tls_w);
       if (!c->tls_w.empty()) c->bufs.push_back(asio::buffer(c->tls_w));
     }
     if (c->bufs.empty()) return;
