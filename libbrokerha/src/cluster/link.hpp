@@ -32,12 +32,16 @@
 // Frames wait in a bounded queue (max_queue_bytes, unacknowledged included) while the link is
 // down; beyond it send() refuses the frame and counts it as dropped.
 //
+// Layout: the protocol (framing, hello, numbering, acknowledgements, dedupe, the re-send queue,
+// pings) is cluster/link_protocol.hpp, without I/O; cluster/link.cpp drives it over sockets:
+// dialling and accepting, reconnect backoff with jitter, TLS (io/tls_engine.hpp with the
+// contexts of cluster/link_tls.hpp), reads, gathered writes, timers and the counters.
+//
 // Threads: everything runs on the io_context given to the constructor (the cluster's control
 // thread, one thread); every member function must be called on that thread, except stats()
 // (any thread) and accept() (any thread: it posts). Handlers run on that thread too. Destroy
 // the manager on that thread, or once no thread runs the io_context.
 
-#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -47,52 +51,18 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster/link_protocol.hpp"  // kPlainMagic, kLinkProtocolVersion, LinkStats
 #include "io/asio.hpp"
 
 namespace brokerha::cluster {
 
-/// First byte of a plaintext data-plane stream (not a memberlist message type).
-inline constexpr std::uint8_t kPlainMagic = 0xB7;
-/// Version of the link protocol in the hello; a peer with another version is refused.
-inline constexpr std::uint8_t kLinkProtocolVersion = 1;
-
-struct LinkOptions {
-  std::string node_name;         // ours (required)
-  std::uint64_t boot_epoch = 0;  // ours: changes on every start (e.g. ms since 1970 at start);
-                                 // 0: microseconds since 1970 at construction
-  std::string secret_key;        // 16/24/32 raw bytes: TLS 1.3 PSK; empty: plaintext
-  std::size_t max_queue_bytes = 64u << 20;            // per peer, unacknowledged frames included
-  std::size_t max_frame_bytes = (16u << 20) + 65536;  // a larger incoming frame closes the link;
-                                                      // send() refuses a larger one (dropped)
-  std::chrono::milliseconds connect_timeout{1000};    // TCP connect + TLS + hello
+/// The protocol's options (LinkSessionOptions: node_name, boot_epoch, max_queue_bytes,
+/// max_frame_bytes, ping_interval, ack_delay) and the driver's.
+struct LinkOptions : LinkSessionOptions {
+  std::string secret_key;  // 16/24/32 raw bytes: TLS 1.3 PSK; empty: plaintext
+  std::chrono::milliseconds connect_timeout{1000};  // TCP connect + TLS + hello
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5000};
-  std::chrono::milliseconds ping_interval{1000};  // round-trip samples; silence 5x = dead link
-  std::chrono::milliseconds ack_delay{5};         // acknowledgements are coalesced this long
-};
-
-/// Counters of one link (plain data, any thread through LinkManager::stats()).
-struct LinkStats {
-  std::string peer;
-  std::string address;  // "ip:port" dialled or accepted from
-  bool connected = false;
-  std::uint64_t peer_epoch = 0;
-  std::uint64_t frames_sent = 0;  // written to the socket (re-sends included)
-  std::uint64_t frames_acked = 0;
-  std::uint64_t frames_received = 0;  // delivered to on_frame
-  std::uint64_t duplicates = 0;       // received again after a reconnect and not delivered
-  std::uint64_t dropped = 0;          // refused by send(): queue full (or frame too large)
-  std::uint64_t failures = 0;         // connects that failed, links lost, handshakes refused
-  std::uint64_t bytes_sent = 0;
-  std::uint64_t bytes_received = 0;
-  std::size_t queue_frames = 0;  // waiting to be written or acknowledged
-  std::size_t queue_bytes = 0;
-  // Round trip of pings: cumulative counts of samples <= each bound (Prometheus buckets).
-  static constexpr std::array<double, 8> kRttBounds{0.0005, 0.001, 0.0025, 0.005,
-                                                    0.01,   0.025, 0.1,    1.0};
-  std::array<std::uint64_t, 8> rtt_buckets{};
-  std::uint64_t rtt_count = 0;
-  double rtt_sum = 0;  // seconds
 };
 
 class LinkManager {
