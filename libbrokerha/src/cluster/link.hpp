@@ -7,7 +7,7 @@
 //
 // Wire (docs/cluster-protocol.md has the full format):
 //  - A stream starts with one byte memberlist never sends first (not 0..13, 244), so the
-//    membership listener can hand it over (Membership::set_stream_handler): kPlainMagic for a
+//    membership listener can hand it over (membership::set_stream_handler): kPlainMagic for a
 //    plaintext link; with a secret key the stream is TLS 1.3 from its first byte (a record
 //    header, 0x16) with an external PSK derived from the key by HKDF-SHA256, and the magic
 //    byte follows inside TLS. A plaintext stream to a node with a key (or the reverse) fails
@@ -104,7 +104,7 @@ class LinkManager {
   /// written or acknowledged): what a graceful drain waits for before leaving.
   bool idle() const;
 
-  /// An inbound stream handed over by the membership listener (Membership::StreamHandler):
+  /// An inbound stream handed over by the membership listener (membership::StreamHandler):
   /// takes ownership of `fd`; `first_bytes` were already read from it. Any thread: posts to
   /// the control context.
   void accept(int fd, std::string_view first_bytes);
