@@ -618,6 +618,7 @@ const std::vector<Key>& keys() {
     v.push_back(uint_key(BROKERHA_KEY(cluster.port), 1, kU16));
     v.push_back(string_key(BROKERHA_KEY(cluster.advertise)));
     v.push_back(string_key(BROKERHA_KEY(cluster.node_name)));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.link_retain), 0, kMaxMs));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.tcp_timeout), 1, kMaxMs));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.indirect_checks), 0, 64));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.retransmit_mult), 1, 64));
@@ -1021,6 +1022,7 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
     const ClusterConfig& c = config.cluster;
     const MemberlistConfig& k = c.config;
     ClusterOptions co;
+    co.link_retain = std::chrono::milliseconds(c.link_retain);
     MembershipOptions& m = co.membership;
     m.name = c.node_name;
     m.bind_address = c.bind;

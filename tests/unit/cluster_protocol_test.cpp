@@ -326,3 +326,23 @@ TEST_CASE("cluster protocol: publish_shared carries its groups ahead of the mess
   // A count beyond the bytes that follow.
   CHECK_FALSE(cluster::decode_publish_shared(std::string("\xff\xff\x03", 3) + message, shares, w));
 }
+
+TEST_CASE("cluster protocol: capabilities: the highest version both speak") {
+  namespace cl = brokerha::cluster;
+  const std::string body = cl::encode_capabilities({1, 2});
+  CHECK(body == std::string("\x01\x02", 2));
+  cl::Capabilities c;
+  REQUIRE(cl::decode_capabilities(body, c));
+  CHECK(c.min == 1);
+  CHECK(c.max == 2);
+  // Later versions may add fields after the range: ignored.
+  REQUIRE(cl::decode_capabilities(body + "extra", c));
+  CHECK(c.max == 2);
+  CHECK_FALSE(cl::decode_capabilities(std::string("\x01", 1), c));
+  CHECK_FALSE(cl::decode_capabilities(std::string("\x03\x02", 2), c));  // min > max
+  CHECK_FALSE(cl::decode_capabilities(std::string("\x00\x02", 2), c));  // no version 0
+  CHECK(cl::common_version({1, 2}, {1, 2}) == 2);
+  CHECK(cl::common_version({1, 2}, {1, 1}) == 1);
+  CHECK(cl::common_version({1, 3}, {2, 5}) == 3);
+  CHECK(cl::common_version({1, 2}, {3, 4}) == 0);
+}

@@ -115,12 +115,16 @@ struct ClusterLinkInfo {
   std::uint64_t frames_acked = 0;
   std::uint64_t frames_received = 0;
   std::uint64_t duplicates = 0;  // re-sent frames not delivered twice
-  std::uint64_t dropped = 0;     // refused: the peer's queue was full
-  std::uint64_t failures = 0;    // failed connects, lost links, refused handshakes
+  std::uint64_t dropped =
+      0;  // refused (the queue was full), or queued for an incarnation that restarted
+  std::uint64_t failures = 0;  // failed connects, lost links, refused handshakes
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
   std::size_t queue_frames = 0;
   std::size_t queue_bytes = 0;
+  /// The cluster protocol version spoken with this peer (the highest both speak; 1 until the
+  /// peer told its versions, and with a peer that predates the negotiation).
+  int protocol = 1;
   /// Round-trip histogram (seconds): cumulative counts of samples <= each bound.
   std::vector<std::pair<double, std::uint64_t>> rtt_buckets;
   std::uint64_t rtt_count = 0;
@@ -148,7 +152,11 @@ struct ClusterInfo {
   std::uint64_t messages_forwarded = 0;  // message copies queued to peers
   std::uint64_t messages_received = 0;   // messages received from peers
   std::uint64_t forward_dropped = 0;     // copies refused by a full link queue
+  /// Frames still queued for a failed peer when ClusterOptions::link_retain ran out.
+  std::uint64_t retain_dropped = 0;
   std::uint64_t malformed_frames = 0;
+  /// Peers whose cluster protocol versions do not meet this node's (spoken to in version 1).
+  std::uint64_t incompatible_peers = 0;
   std::uint64_t route_ack_timeouts = 0;  // SUBACKs sent before every peer acknowledged
   std::uint64_t retained_applied = 0;    // replicated retained entries that were newer
   // Cluster-wide client ids (a connect claims its id; docs/cluster.md).

@@ -98,6 +98,10 @@ struct ClusterOptions {
   /// Graceful stop: how long leaving the cluster may take.
   std::chrono::milliseconds leave_timeout{2000};
   std::size_t link_queue_bytes = 64u << 20;  // per peer; beyond it messages are dropped, counted
+  /// A peer the membership declares failed keeps its link (and what is queued for it, up to
+  /// link_queue_bytes) this long: a short partition loses nothing, the frames are re-sent when
+  /// it comes back. 0: forget a failed peer at once. A peer that leaves is forgotten at once.
+  std::chrono::milliseconds link_retain{60000};
   std::size_t max_tombstones = 100000;       // retained deletes remembered (oldest go first)
 };
 

@@ -668,6 +668,11 @@ std::size_t LinkManager::queued_bytes(const std::string& peer) const {
   return p ? p->session.queue_bytes() : 0;
 }
 
+std::size_t LinkManager::queued_frames(const std::string& peer) const {
+  auto p = impl_->find(peer);
+  return p ? p->session.queue_frames() : 0;
+}
+
 bool LinkManager::idle() const {
   for (const auto& [name, p] : impl_->peers) {
     if (!p->session.idle()) return false;

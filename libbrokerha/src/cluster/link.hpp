@@ -100,6 +100,8 @@ class LinkManager {
   bool connected(const std::string& peer) const;
   /// Bytes queued for `peer` (unacknowledged included); 0 for an unknown peer.
   std::size_t queued_bytes(const std::string& peer) const;
+  /// Frames queued for `peer` (unacknowledged included); 0 for an unknown peer.
+  std::size_t queued_frames(const std::string& peer) const;
   /// True when every frame queued for any peer has been acknowledged (nothing waits to be
   /// written or acknowledged): what a graceful drain waits for before leaving.
   bool idle() const;

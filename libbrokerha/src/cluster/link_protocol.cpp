@@ -322,10 +322,11 @@ bool LinkSession::on_frame(const LinkFrame& f, TimePoint now, Events& events) {
 }
 
 bool LinkSession::on_hello(const LinkHello& h, TimePoint now, Events& events) {
-  // A restarted peer: what we queued for its previous incarnation is dropped and our
+  // A restarted peer: what we queued for its previous incarnation is dropped (and counted) and our
   // numbering restarts; its frames are numbered from 1 again. (No round refers to the queue:
   // none carries frames before the link is up.)
   if (known_epoch_ != 0 && h.epoch != known_epoch_) {
+    dropped_ += queue_.size();  // never delivered: counted as dropped
     queue_.clear();
     queue_bytes_ = 0;
     next_seq_ = 1;

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <future>
-#include <random>
 
 #include "bus/message_json.hpp"
 #include "membership/stream_seam.hpp"
@@ -18,9 +17,6 @@ namespace brokerha::cluster {
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
-
-// A retained_entries frame is cut at about this size (the link sends frames whole).
-constexpr std::size_t kEntriesFrameBytes = 256 * 1024;
 
 std::shared_ptr<const std::string> shared(std::string s) {
   return std::make_shared<const std::string>(std::move(s));
@@ -228,7 +224,8 @@ Node::Peer* Node::find_peer(const std::string& name) {
 
 void Node::update_peer_count() {
   std::uint32_t n = 0;
-  for (const auto& [name, p] : peers_) n += p.member ? 1 : 0;
+  // A retained (failed) peer still counts: retained writes queue on its link for its return.
+  for (const auto& [name, p] : peers_) n += p.member || p.retained ? 1 : 0;
   core_.router().peer_count.store(n, std::memory_order_relaxed);
 }
 
@@ -240,6 +237,13 @@ void Node::on_member_event(const MemberEvent& e) {
       Peer& p = peer_named(e.member.name);
       const bool moved = p.address != e.member.address || p.port != e.member.port;
       const bool joined = !p.member;
+      const bool was_retained = p.retained;
+      if (p.retained) {
+        // Back within link_retain: its link re-sends what it has not acknowledged.
+        p.retained = false;
+        if (p.retain_timer) p.retain_timer->cancel();
+        p.retain_timer.reset();
+      }
       p.member = true;
       p.address = e.member.address;
       p.port = e.member.port;
@@ -248,6 +252,13 @@ void Node::on_member_event(const MemberEvent& e) {
         if (partitioned_.count(p.address) != 0) links_->set_blocked(p.name, true);
       }
       update_peer_count();
+      if (was_retained && links_->connected(p.name)) {
+        // The link outlived the failure (a short partition does not always break TCP): no
+        // on_up will come, so the state each side set aside (shared-group routes, claims
+        // settled during the split) is exchanged now.
+        p.up = true;
+        resync(p);
+      }
       if (joined) members_joined_.fetch_add(1, std::memory_order_relaxed);
       if (joined && new_member_.active()) {
         std::string json;
@@ -257,32 +268,78 @@ void Node::on_member_event(const MemberEvent& e) {
       break;
     }
     case MemberEvent::Kind::leave:
-    case MemberEvent::Kind::failed:
-      (e.kind == MemberEvent::Kind::leave ? members_left_ : members_failed_)
-          .fetch_add(1, std::memory_order_relaxed);
+      members_left_.fetch_add(1, std::memory_order_relaxed);
+      // It flushed its links before leaving: nothing of it is worth keeping.
       if (Peer* p = find_peer(e.member.name)) forget_peer(*p);
+      break;
+    case MemberEvent::Kind::failed:
+      members_failed_.fetch_add(1, std::memory_order_relaxed);
+      if (Peer* p = find_peer(e.member.name)) retain_peer(*p);
       break;
   }
 }
 
 void Node::forget_peer(Peer& p) {
+  if (p.retained) {
+    // link_retain ran out: what is still queued for it is lost, and counted.
+    retain_dropped_.fetch_add(links_->queued_frames(p.name), std::memory_order_relaxed);
+  }
   p.member = false;
   p.up = false;
+  p.retained = false;
+  if (p.retain_timer) p.retain_timer->cancel();
+  p.retain_timer.reset();
   p.acked_routes = 0;
   links_->remove_peer(p.name);
   claims_->on_down(p.name);
   set_routes(p, {});
   update_peer_count();
+  release_waiters(p);
+  if (snapshot_peer_ == p.name) {
+    snapshot_peer_.clear();
+    request_snapshot();
+  }
+}
+
+void Node::retain_peer(Peer& p) {
+  if (options_.link_retain.count() <= 0) {
+    forget_peer(p);
+    return;
+  }
+  p.member = false;
+  p.up = false;
+  p.retained = true;
+  claims_->on_down(p.name);
+  // Its plain routes stay (what is published for it queues on its link); a shared group must
+  // not pick a node that cannot deliver now: its memberships go, and come back with the full
+  // route set it sends when its link is up again.
+  std::set<std::string> plain;
+  for (const std::string& f : p.routes) {
+    if (!topic::is_shared(f)) plain.insert(f);
+  }
+  set_routes(p, std::move(plain));
+  update_peer_count();
+  release_waiters(p);
+  if (snapshot_peer_ == p.name) {
+    snapshot_peer_.clear();
+    request_snapshot();
+  }
+  auto timer = std::make_shared<asio::steady_timer>(ctx_, options_.link_retain);
+  p.retain_timer = timer;
+  timer->async_wait([this, name = p.name, timer](const std::error_code& ec) {
+    if (ec) return;
+    Peer* q = find_peer(name);
+    if (q != nullptr && q->retained && q->retain_timer == timer) forget_peer(*q);
+  });
+}
+
+void Node::release_waiters(Peer& p) {
   std::vector<std::uint64_t> done;
   for (auto& [k, w] : waiters_) {
     w.pending.erase(p.name);
     if (w.pending.empty()) done.push_back(k);
   }
   for (std::uint64_t k : done) finish_waiter(k, false);
-  if (snapshot_peer_ == p.name) {
-    snapshot_peer_.clear();
-    request_snapshot();
-  }
 }
 
 void Node::set_routes(Peer& p, std::set<std::string> routes) {
@@ -303,7 +360,7 @@ void Node::send_batch(std::vector<router::RemoteSend>& batch) {
     targets.clear();
     if (r.all) {
       for (const auto& [name, p] : peers_) {
-        if (p.member) targets.emplace_back(p.id, &p.name);
+        if (p.member || p.retained) targets.emplace_back(p.id, &p.name);
       }
     } else {
       for (std::uint32_t id : r.peers) {
@@ -357,7 +414,9 @@ void Node::apply_route_changes(std::vector<std::string>& filters, std::function<
     ++route_number_;
     auto body = shared(encode_routes_delta(route_number_, delta));
     for (const auto& [name, p] : peers_) {
-      if (p.member || p.up) links_->send(name, static_cast<std::uint8_t>(Kind::routes_delta), body);
+      if (p.member || p.up || p.retained) {
+        links_->send(name, static_cast<std::uint8_t>(Kind::routes_delta), body);
+      }
     }
   }
   if (!done) return;
@@ -409,8 +468,18 @@ void Node::on_up(const std::string& name, std::uint64_t epoch) {
     set_routes(p, {});
     p.acked_routes = 0;
   }
+  if (p.epoch != epoch) set_protocol(p, 1);  // a new incarnation tells its versions again
   p.epoch = epoch;
   p.up = true;
+  resync(p);
+}
+
+void Node::resync(Peer& p) {
+  const std::string& name = p.name;
+  // First on every link up: the versions this node speaks (a version 1 peer counts the frame
+  // as malformed and carries on).
+  links_->send(name, static_cast<std::uint8_t>(Kind::capabilities),
+               shared(encode_capabilities({kClusterProtocolMin, kClusterProtocolMax})));
   std::vector<std::string> all(announced_.begin(), announced_.end());
   links_->send(name, static_cast<std::uint8_t>(Kind::routes_full),
                shared(encode_routes_full(route_number_, all)));
@@ -422,6 +491,12 @@ void Node::on_up(const std::string& name, std::uint64_t epoch) {
   }
 }
 
+void Node::set_protocol(Peer& p, std::uint8_t version) {
+  p.proto = version;
+  std::lock_guard<std::mutex> lock(info_mutex_);
+  peer_protocols_[p.name] = version;
+}
+
 void Node::on_down(const std::string& name) {
   Peer* p = find_peer(name);
   if (p == nullptr) return;
@@ -431,20 +506,18 @@ void Node::on_down(const std::string& name) {
   claims_->on_down(name);
 }
 
-void Node::request_snapshot() {
-  if (synced_.load() || !snapshot_peer_.empty()) return;
-  for (const auto& [name, p] : peers_) {
-    if (!p.up) continue;
-    snapshot_peer_ = name;
-    links_->send(name, static_cast<std::uint8_t>(Kind::snapshot_request), shared(encode_u64(0)));
-    return;
-  }
-}
-
 void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view body) {
   Peer& p = peer_named(name);
   auto bad = [this] { malformed_.fetch_add(1, std::memory_order_relaxed); };
   switch (static_cast<Kind>(kind)) {
+    case Kind::capabilities: {
+      Capabilities theirs;
+      if (!decode_capabilities(body, theirs)) return bad();
+      const std::uint8_t v = common_version({kClusterProtocolMin, kClusterProtocolMax}, theirs);
+      if (v == 0) incompatible_peers_.fetch_add(1, std::memory_order_relaxed);
+      set_protocol(p, v == 0 ? 1 : v);
+      return;
+    }
     case Kind::publish:
     case Kind::publish_shared: {
       WireMessage w;
@@ -564,109 +637,6 @@ void Node::emit_message_from(const std::string& peer, const message::Message& m)
   message_from_.publish(std::move(json));
 }
 
-// ---- retained replication -----------------------------------------------------------------------
-
-Digest Node::digest() const {
-  Digest d{};
-  core_.router().retained_for_each([&](const std::string& topic, const retained::Store::Entry& e) {
-    if (topic::is_node_local(topic)) return;
-    d[bucket_of(topic)] ^= entry_hash(topic, e.version, e.message == nullptr);
-  });
-  return d;
-}
-
-void Node::on_digest(Peer& p, const Digest& theirs) {
-  const Digest mine = digest();
-  std::vector<std::uint16_t> differ;
-  for (std::size_t i = 0; i < kDigestBuckets; ++i) {
-    if (mine[i] != theirs[i]) differ.push_back(static_cast<std::uint16_t>(i));
-  }
-  if (differ.empty()) return;
-  send_entries(p.name, &differ, false);
-  links_->send(p.name, static_cast<std::uint8_t>(Kind::bucket_request),
-               shared(encode_buckets(differ)));
-}
-
-void Node::send_entries(const std::string& peer, const std::vector<std::uint16_t>* buckets,
-                        bool snapshot_end) {
-  std::vector<bool> wanted;
-  if (buckets != nullptr) {
-    wanted.assign(kDigestBuckets, false);
-    for (std::uint16_t b : *buckets) wanted[b] = true;
-  }
-  // Copy the entries (shared messages) under the store's lock, encode outside it.
-  std::vector<std::pair<std::string, retained::Store::Entry>> entries;
-  core_.router().retained_for_each([&](const std::string& topic, const retained::Store::Entry& e) {
-    if (topic::is_node_local(topic)) return;
-    if (buckets != nullptr && !wanted[bucket_of(topic)]) return;
-    entries.emplace_back(topic, e);
-  });
-  const auto now = message::Message::Clock::now();
-  std::string body;
-  std::uint32_t count = 0;
-  begin_retained(body);
-  auto flush = [&] {
-    if (count == 0) return;
-    finish_retained(body, count);
-    links_->send(peer, static_cast<std::uint8_t>(Kind::retained_entries), shared(std::move(body)));
-    body = std::string();
-    begin_retained(body);
-    count = 0;
-  };
-  for (const auto& [topic, e] : entries) {
-    if (e.message && e.message->expired(now)) continue;
-    append_retained(body, topic, e, now);
-    ++count;
-    if (body.size() >= kEntriesFrameBytes) flush();
-  }
-  flush();
-  if (snapshot_end) {
-    links_->send(peer, static_cast<std::uint8_t>(Kind::snapshot_end), shared(encode_u64(0)));
-  }
-}
-
-void Node::apply_entries(std::string_view body) {
-  std::vector<WireRetained> entries;
-  if (!decode_retained(body, entries)) {
-    malformed_.fetch_add(1, std::memory_order_relaxed);
-    return;
-  }
-  const auto now = message::Message::Clock::now();
-  for (const WireRetained& e : entries) {
-    if (topic::is_node_local(e.topic) || !topic::is_valid_name(e.topic)) continue;
-    message::MessagePtr m;
-    if (e.message) {
-      auto built = to_message(*e.message, now);
-      built->retain = true;
-      m = std::move(built);
-    }
-    if (core_.router().retained_apply(std::string(e.topic), m, e.version)) {
-      retained_applied_.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-}
-
-void Node::schedule_repair() {
-  if (options_.repair_interval.count() <= 0) return;
-  repair_timer_.expires_after(options_.repair_interval);
-  repair_timer_.async_wait([this](const std::error_code& ec) {
-    if (ec) return;
-    if (synced_.load()) {
-      std::vector<const Peer*> up;
-      for (const auto& [name, p] : peers_) {
-        if (p.up) up.push_back(&p);
-      }
-      if (!up.empty()) {
-        static thread_local std::minstd_rand rng{std::random_device{}()};
-        const Peer* p = up[rng() % up.size()];
-        links_->send(p->name, static_cast<std::uint8_t>(Kind::digest),
-                     shared(encode_digest(digest())));
-      }
-    }
-    schedule_repair();
-  });
-}
-
 // ---- discovery and joins ------------------------------------------------------------------------
 
 void Node::on_discovery(const DiscoveryResult& r) {
@@ -756,6 +726,11 @@ ClusterInfo Node::info() const {
       l.bytes_received = s.bytes_received;
       l.queue_frames = s.queue_frames;
       l.queue_bytes = s.queue_bytes;
+      {
+        std::lock_guard<std::mutex> lock(info_mutex_);
+        auto it = peer_protocols_.find(s.peer);
+        l.protocol = it != peer_protocols_.end() ? it->second : 1;
+      }
       for (std::size_t i = 0; i < LinkStats::kRttBounds.size(); ++i) {
         l.rtt_buckets.emplace_back(LinkStats::kRttBounds[i], s.rtt_buckets[i]);
       }
@@ -768,6 +743,8 @@ ClusterInfo Node::info() const {
   info.messages_received = received_.load();
   info.forward_dropped = forward_dropped_.load();
   info.malformed_frames = malformed_.load();
+  info.incompatible_peers = incompatible_peers_.load();
+  info.retain_dropped = retain_dropped_.load();
   info.route_ack_timeouts = ack_timeouts_.load();
   info.retained_applied = retained_applied_.load();
   if (claims_) {

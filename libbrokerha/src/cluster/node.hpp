@@ -93,9 +93,12 @@ class Node final : public router::ClusterPort {
     std::uint32_t id = 0;
     std::string address;
     std::uint16_t port = 0;
-    bool member = false;  // alive or suspect in the membership
-    bool up = false;      // link handshake done
+    bool member = false;    // alive or suspect in the membership
+    bool up = false;        // link handshake done
+    bool retained = false;  // failed, its link and plain routes kept for link_retain
+    std::shared_ptr<asio::steady_timer> retain_timer;
     std::uint64_t epoch = 0;
+    std::uint8_t proto = 1;          // cluster protocol version both speak (capabilities)
     std::uint64_t acked_routes = 0;  // highest routes_delta number acknowledged
     std::set<std::string> routes;    // its filters, mirrored in the router's remote tree
   };
@@ -115,6 +118,16 @@ class Node final : public router::ClusterPort {
   Peer& peer_named(const std::string& name);
   Peer* find_peer(const std::string& name);
   void forget_peer(Peer& p);
+  /// A peer the membership declares failed: its link and plain routes are kept (messages keep
+  /// queueing for it) for link_retain, its shared-group memberships are not picked; forgotten
+  /// when the time runs out.
+  void retain_peer(Peer& p);
+  /// Waiting for a route acknowledgement from `p` ends (it failed or left).
+  void release_waiters(Peer& p);
+  /// What each side sends when a link to `p` comes (back) up: capabilities, the full route
+  /// set, the claims held, and a snapshot request or a digest.
+  void resync(Peer& p);
+  void set_protocol(Peer& p, std::uint8_t version);
   void set_routes(Peer& p, std::set<std::string> routes);
   void send_batch(std::vector<router::RemoteSend>& batch);
   void apply_route_changes(std::vector<std::string>& filters, std::function<void()> done);
@@ -178,10 +191,15 @@ class Node final : public router::ClusterPort {
   mutable std::mutex info_mutex_;
   DiscoveryResult last_discovery_;
   bool discovery_seen_ = false;
+  std::map<std::string, std::uint8_t, std::less<>> peer_protocols_;  // Peer::proto, for info()
   std::optional<std::chrono::steady_clock::time_point> alone_since_;
   std::atomic<bool> synced_{false};
   std::atomic<std::uint64_t> forwarded_{0}, received_{0}, forward_dropped_{0}, malformed_{0},
       ack_timeouts_{0}, retained_applied_{0};
+  // Peers whose protocol versions do not meet ours (capabilities): spoken to in version 1.
+  std::atomic<std::uint64_t> incompatible_peers_{0};
+  // Frames still queued for a failed peer when link_retain ran out: lost.
+  std::atomic<std::uint64_t> retain_dropped_{0};
   // Shard threads add: messages for a shared group this node was chosen for but has no
   // member of any more.
   std::atomic<std::uint64_t> shared_dropped_{0};

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cluster/protocol.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "util/bytes.hpp"
@@ -479,6 +480,26 @@ bool decode_claims_held(std::string_view body, std::vector<HeldClaim>& out) {
     out.push_back(std::move(c));
   }
   return r.empty();
+}
+
+// ---- capabilities -----------------------------------------------------------------------------
+
+std::string encode_capabilities(const Capabilities& c) {
+  std::string out;
+  put_u8(out, c.min);
+  put_u8(out, c.max);
+  return out;
+}
+
+bool decode_capabilities(std::string_view body, Capabilities& out) {
+  Reader r(body);
+  if (!r.u8(out.min) || !r.u8(out.max)) return false;
+  return out.min != 0 && out.min <= out.max;
+}
+
+std::uint8_t common_version(const Capabilities& mine, const Capabilities& theirs) noexcept {
+  const std::uint8_t top = std::min(mine.max, theirs.max);
+  return top >= std::max(mine.min, theirs.min) ? top : 0;
 }
 
 }  // namespace brokerha::cluster

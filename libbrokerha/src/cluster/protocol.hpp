@@ -37,14 +37,33 @@ enum class Kind : std::uint8_t {
   digest = 8,            // per-bucket hashes of the retained set (anti-entropy)
   bucket_request = 9,    // "send me your entries of these buckets"
   // Cluster-wide client ids (cluster/claims.hpp).
-  claim_request = 10,  // "stamp my claim on this client id" (to the id's arbiter)
-  claim_grant = 11,    // the arbiter's stamp (an HLC reading)
-  take_request = 12,   // "give up this client id (and hand me its session when resuming)"
-  take_reply = 13,     // what the receiver did, with the session's bytes when it moved
-  claims_held = 14,    // the client ids this node holds sessions for (sent on link up)
-  // 20+: graceful drain.
+  claim_request = 10,   // "stamp my claim on this client id" (to the id's arbiter)
+  claim_grant = 11,     // the arbiter's stamp (an HLC reading)
+  take_request = 12,    // "give up this client id (and hand me its session when resuming)"
+  take_reply = 13,      // what the receiver did, with the session's bytes when it moved
+  claims_held = 14,     // the client ids this node holds sessions for (sent on link up)
   publish_shared = 16,  // a message plus the "$share/g/f" groups the receiver serves
+  // Version 2 of the cluster protocol (capabilities tells which version a peer speaks; frames
+  // of a later version are sent only to peers that speak it).
+  capabilities = 20,  // the protocol versions the sender speaks: sent first on every link up
 };
+
+/// The cluster protocol versions this build speaks. Version 1 is what 0.1.0 spoke: a peer
+/// that never sends `capabilities` speaks it. Each side uses the highest version both speak;
+/// a kind or a field introduced in version N goes only to peers at N or above.
+inline constexpr std::uint8_t kClusterProtocolMin = 1;
+inline constexpr std::uint8_t kClusterProtocolMax = 2;
+
+struct Capabilities {
+  std::uint8_t min = 1;
+  std::uint8_t max = 1;
+};
+/// capabilities: {min, max}; a receiver ignores bytes after them (later versions may add
+/// fields), and a range with min > max or min 0 is malformed.
+std::string encode_capabilities(const Capabilities& c);
+bool decode_capabilities(std::string_view body, Capabilities& out);
+/// The version two nodes use: the highest both speak, or 0 when the ranges do not meet.
+std::uint8_t common_version(const Capabilities& mine, const Capabilities& theirs) noexcept;
 
 /// A message on the wire: what a node needs to route it as if published locally.
 struct WireMessage {

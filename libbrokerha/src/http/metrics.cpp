@@ -214,9 +214,15 @@ const Family kFamilies[] = {
     {"broker_cluster_forward_dropped_total", "counter", kCluster,
      "Message copies refused because a peer's link queue was full.",
      [](const Snapshot& s, Samples& o) { o.add(s.cluster.forward_dropped); }},
+    {"broker_cluster_retain_dropped_total", "counter", kCluster,
+     "Frames still queued for a failed peer when link_retain ran out.",
+     [](const Snapshot& s, Samples& o) { o.add(s.cluster.retain_dropped); }},
     {"broker_cluster_malformed_frames_total", "counter", kCluster,
      "Data-plane frames from peers that did not decode.",
      [](const Snapshot& s, Samples& o) { o.add(s.cluster.malformed_frames); }},
+    {"broker_cluster_incompatible_peers_total", "counter", kCluster,
+     "Peers whose cluster protocol versions do not meet this node's.",
+     [](const Snapshot& s, Samples& o) { o.add(s.cluster.incompatible_peers); }},
     {"broker_cluster_route_ack_timeouts_total", "counter", kCluster,
      "SUBACKs sent before every peer acknowledged the route.",
      [](const Snapshot& s, Samples& o) { o.add(s.cluster.route_ack_timeouts); }},
@@ -271,6 +277,13 @@ const Family kFamilies[] = {
      per_link<&ClusterLinkInfo::queue_frames>},
     {"broker_cluster_link_queue_bytes", "gauge", kCluster, "Bytes queued or unacknowledged.",
      per_link<&ClusterLinkInfo::queue_bytes>},
+    {"broker_cluster_link_protocol", "gauge", kCluster,
+     "The cluster protocol version spoken with the peer.",
+     [](const Snapshot& s, Samples& o) {
+       for (const ClusterLinkInfo& l : s.cluster.links) {
+         o.add(static_cast<std::uint64_t>(l.protocol), {{"peer", l.peer}});
+       }
+     }},
     {"broker_cluster_link_rtt_seconds", "histogram", kCluster, "Round trip of link pings.",
      link_rtt},
 };

@@ -38,6 +38,11 @@ bool parse_shared(std::string_view filter, SharedFilter& out) noexcept;
 /// True when the (non-shared) `filter` matches the topic name `topic`. Both must be valid.
 bool matches(std::string_view filter, std::string_view topic) noexcept;
 
+/// True for a shared subscription's full filter ("$share/{group}/{filter}"), valid or not.
+inline bool is_shared(std::string_view filter) noexcept {
+  return filter.size() >= 7 && filter.compare(0, 7, "$share/") == 0;
+}
+
 /// True for topics that stay on the node that published them: `$SYS/...` (each node's own
 /// statistics) is never forwarded to or replicated on other nodes.
 inline bool is_node_local(std::string_view topic) noexcept {
