@@ -661,3 +661,90 @@ TEST_CASE("cluster broker: a partition shorter than link_retain loses nothing be
   CHECK(got[0] == expected);
   CHECK(c[0].cluster().retain_dropped == 0);
 }
+
+TEST_CASE("cluster broker: a retained snapshot larger than the link queue arrives whole") {
+  // 400 retained messages of 8 KiB (3.2 MiB) through links that queue at most 1 MiB: the
+  // snapshot is paced by the link's acknowledgements, and snapshot_end comes only after the
+  // last entry. Before, the entries past the queue bound were refused while the small
+  // snapshot_end still fitted, and the joiner believed it was synced with a partial set.
+  auto tune = [](BrokerOptions& o) {
+    o.cluster->link_queue_bytes = 1u << 20;
+    o.cluster->repair_interval = 0ms;  // no digest repair to cover a partial snapshot
+  };
+  TestCluster c(1, {}, false, tune);
+  auto p1 = publisher(c.port(0), "p1");
+  constexpr std::size_t kRetained = 400;
+  const std::string payload(8 * 1024, 'x');
+  for (std::size_t i = 0; i < kRetained; ++i) {
+    REQUIRE(p1->publish(make_publish("big/" + std::to_string(i), payload, 1, true)));
+  }
+  REQUIRE(c[0].retained("big/#").size() == kRetained);
+  auto s1 = subscriber(c.port(0), "s1", "live/#", 1);
+  c.add();
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  REQUIRE(wait_until([&] { return c[1].cluster().retained_synced; }, 20s));
+  CHECK(c[1].retained("big/#").size() == kRetained);
+  // Live QoS 1 traffic to the joiner's side is not refused meanwhile.
+  auto p2 = publisher(c.port(1), "p2");
+  const std::vector<std::string> sent = publish_numbered(*p2, "live", "l", 20);
+  const auto got = receive_spread({s1.get()}, sent.size());
+  CHECK(got[0] == sent);
+  CHECK(c[0].cluster().forward_dropped == 0);
+  std::uint64_t dropped = 0;
+  for (const auto& l : c[0].cluster().links) dropped += l.dropped;
+  CHECK(dropped == 0);
+}
+
+TEST_CASE("cluster broker: a route set larger than a link frame reaches a joining node") {
+  // 6,000 filters of about 40 bytes (240 KB) with max_packet_size 64 KiB (a link frame holds
+  // at most 128 KiB). Before, the full route set was one frame that the link refused: the
+  // joining node never learned any of n1's filters and forwarded nothing to it.
+  auto tune = [](BrokerOptions& o) { o.max_packet_size = 65536; };
+  TestCluster c(1, {}, false, tune);
+  MqttClient s1(ProtocolVersion::v5);
+  REQUIRE(s1.open_and_connect(c.port(0), make_connect(ProtocolVersion::v5, "many")) == 0);
+  constexpr int kFilters = 6000, kBatch = 500;
+  std::vector<std::string> filters;
+  for (int i = 0; i < kFilters; ++i) {
+    filters.push_back("routes/a-rather-long-level-name/" + std::to_string(i) + "/#");
+  }
+  for (int b = 0; b < kFilters; b += kBatch) {
+    std::vector<mqtt::Subscription> subs;
+    for (int i = b; i < b + kBatch; ++i) {
+      mqtt::Subscription sub;
+      sub.filter = filters[static_cast<std::size_t>(i)];
+      sub.qos = 1;
+      subs.push_back(sub);
+    }
+    REQUIRE(s1.subscribe(std::move(subs)));
+  }
+  c.add();
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  // Once n2 acknowledged n1's set, a publish on n2 to the first and the last filter arrives.
+  auto p2 = publisher(c.port(1), "p2");
+  std::vector<std::string> sent;
+  for (int i : {0, kFilters / 2, kFilters - 1}) {
+    const std::string topic = "routes/a-rather-long-level-name/" + std::to_string(i) + "/x";
+    sent.push_back(topic);
+  }
+  REQUIRE(wait_until(
+      [&] {
+        // A probe: the first topic reaches n1 once n2 holds the routes.
+        if (!p2->publish(make_publish(sent.front(), "probe", 1))) return false;
+        auto r = s1.await<mqtt::Publish>(200ms);
+        if (r) s1.acknowledge(*r->as<mqtt::Publish>());
+        return r.has_value();
+      },
+      10s));
+  for (const std::string& t : sent) REQUIRE(p2->publish(make_publish(t, t, 1)));
+  std::vector<std::string> got;
+  while (got.size() < sent.size()) {
+    auto r = s1.await<mqtt::Publish>(5s);
+    if (!r) break;
+    const auto* p = r->as<mqtt::Publish>();
+    s1.acknowledge(*p);
+    if (p->payload != "probe") got.emplace_back(p->payload);
+  }
+  CHECK(got == sent);
+  CHECK(c[0].cluster().oversized_frames == 0);
+}

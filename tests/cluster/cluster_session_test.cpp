@@ -296,3 +296,52 @@ TEST_CASE("cluster sessions: takeover during a partition and after it heals") {
   CHECK(ack->as<mqtt::Connack>()->session_present);
   CHECK(during.wait_closed(5s).has_value());
 }
+
+TEST_CASE("cluster sessions: a session larger than a frame and the link queue moves whole") {
+  // 400 queued QoS 1 messages of 8 KiB (3.2 MiB) with max_packet_size 64 KiB (a link frame
+  // holds at most 128 KiB) and link queues of 1 MiB. Before, the whole session was one
+  // take_reply frame that the link refused, and the session was already discarded: the
+  // client resumed on the other node with session present 0 and nothing queued.
+  auto tune = [](BrokerOptions& o) {
+    o.max_packet_size = 65536;
+    o.cluster->link_queue_bytes = 1u << 20;
+  };
+  TestCluster c(2, {}, false, tune);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  const std::string id = "big-session";
+  {
+    MqttClient first(ProtocolVersion::v5);
+    REQUIRE(first.open_and_connect(c.port(0), resuming(ProtocolVersion::v5, id)) == 0);
+    REQUIRE(first.subscribe("big/#", 1));
+    first.disconnect();
+  }
+  auto pub = publisher(c.port(0), "big-pub");
+  constexpr int kQueued = 400;
+  const std::string payload(8 * 1024, 'q');
+  for (int i = 0; i < kQueued; ++i) {
+    REQUIRE(pub->publish(make_publish("big/t", std::to_string(i) + ":" + payload, 1)));
+  }
+  REQUIRE(wait_until([&] { return session_on(c, 0, id).has_value(); }, 5s));
+
+  MqttClient second(ProtocolVersion::v5);
+  REQUIRE(second.open(c.port(1)));
+  auto ack = second.connect(resuming(ProtocolVersion::v5, id));
+  REQUIRE(ack);
+  CHECK(ack->as<mqtt::Connack>()->code == 0);
+  CHECK(ack->as<mqtt::Connack>()->session_present);
+  int next = 0;
+  bool in_order = true;
+  while (next < kQueued) {
+    auto r = second.await<mqtt::Publish>(10s);
+    if (!r) break;
+    const auto* p = r->as<mqtt::Publish>();
+    second.acknowledge(*p);
+    in_order = in_order && p->payload.substr(0, p->payload.find(':')) == std::to_string(next);
+    ++next;
+  }
+  CHECK(next == kQueued);
+  CHECK(in_order);
+  CHECK(wait_until([&] { return !session_on(c, 0, id).has_value(); }, 5s));
+  CHECK(c[0].cluster().sessions_restored == 0);
+  CHECK(c[0].cluster().oversized_frames == 0);
+}

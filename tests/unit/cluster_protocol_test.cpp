@@ -247,7 +247,7 @@ TEST_CASE("cluster protocol: claims round trip and refuse truncation and bad val
   }
   // An unknown outcome and a resume flag other than 0/1 are refused.
   std::string bad_outcome = reply_none;
-  bad_outcome.back() = 4;
+  bad_outcome.back() = 5;  // 4 is moved_in_parts (version 2)
   CHECK_FALSE(cluster::decode_take_reply(bad_outcome, back));
   std::string bad_resume = take;
   bad_resume.back() = 2;
@@ -345,4 +345,56 @@ TEST_CASE("cluster protocol: capabilities: the highest version both speak") {
   CHECK(cl::common_version({1, 2}, {1, 1}) == 1);
   CHECK(cl::common_version({1, 3}, {2, 5}) == 3);
   CHECK(cl::common_version({1, 2}, {3, 4}) == 0);
+}
+
+TEST_CASE("cluster protocol: routes_part, session_part and take_ack round-trip and refuse junk") {
+  namespace cl = brokerha::cluster;
+  std::uint64_t number = 0;
+  bool last = false;
+  std::vector<std::string> filters;
+  const std::string part = cl::encode_routes_part(7, true, {"a/#", "$share/g/b"});
+  REQUIRE(cl::decode_routes_part(part, number, last, filters));
+  CHECK(number == 7);
+  CHECK(last);
+  CHECK(filters == std::vector<std::string>{"a/#", "$share/g/b"});
+  REQUIRE(cl::decode_routes_part(cl::encode_routes_part(0, false, {}), number, last, filters));
+  CHECK_FALSE(last);
+  CHECK(filters.empty());
+  CHECK_FALSE(cl::decode_routes_part("", number, last, filters));
+  CHECK_FALSE(cl::decode_routes_part(std::string("\x02") + part.substr(1), number, last, filters));
+  CHECK_FALSE(cl::decode_routes_part(part + "x", number, last, filters));
+
+  std::uint64_t request = 0;
+  std::string_view slice;
+  const std::string sp = cl::encode_session_part(9, std::string(1000, 's'));
+  REQUIRE(cl::decode_session_part(sp, request, slice));
+  CHECK(request == 9);
+  CHECK(slice == std::string(1000, 's'));
+  CHECK_FALSE(cl::decode_session_part(sp.substr(0, sp.size() - 1), request, slice));
+  CHECK_FALSE(cl::decode_session_part(sp + "x", request, slice));
+
+  cl::TakeAck a;
+  const std::string ack = cl::encode_take_ack({11, "client", true});
+  REQUIRE(cl::decode_take_ack(ack, a));
+  CHECK(a.request == 11);
+  CHECK(a.client_id == "client");
+  CHECK(a.ok);
+  std::string bad = ack;
+  bad.back() = 2;
+  CHECK_FALSE(cl::decode_take_ack(bad, a));
+  CHECK_FALSE(cl::decode_take_ack(ack + "x", a));
+
+  // take_reply's version 2 outcome carries no session bytes (they came in session_parts).
+  cl::TakeReply r;
+  r.request = 3;
+  r.client_id = "c";
+  r.version = {42, "n1"};
+  r.outcome = cl::TakeOutcome::moved_in_parts;
+  cl::TakeReply back;
+  REQUIRE(cl::decode_take_reply(cl::encode_take_reply(r), back));
+  CHECK(back.outcome == cl::TakeOutcome::moved_in_parts);
+  CHECK(back.session.empty());
+  std::string beyond = cl::encode_take_reply(r);
+  beyond.back() = 5;  // no outcome 5
+  CHECK_FALSE(cl::decode_take_reply(beyond, back));
 }

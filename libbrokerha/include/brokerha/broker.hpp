@@ -155,6 +155,9 @@ struct ClusterInfo {
   /// Frames still queued for a failed peer when ClusterOptions::link_retain ran out.
   std::uint64_t retain_dropped = 0;
   std::uint64_t malformed_frames = 0;
+  /// Control frames larger than a link can carry (max_packet_size + 64 KiB, or the link
+  /// queue): never sent. A route set, a snapshot or a moved session is cut into parts.
+  std::uint64_t oversized_frames = 0;
   /// Peers whose cluster protocol versions do not meet this node's (spoken to in version 1).
   std::uint64_t incompatible_peers = 0;
   std::uint64_t route_ack_timeouts = 0;  // SUBACKs sent before every peer acknowledged
@@ -166,6 +169,10 @@ struct ClusterInfo {
   std::uint64_t sessions_moved_in = 0;    // sessions received from peers (takeover, resume)
   std::uint64_t sessions_moved_out = 0;   // sessions handed to peers
   std::uint64_t sessions_taken_over = 0;  // local sessions ended or moved for a claim elsewhere
+  /// Sessions that started to move and stayed (or came back) here, offline: the link could
+  /// not carry the reply, or the claimant refused the session, restarted or was forgotten
+  /// before it acknowledged it.
+  std::uint64_t sessions_restored = 0;
   /// Messages a peer chose this node for, for a shared group with no member here any more
   /// (the member left meanwhile): lost for that group, never forwarded again.
   std::uint64_t shared_dropped = 0;

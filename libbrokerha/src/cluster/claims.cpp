@@ -7,7 +7,8 @@ namespace brokerha::cluster {
 
 namespace {
 
-// claims_held frames are cut at this many entries (a node may hold 100,000 sessions).
+// claims_held frames are cut at this many entries (a node may hold 100,000 sessions), or at
+// part_bytes_ (client ids may be long).
 constexpr std::size_t kHeldPerFrame = 4096;
 
 std::uint64_t rendezvous_hash(std::string_view member, std::string_view client_id) noexcept {
@@ -180,6 +181,22 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
       on_take_reply(peer, r);
       return true;
     }
+    case Kind::session_part: {
+      std::uint64_t request = 0;
+      std::string_view slice;
+      if (!decode_session_part(body, request, slice)) return false;
+      incoming_[{peer, request}].append(slice.data(), slice.size());
+      return true;
+    }
+    case Kind::take_ack: {
+      TakeAck a;
+      if (!decode_take_ack(body, a)) return false;
+      auto it = moving_.find({peer, a.request});
+      if (it == moving_.end() || it->second.client_id != a.client_id) return true;
+      if (!a.ok) restore(it->second.client_id, it->second.version, it->second.bytes);
+      moving_.erase(it);
+      return true;
+    }
     case Kind::claims_held: {
       std::vector<HeldClaim> held;
       if (!decode_claims_held(body, held)) return false;
@@ -250,10 +267,9 @@ void Claims::on_take_request(const std::string& peer, const TakeRequest& t) {
           answer.outcome = TakeOutcome::none;
           break;
         case router::TakeResult::moved:
-          answer.outcome = TakeOutcome::moved;
-          answer.session = exported;
           counters_.sessions_moved_out.fetch_add(1, std::memory_order_relaxed);
-          break;
+          send_moved(peer, answer, exported);
+          return;
         case router::TakeResult::discarded:
           answer.outcome = TakeOutcome::discarded;
           break;
@@ -266,22 +282,92 @@ void Claims::on_take_request(const std::string& peer, const TakeRequest& t) {
   });
 }
 
+void Claims::send_moved(const std::string& peer, TakeReply& answer, const std::string& bytes) {
+  std::uint8_t proto = 1;
+  for (const PeerView& v : peers_()) {
+    if (v.name == peer) proto = v.proto;
+  }
+  if (proto < 2) {
+    // Version 1: the session in the reply itself. A reply the link cannot carry (larger than
+    // a frame) does not destroy the session: it stays here, offline.
+    answer.outcome = TakeOutcome::moved;
+    answer.session = bytes;
+    if (!send_(peer, Kind::take_reply, encode_take_reply(answer))) {
+      counters_.moves_refused.fetch_add(1, std::memory_order_relaxed);
+      restore(answer.client_id, answer.version, bytes);
+    }
+    return;
+  }
+  // Version 2: the bytes in session_part slices, then the reply; this node keeps a copy
+  // until the claimant acknowledges it (take_ack), or gives the session back to its shard if
+  // the claimant refuses it, restarts or is forgotten.
+  bool sent = true;
+  for (std::size_t at = 0; sent && at < bytes.size(); at += part_bytes_) {
+    const std::string_view slice = std::string_view(bytes).substr(at, part_bytes_);
+    sent = send_(peer, Kind::session_part, encode_session_part(answer.request, slice));
+  }
+  answer.outcome = TakeOutcome::moved_in_parts;
+  if (sent) sent = send_(peer, Kind::take_reply, encode_take_reply(answer));
+  if (!sent) {
+    counters_.moves_refused.fetch_add(1, std::memory_order_relaxed);
+    restore(answer.client_id, answer.version, bytes);
+    return;
+  }
+  Moving& m = moving_[{peer, answer.request}];
+  m.client_id.assign(answer.client_id.data(), answer.client_id.size());
+  m.version = answer.version;
+  m.bytes = bytes;
+}
+
+void Claims::restore(std::string_view client_id, const ClaimVersion& version,
+                     const std::string& bytes) {
+  counters_.moves_restored.fetch_add(1, std::memory_order_relaxed);
+  std::string id(client_id);
+  core_.on_shard(core_.home_shard(id), [version, bytes](registry::ShardAccess& shard) {
+    shard.sessions.adopt(version, bytes, std::chrono::steady_clock::now());
+  });
+}
+
+void Claims::on_gone(const std::string& peer) {
+  incoming_.erase(incoming_.lower_bound({peer, 0}), incoming_.lower_bound({peer + '\0', 0}));
+  for (auto it = moving_.lower_bound({peer, 0}); it != moving_.end() && it->first.first == peer;) {
+    restore(it->second.client_id, it->second.version, it->second.bytes);
+    it = moving_.erase(it);
+  }
+}
+
 void Claims::on_take_reply(const std::string& peer, const TakeReply& r) {
   auto it = pending_.find(r.request);
   const bool ours =
       it != pending_.end() && it->second.version && it->second.client_id == r.client_id &&
       !it->second.version->newer_than(r.version) && !r.version.newer_than(*it->second.version) &&
       it->second.waiting.count(peer) != 0;
+  const bool in_parts = r.outcome == TakeOutcome::moved_in_parts;
+  std::string parts;
+  if (in_parts) {
+    auto in = incoming_.find({peer, r.request});
+    if (in != incoming_.end()) {
+      parts = std::move(in->second);
+      incoming_.erase(in);
+    }
+  }
+  const std::string_view bytes = in_parts ? std::string_view(parts) : r.session;
   if (!ours) {
     // A late answer (the claim went ahead without it). A session in it is not thrown away:
-    // it is installed as an offline session if its claim still holds the id.
-    if (r.outcome == TakeOutcome::moved) {
+    // it is installed as an offline session if its claim still holds the id; if it cannot
+    // be (in parts), the sender is told and keeps it.
+    if (r.outcome == TakeOutcome::moved || in_parts) {
       counters_.sessions_moved_in.fetch_add(1, std::memory_order_relaxed);
       std::string client_id(r.client_id);
       core_.on_shard(
           core_.home_shard(client_id),
-          [version = r.version, bytes = std::string(r.session)](registry::ShardAccess& shard) {
-            shard.sessions.adopt(version, bytes, std::chrono::steady_clock::now());
+          [this, peer, in_parts, request = r.request, client_id, version = r.version,
+           b = std::string(bytes)](registry::ShardAccess& shard) {
+            const bool ok = shard.sessions.adopt(version, b, std::chrono::steady_clock::now());
+            if (!in_parts) return;
+            asio::post(ctx_, [this, peer, request, client_id, ok] {
+              send_(peer, Kind::take_ack, encode_take_ack(TakeAck{request, client_id, ok}));
+            });
           });
     }
     return;
@@ -290,10 +376,17 @@ void Claims::on_take_reply(const std::string& peer, const TakeReply& r) {
   p.waiting.erase(peer);
   switch (r.outcome) {
     case TakeOutcome::moved:
+    case TakeOutcome::moved_in_parts: {
       counters_.sessions_moved_in.fetch_add(1, std::memory_order_relaxed);
-      // Two holders (after a partition) cannot both be resumed: the first answer is kept.
-      if (p.session.empty()) p.session.assign(r.session.data(), r.session.size());
+      // Two holders (after a partition) cannot both be resumed: the first answer is kept,
+      // and a sender of the second (in parts) keeps its copy.
+      const bool keep = p.session.empty() && !p.superseded && !bytes.empty();
+      if (keep) p.session.assign(bytes.data(), bytes.size());
+      if (in_parts) {
+        send_(peer, Kind::take_ack, encode_take_ack(TakeAck{r.request, r.client_id, keep}));
+      }
       break;
+    }
     case TakeOutcome::newer_here:
       p.superseded = true;
       break;
@@ -338,11 +431,14 @@ void Claims::send_held(const std::string& peer) {
         for (auto& m : mine) g->all.push_back(std::move(m));
         if (--g->left != 0) return;
         std::vector<HeldClaim> frame;
+        std::size_t bytes = 0;
         for (std::size_t k = 0; k < g->all.size(); ++k) {
+          bytes += g->all[k].first.size() + g->all[k].second.node.size() + 16;
           frame.push_back(HeldClaim{std::move(g->all[k].first), std::move(g->all[k].second)});
-          if (frame.size() == kHeldPerFrame || k + 1 == g->all.size()) {
+          if (frame.size() == kHeldPerFrame || bytes >= part_bytes_ || k + 1 == g->all.size()) {
             send_(peer, Kind::claims_held, encode_claims_held(frame));
             frame.clear();
+            bytes = 0;
           }
         }
       });
@@ -367,6 +463,8 @@ ClaimStats Claims::stats() const {
   s.sessions_moved_in = counters_.sessions_moved_in.load(std::memory_order_relaxed);
   s.sessions_moved_out = counters_.sessions_moved_out.load(std::memory_order_relaxed);
   s.taken_over = counters_.taken_over.load(std::memory_order_relaxed);
+  s.moves_refused = counters_.moves_refused.load(std::memory_order_relaxed);
+  s.moves_restored = counters_.moves_restored.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -51,7 +51,9 @@ struct ClaimStats {
   std::uint64_t take_timeouts = 0;      // went ahead without every peer's answer
   std::uint64_t sessions_moved_in = 0;  // sessions received from peers
   std::uint64_t sessions_moved_out = 0;
-  std::uint64_t taken_over = 0;  // local sessions ended or moved for a claim elsewhere
+  std::uint64_t taken_over = 0;      // local sessions ended or moved for a claim elsewhere
+  std::uint64_t moves_refused = 0;   // moved sessions the link could not carry (kept here)
+  std::uint64_t moves_restored = 0;  // moved sessions given back to this node's shard
 };
 
 class Claims {
@@ -59,10 +61,12 @@ class Claims {
   /// A peer as the claims see it.
   struct PeerView {
     std::string name;
-    bool member = false;  // alive or suspect
-    bool up = false;      // link connected
+    bool member = false;     // alive or suspect
+    bool up = false;         // link connected
+    std::uint8_t proto = 1;  // cluster protocol version spoken with it
   };
-  using Send = std::function<void(const std::string& peer, Kind kind, std::string body)>;
+  /// Queues a frame for `peer` (ordered, flow-controlled); false when it cannot be sent at all.
+  using Send = std::function<bool(const std::string& peer, Kind kind, std::string body)>;
   using Peers = std::function<std::vector<PeerView>()>;
 
   /// `timeout` bounds the wait for the arbiter; the wait for the peers' answers is twice that.
@@ -78,8 +82,14 @@ class Claims {
   bool on_frame(const std::string& peer, Kind kind, std::string_view body);
   void on_up(const std::string& peer);
   void on_down(const std::string& peer);
+  /// `peer` restarted or was forgotten: sessions moving to it that it did not acknowledge
+  /// are given back to their shards here, and its partial transfers dropped.
+  void on_gone(const std::string& peer);
   /// Drops pending claims (their connections are being closed by the broker's stop).
   void stop();
+
+  /// The size moved sessions and claim lists are cut at (below the link's largest frame).
+  void set_part_bytes(std::size_t bytes) { part_bytes_ = bytes; }
 
   /// Any thread.
   ClaimStats stats() const;
@@ -108,6 +118,11 @@ class Claims {
   void on_take_request(const std::string& peer, const TakeRequest& t);
   void on_take_reply(const std::string& peer, const TakeReply& r);
   void send_held(const std::string& peer);
+  /// Answers a take_request whose session moved: in the reply (version 1) or in parts with
+  /// a copy kept until take_ack (version 2).
+  void send_moved(const std::string& peer, TakeReply& answer, const std::string& bytes);
+  /// Installs a session that did not move after all as an offline session on its shard.
+  void restore(std::string_view client_id, const ClaimVersion& version, const std::string& bytes);
 
   registry::BrokerPort& core_;
   asio::io_context& ctx_;
@@ -119,10 +134,21 @@ class Claims {
   std::map<std::uint64_t, Pending> pending_;
   std::multimap<std::string, std::uint64_t, std::less<>> by_client_;
   std::uint64_t next_request_ = 1;
+  std::size_t part_bytes_ = 256 * 1024;
+  // Sessions sent in parts and not yet acknowledged, by (claimant, its request).
+  struct Moving {
+    std::string client_id;
+    ClaimVersion version;
+    std::string bytes;
+  };
+  std::map<std::pair<std::string, std::uint64_t>, Moving> moving_;
+  // session_part slices received, by (sender, our request), until the take_reply.
+  std::map<std::pair<std::string, std::uint64_t>, std::string> incoming_;
   // Written on the control thread and on shards, read by stats() on any thread.
   struct Counters {
     std::atomic<std::uint64_t> claims{0}, claims_lost{0}, arbiter_timeouts{0}, take_timeouts{0},
-        sessions_moved_in{0}, sessions_moved_out{0}, taken_over{0};
+        sessions_moved_in{0}, sessions_moved_out{0}, taken_over{0}, moves_refused{0},
+        moves_restored{0};
   };
   Counters counters_;
 };

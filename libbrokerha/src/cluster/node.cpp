@@ -65,6 +65,10 @@ void Node::start() {
   lo.secret_key = options_.membership.secret_key;
   lo.max_queue_bytes = options_.link_queue_bytes;
   lo.max_frame_bytes = std::size_t{core_.max_packet_size()} + 65536;
+  max_body_ = lo.max_frame_bytes - kLinkMinLength;
+  // Large transfers are cut into frames of about this size: 256 KiB, or less when the
+  // largest frame is small (one entry of max_packet_size still fits beside a cut).
+  frame_target_ = std::min<std::size_t>(256 * 1024, max_body_ / 2);
   LinkManager::Handlers h;
   h.on_frame = [this](const std::string& peer, std::uint8_t kind, std::string_view body) {
     on_frame(peer, kind, body);
@@ -75,14 +79,17 @@ void Node::start() {
   claims_ = std::make_unique<Claims>(
       core_, ctx_, options_.membership.name, options_.route_ack_timeout,
       [this](const std::string& peer, Kind kind, std::string body) {
-        links_->send(peer, static_cast<std::uint8_t>(kind), shared(std::move(body)));
+        return send_control(peer, kind, shared(std::move(body)));
       },
       [this] {
         std::vector<Claims::PeerView> v;
         v.reserve(peers_.size());
-        for (const auto& [name, p] : peers_) v.push_back(Claims::PeerView{name, p.member, p.up});
+        for (const auto& [name, p] : peers_) {
+          v.push_back(Claims::PeerView{name, p.member, p.up, p.proto});
+        }
         return v;
       });
+  claims_->set_part_bytes(frame_target_);
 
   membership_ = std::make_unique<Membership>(options_.membership);
   membership_->set_event_callback(
@@ -290,8 +297,11 @@ void Node::forget_peer(Peer& p) {
   if (p.retain_timer) p.retain_timer->cancel();
   p.retain_timer.reset();
   p.acked_routes = 0;
+  p.backlog.clear();
+  p.routes_incoming.clear();
   links_->remove_peer(p.name);
   claims_->on_down(p.name);
+  claims_->on_gone(p.name);
   set_routes(p, {});
   update_peer_count();
   release_waiters(p);
@@ -342,16 +352,6 @@ void Node::release_waiters(Peer& p) {
   for (std::uint64_t k : done) finish_waiter(k, false);
 }
 
-void Node::set_routes(Peer& p, std::set<std::string> routes) {
-  for (const std::string& f : p.routes) {
-    if (routes.count(f) == 0) core_.router().routes().remote_remove(p.id, f);
-  }
-  for (const std::string& f : routes) {
-    if (p.routes.count(f) == 0) core_.router().routes().remote_add(p.id, f);
-  }
-  p.routes = std::move(routes);
-}
-
 void Node::send_batch(std::vector<router::RemoteSend>& batch) {
   const auto now = message::Message::Clock::now();
   std::vector<std::pair<std::uint32_t, const std::string*>> targets;  // (peer id, name)
@@ -395,80 +395,20 @@ void Node::send_batch(std::vector<router::RemoteSend>& batch) {
   }
 }
 
-void Node::apply_route_changes(std::vector<std::string>& filters, std::function<void()> done) {
-  std::sort(filters.begin(), filters.end());
-  filters.erase(std::unique(filters.begin(), filters.end()), filters.end());
-  std::vector<RouteChange> delta;
-  for (std::string& f : filters) {
-    const bool present = core_.router().routes().local_filter_present(f);
-    const bool announced = announced_.count(f) != 0;
-    if (present == announced) continue;
-    if (present) {
-      announced_.insert(f);
-    } else {
-      announced_.erase(f);
-    }
-    delta.push_back(RouteChange{present, std::move(f)});
-  }
-  if (!delta.empty()) {
-    ++route_number_;
-    auto body = shared(encode_routes_delta(route_number_, delta));
-    for (const auto& [name, p] : peers_) {
-      if (p.member || p.up || p.retained) {
-        links_->send(name, static_cast<std::uint8_t>(Kind::routes_delta), body);
-      }
-    }
-  }
-  if (!done) return;
-  RouteWaiter w;
-  w.number = route_number_;
-  // Every member counts, connected or not yet: a link still coming up (a node that just
-  // joined) gets the delta when it connects, and the wait is bounded anyway.
-  for (const auto& [name, p] : peers_) {
-    if ((p.up || p.member) && p.acked_routes < route_number_) w.pending.insert(name);
-  }
-  if (w.pending.empty()) {
-    done();
-    return;
-  }
-  w.done = std::move(done);
-  const std::uint64_t key = next_waiter_++;
-  w.timer = std::make_unique<asio::steady_timer>(ctx_, options_.route_ack_timeout);
-  w.timer->async_wait([this, key](const std::error_code& ec) {
-    if (!ec) finish_waiter(key, true);
-  });
-  waiters_.emplace(key, std::move(w));
-}
-
-void Node::ack_routes(Peer& p, std::uint64_t number) {
-  if (number <= p.acked_routes) return;
-  p.acked_routes = number;
-  std::vector<std::uint64_t> done;
-  for (auto& [k, w] : waiters_) {
-    if (w.number <= number) w.pending.erase(p.name);
-    if (w.pending.empty()) done.push_back(k);
-  }
-  for (std::uint64_t k : done) finish_waiter(k, false);
-}
-
-void Node::finish_waiter(std::uint64_t key, bool timed_out) {
-  auto it = waiters_.find(key);
-  if (it == waiters_.end()) return;
-  if (timed_out) ack_timeouts_.fetch_add(1, std::memory_order_relaxed);
-  std::function<void()> done = std::move(it->second.done);
-  if (it->second.timer) it->second.timer->cancel();
-  waiters_.erase(it);
-  if (done) done();
-}
-
 void Node::on_up(const std::string& name, std::uint64_t epoch) {
   Peer& p = peer_named(name);
   if (p.epoch != 0 && p.epoch != epoch) {
     // The peer restarted: whatever it knew from us is gone, and its routes will come again.
     set_routes(p, {});
     p.acked_routes = 0;
+    p.routes_incoming.clear();
+    p.backlog.clear();  // addressed to the incarnation that is gone, as the link's queue was
+    claims_->on_gone(p.name);
   }
-  if (p.epoch != epoch) set_protocol(p, 1);  // a new incarnation tells its versions again
+  if (p.epoch != epoch) {
+    set_protocol(p, 1);  // a new incarnation tells its versions again
+    p.proto_known = false;
+  }
   p.epoch = epoch;
   p.up = true;
   resync(p);
@@ -478,16 +418,14 @@ void Node::resync(Peer& p) {
   const std::string& name = p.name;
   // First on every link up: the versions this node speaks (a version 1 peer counts the frame
   // as malformed and carries on).
-  links_->send(name, static_cast<std::uint8_t>(Kind::capabilities),
+  send_control(p, Kind::capabilities,
                shared(encode_capabilities({kClusterProtocolMin, kClusterProtocolMax})));
-  std::vector<std::string> all(announced_.begin(), announced_.end());
-  links_->send(name, static_cast<std::uint8_t>(Kind::routes_full),
-               shared(encode_routes_full(route_number_, all)));
+  send_routes_full(p);
   claims_->on_up(name);
   if (!synced_.load() && snapshot_peer_.empty()) {
     request_snapshot();
   } else if (synced_.load()) {
-    links_->send(name, static_cast<std::uint8_t>(Kind::digest), shared(encode_digest(digest())));
+    send_control(p, Kind::digest, shared(encode_digest(digest())));
   }
 }
 
@@ -516,6 +454,7 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
       const std::uint8_t v = common_version({kClusterProtocolMin, kClusterProtocolMax}, theirs);
       if (v == 0) incompatible_peers_.fetch_add(1, std::memory_order_relaxed);
       set_protocol(p, v == 0 ? 1 : v);
+      p.proto_known = true;
       return;
     }
     case Kind::publish:
@@ -549,6 +488,8 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
     case Kind::take_request:
     case Kind::take_reply:
     case Kind::claims_held:
+    case Kind::session_part:
+    case Kind::take_ack:
       if (!claims_->on_frame(name, static_cast<Kind>(kind), body)) bad();
       return;
     case Kind::routes_full: {
@@ -559,8 +500,23 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
       for (std::string& f : filters) {
         if (valid_remote_filter(f)) routes.insert(std::move(f));
       }
+      p.routes_incoming.clear();
       set_routes(p, std::move(routes));
-      links_->send(name, static_cast<std::uint8_t>(Kind::routes_ack), shared(encode_u64(number)));
+      send_control(p, Kind::routes_ack, shared(encode_u64(number)));
+      return;
+    }
+    case Kind::routes_part: {
+      std::uint64_t number;
+      bool last = false;
+      std::vector<std::string> filters;
+      if (!decode_routes_part(body, number, last, filters)) return bad();
+      for (std::string& f : filters) {
+        if (valid_remote_filter(f)) p.routes_incoming.insert(std::move(f));
+      }
+      if (!last) return;
+      set_routes(p, std::move(p.routes_incoming));
+      p.routes_incoming.clear();
+      send_control(p, Kind::routes_ack, shared(encode_u64(number)));
       return;
     }
     case Kind::routes_delta: {
@@ -577,7 +533,7 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
         }
       }
       set_routes(p, std::move(routes));
-      links_->send(name, static_cast<std::uint8_t>(Kind::routes_ack), shared(encode_u64(number)));
+      send_control(p, Kind::routes_ack, shared(encode_u64(number)));
       return;
     }
     case Kind::routes_ack: {
@@ -743,6 +699,7 @@ ClusterInfo Node::info() const {
   info.messages_received = received_.load();
   info.forward_dropped = forward_dropped_.load();
   info.malformed_frames = malformed_.load();
+  info.oversized_frames = oversized_.load();
   info.incompatible_peers = incompatible_peers_.load();
   info.retain_dropped = retain_dropped_.load();
   info.route_ack_timeouts = ack_timeouts_.load();
@@ -755,6 +712,7 @@ ClusterInfo Node::info() const {
     info.sessions_moved_in = c.sessions_moved_in;
     info.sessions_moved_out = c.sessions_moved_out;
     info.sessions_taken_over = c.taken_over;
+    info.sessions_restored = c.moves_restored;
   }
   info.shared_dropped = shared_dropped_.load();
   info.members_joined = members_joined_.load();

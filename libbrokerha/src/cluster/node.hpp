@@ -31,6 +31,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -88,6 +89,18 @@ class Node final : public router::ClusterPort {
              std::function<void(router::ClaimResult)> done) override;
 
  private:
+  enum class Produced { frame, done, later };
+  /// A control frame (anything but a publish) waiting for room on its link, or a producer
+  /// that encodes the next frame of a large transfer (a snapshot, a repair) only when there is
+  /// room: `next` sets kind and body (frame), or says it is finished (done) or cannot tell yet
+  /// (later: asked again on the next pump).
+  struct Outgoing {
+    using Next =
+        std::function<Produced(std::uint8_t& kind, std::shared_ptr<const std::string>& body)>;
+    std::uint8_t kind = 0;
+    std::shared_ptr<const std::string> body;
+    Next next;
+  };
   struct Peer {
     std::string name;
     std::uint32_t id = 0;
@@ -98,9 +111,12 @@ class Node final : public router::ClusterPort {
     bool retained = false;  // failed, its link and plain routes kept for link_retain
     std::shared_ptr<asio::steady_timer> retain_timer;
     std::uint64_t epoch = 0;
-    std::uint8_t proto = 1;          // cluster protocol version both speak (capabilities)
-    std::uint64_t acked_routes = 0;  // highest routes_delta number acknowledged
-    std::set<std::string> routes;    // its filters, mirrored in the router's remote tree
+    std::uint8_t proto = 1;                 // cluster protocol version both speak (capabilities)
+    bool proto_known = false;               // its capabilities arrived (this incarnation)
+    std::uint64_t acked_routes = 0;         // highest routes_delta number acknowledged
+    std::set<std::string> routes;           // its filters, mirrored in the router's remote tree
+    std::deque<Outgoing> backlog;           // control frames waiting for room on the link, in order
+    std::set<std::string> routes_incoming;  // routes_part frames received until the last
   };
   struct RouteWaiter {
     std::uint64_t number = 0;
@@ -128,6 +144,19 @@ class Node final : public router::ClusterPort {
   /// set, the claims held, and a snapshot request or a digest.
   void resync(Peer& p);
   void set_protocol(Peer& p, std::uint8_t version);
+  /// routes_full, or its parts when the set is larger than one frame.
+  void send_routes_full(Peer& p);
+  // The control lane (cluster/node_lane.cpp). Every frame but a publish goes through it: it
+  // is queued on the link while the link holds less than half of link_queue_bytes, and waits
+  // here, in order, otherwise, so that a large transfer neither fills the link (live
+  // publishes keep the other half) nor is refused in part. False only for a peer that is not
+  // known or a frame larger than the link can ever carry (counted in oversized_).
+  bool send_control(const std::string& peer, Kind kind, std::shared_ptr<const std::string> body);
+  bool send_control(Peer& p, Kind kind, std::shared_ptr<const std::string> body);
+  /// A large transfer: `next` is called for each frame as room allows.
+  void send_stream(Peer& p, Outgoing::Next next);
+  void pump(Peer& p);
+  void arm_pump();
   void set_routes(Peer& p, std::set<std::string> routes);
   void send_batch(std::vector<router::RemoteSend>& batch);
   void apply_route_changes(std::vector<std::string>& filters, std::function<void()> done);
@@ -159,6 +188,10 @@ class Node final : public router::ClusterPort {
   std::unique_ptr<discovery::Engine> discovery_;
   std::unique_ptr<Claims> claims_;  // cluster-wide client ids (control thread)
   asio::steady_timer repair_timer_{ctx_};
+  asio::steady_timer pump_timer_{ctx_};
+  bool pump_armed_ = false;
+  std::size_t max_body_ = 0;      // the largest frame body a link carries
+  std::size_t frame_target_ = 0;  // what route sets, snapshots and sessions are cut at
   std::optional<asio::executor_work_guard<asio::io_context::executor_type>> work_;
 
   // Control thread only.
@@ -200,6 +233,8 @@ class Node final : public router::ClusterPort {
   std::atomic<std::uint64_t> incompatible_peers_{0};
   // Frames still queued for a failed peer when link_retain ran out: lost.
   std::atomic<std::uint64_t> retain_dropped_{0};
+  // Control frames larger than a link can carry: never sent.
+  std::atomic<std::uint64_t> oversized_{0};
   // Shard threads add: messages for a shared group this node was chosen for but has no
   // member of any more.
   std::atomic<std::uint64_t> shared_dropped_{0};

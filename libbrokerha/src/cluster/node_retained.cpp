@@ -10,9 +10,6 @@ namespace brokerha::cluster {
 
 namespace {
 
-// A retained_entries frame is cut at about this size (the link sends frames whole).
-constexpr std::size_t kEntriesFrameBytes = 256 * 1024;
-
 std::shared_ptr<const std::string> shared(std::string s) {
   return std::make_shared<const std::string>(std::move(s));
 }
@@ -24,7 +21,7 @@ void Node::request_snapshot() {
   for (const auto& [name, p] : peers_) {
     if (!p.up) continue;
     snapshot_peer_ = name;
-    links_->send(name, static_cast<std::uint8_t>(Kind::snapshot_request), shared(encode_u64(0)));
+    send_control(name, Kind::snapshot_request, shared(encode_u64(0)));
     return;
   }
 }
@@ -46,46 +43,55 @@ void Node::on_digest(Peer& p, const Digest& theirs) {
   }
   if (differ.empty()) return;
   send_entries(p.name, &differ, false);
-  links_->send(p.name, static_cast<std::uint8_t>(Kind::bucket_request),
-               shared(encode_buckets(differ)));
+  send_control(p, Kind::bucket_request, shared(encode_buckets(differ)));
 }
 
 void Node::send_entries(const std::string& peer, const std::vector<std::uint16_t>* buckets,
                         bool snapshot_end) {
+  Peer* p = find_peer(peer);
+  if (p == nullptr) return;
   std::vector<bool> wanted;
   if (buckets != nullptr) {
     wanted.assign(kDigestBuckets, false);
     for (std::uint16_t b : *buckets) wanted[b] = true;
   }
-  // Copy the entries (shared messages) under the store's lock, encode outside it.
-  std::vector<std::pair<std::string, retained::Store::Entry>> entries;
+  // Copy the entries (shared messages) under the store's lock; each frame is encoded when the
+  // link has room for it (the control lane), so a large set neither fills the link nor is
+  // refused in part, and snapshot_end follows the last entry.
+  struct Entries {
+    std::vector<std::pair<std::string, retained::Store::Entry>> list;
+    std::size_t next = 0;
+  };
+  auto st = std::make_shared<Entries>();
   core_.router().retained_for_each([&](const std::string& topic, const retained::Store::Entry& e) {
     if (topic::is_node_local(topic)) return;
     if (buckets != nullptr && !wanted[bucket_of(topic)]) return;
-    entries.emplace_back(topic, e);
+    st->list.emplace_back(topic, e);
   });
-  const auto now = message::Message::Clock::now();
-  std::string body;
-  std::uint32_t count = 0;
-  begin_retained(body);
-  auto flush = [&] {
-    if (count == 0) return;
-    finish_retained(body, count);
-    links_->send(peer, static_cast<std::uint8_t>(Kind::retained_entries), shared(std::move(body)));
-    body = std::string();
+  send_stream(*p, [this, st](std::uint8_t& kind, std::shared_ptr<const std::string>& out) {
+    const auto now = message::Message::Clock::now();
+    std::string body;
+    std::uint32_t count = 0;
     begin_retained(body);
-    count = 0;
-  };
-  for (const auto& [topic, e] : entries) {
-    if (e.message && e.message->expired(now)) continue;
-    append_retained(body, topic, e, now);
-    ++count;
-    if (body.size() >= kEntriesFrameBytes) flush();
-  }
-  flush();
-  if (snapshot_end) {
-    links_->send(peer, static_cast<std::uint8_t>(Kind::snapshot_end), shared(encode_u64(0)));
-  }
+    for (; st->next < st->list.size(); ++st->next) {
+      const auto& [topic, e] = st->list[st->next];
+      if (e.message && e.message->expired(now)) continue;
+      // An entry that would take the frame past its size starts the next frame.
+      const std::size_t size = topic.size() + (e.message ? e.message->payload.size() : 0) + 256;
+      if (count != 0 && body.size() + size > frame_target_) break;
+      append_retained(body, topic, e, now);
+      ++count;
+    }
+    if (count == 0) {
+      st->list = {};
+      return Produced::done;
+    }
+    finish_retained(body, count);
+    kind = static_cast<std::uint8_t>(Kind::retained_entries);
+    out = shared(std::move(body));
+    return Produced::frame;
+  });
+  if (snapshot_end) send_control(*p, Kind::snapshot_end, shared(encode_u64(0)));
 }
 
 void Node::apply_entries(std::string_view body) {
@@ -122,8 +128,7 @@ void Node::schedule_repair() {
       if (!up.empty()) {
         static thread_local std::minstd_rand rng{std::random_device{}()};
         const Peer* p = up[rng() % up.size()];
-        links_->send(p->name, static_cast<std::uint8_t>(Kind::digest),
-                     shared(encode_digest(digest())));
+        send_control(p->name, Kind::digest, shared(encode_digest(digest())));
       }
     }
     schedule_repair();

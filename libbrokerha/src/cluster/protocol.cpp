@@ -250,6 +250,21 @@ bool decode_routes_full(std::string_view body, std::uint64_t& number,
   return read_names(r, n, filters) && r.empty();
 }
 
+std::string encode_routes_part(std::uint64_t number, bool last,
+                               const std::vector<std::string>& filters) {
+  std::string out;
+  put_u8(out, last ? 1 : 0);
+  out += encode_routes_full(number, filters);
+  return out;
+}
+
+bool decode_routes_part(std::string_view body, std::uint64_t& number, bool& last,
+                        std::vector<std::string>& filters) {
+  if (body.empty() || static_cast<std::uint8_t>(body[0]) > 1) return false;
+  last = body[0] == 1;
+  return decode_routes_full(body.substr(1), number, filters);
+}
+
 std::string encode_routes_delta(std::uint64_t number, const std::vector<RouteChange>& changes) {
   std::string out;
   put_le(out, number, 8);
@@ -445,12 +460,40 @@ bool decode_take_reply(std::string_view body, TakeReply& out) {
   Reader r(body);
   std::uint8_t outcome = 0;
   if (!r.le(out.request, 8) || !r.str(out.client_id) || !read_version(r, out.version) ||
-      !r.u8(outcome) || outcome > static_cast<std::uint8_t>(TakeOutcome::newer_here)) {
+      !r.u8(outcome) || outcome > static_cast<std::uint8_t>(TakeOutcome::moved_in_parts)) {
     return false;
   }
   out.outcome = static_cast<TakeOutcome>(outcome);
   out.session = {};
   if (out.outcome == TakeOutcome::moved && !r.str(out.session)) return false;
+  return r.empty();
+}
+
+std::string encode_session_part(std::uint64_t request, std::string_view slice) {
+  std::string out;
+  put_le(out, request, 8);
+  put_str(out, slice);
+  return out;
+}
+
+bool decode_session_part(std::string_view body, std::uint64_t& request, std::string_view& slice) {
+  Reader r(body);
+  return r.le(request, 8) && r.str(slice) && r.empty();
+}
+
+std::string encode_take_ack(const TakeAck& a) {
+  std::string out;
+  put_le(out, a.request, 8);
+  put_str(out, a.client_id);
+  put_u8(out, a.ok ? 1 : 0);
+  return out;
+}
+
+bool decode_take_ack(std::string_view body, TakeAck& out) {
+  Reader r(body);
+  std::uint8_t ok = 0;
+  if (!r.le(out.request, 8) || !r.str(out.client_id) || !r.u8(ok) || ok > 1) return false;
+  out.ok = ok == 1;
   return r.empty();
 }
 

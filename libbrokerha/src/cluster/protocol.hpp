@@ -46,6 +46,9 @@ enum class Kind : std::uint8_t {
   // Version 2 of the cluster protocol (capabilities tells which version a peer speaks; frames
   // of a later version are sent only to peers that speak it).
   capabilities = 20,  // the protocol versions the sender speaks: sent first on every link up
+  routes_part = 21,   // a part of the full route set (a set too large for one frame)
+  session_part = 22,  // a slice of a moved session's bytes (before its take_reply)
+  take_ack = 23,      // the claimant installed (or refused) a session moved to it
 };
 
 /// The cluster protocol versions this build speaks. Version 1 is what 0.1.0 spoke: a peer
@@ -113,6 +116,12 @@ bool decode_routes_full(std::string_view body, std::uint64_t& number,
 std::string encode_routes_delta(std::uint64_t number, const std::vector<RouteChange>& changes);
 bool decode_routes_delta(std::string_view body, std::uint64_t& number,
                          std::vector<RouteChange>& changes);
+/// routes_part (version 2): `u8 last`, then a routes_full body. The parts of one set arrive in
+/// order; the receiver applies their union as a routes_full when the last one arrives.
+std::string encode_routes_part(std::uint64_t number, bool last,
+                               const std::vector<std::string>& filters);
+bool decode_routes_part(std::string_view body, std::uint64_t& number, bool& last,
+                        std::vector<std::string>& filters);
 std::string encode_u64(std::uint64_t v);  // routes_ack, snapshot_request, snapshot_end
 bool decode_u64(std::string_view body, std::uint64_t& v);
 
@@ -170,6 +179,9 @@ enum class TakeOutcome : std::uint8_t {
   moved = 1,       // the session is in the reply and gone from here
   discarded = 2,   // the session was ended here (clean start)
   newer_here = 3,  // this node holds or is making a newer claim: the requester lost
+  // Version 2: moved, the bytes in the session_part frames of this request sent before the
+  // reply; the sender keeps a copy until take_ack.
+  moved_in_parts = 4,
 };
 struct TakeReply {
   std::uint64_t request = 0;
@@ -180,6 +192,21 @@ struct TakeReply {
 };
 std::string encode_take_reply(const TakeReply& t);
 bool decode_take_reply(std::string_view body, TakeReply& out);
+
+/// session_part (version 2): `u64 request`, `str slice`.
+std::string encode_session_part(std::uint64_t request, std::string_view slice);
+bool decode_session_part(std::string_view body, std::uint64_t& request, std::string_view& slice);
+
+/// take_ack (version 2): `u64 request`, `str client_id`, `u8 ok`: the claimant installed the
+/// session moved for `request` (ok 1: the sender forgets its copy) or could not (ok 0: the
+/// sender keeps it as an offline session).
+struct TakeAck {
+  std::uint64_t request = 0;
+  std::string_view client_id;
+  bool ok = false;
+};
+std::string encode_take_ack(const TakeAck& a);
+bool decode_take_ack(std::string_view body, TakeAck& out);
 
 struct HeldClaim {
   std::string client_id;
