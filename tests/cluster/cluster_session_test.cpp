@@ -345,3 +345,65 @@ TEST_CASE("cluster sessions: a session larger than a frame and the link queue mo
   CHECK(c[0].cluster().sessions_restored == 0);
   CHECK(c[0].cluster().oversized_frames == 0);
 }
+
+TEST_CASE("cluster sessions: a drain hands offline persistent sessions to the next owner") {
+  // Clients that do not come back within session_wait (every offline session in a rolling
+  // update) used to lose their sessions with the draining node: now the sessions, with what
+  // is queued, go to the node that arbitrates their ids, and a client resuming anywhere
+  // finds them there.
+  TestCluster c(3);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  const std::vector<std::pair<std::string, ProtocolVersion>> clients = {
+      {"drained-v5", ProtocolVersion::v5}, {"drained-v3", ProtocolVersion::v311}};
+  for (const auto& [id, v] : clients) {
+    MqttClient first(v);
+    REQUIRE(first.open_and_connect(c.port(0), resuming(v, id)) == 0);
+    REQUIRE(first.subscribe("drain/" + id, 1));
+    first.disconnect();
+  }
+  auto pub = publisher(c.port(1), "drain-pub");
+  for (const auto& [id, v] : clients) {
+    for (int i = 0; i < 5; ++i) {
+      REQUIRE(pub->publish(make_publish("drain/" + id, "before-" + std::to_string(i), 1)));
+    }
+  }
+  REQUIRE(wait_until(
+      [&] {
+        for (const auto& [id, v] : clients) {
+          auto s = session_on(c, 0, id);
+          if (!s || s->queued != 5) return false;
+        }
+        return true;
+      },
+      5s));
+  brokerha::DrainOptions drain;
+  drain.budget = 8000ms;
+  drain.session_wait = 100ms;
+  c[0].drain(drain);
+  REQUIRE(wait_until([&] { return c[1].cluster().members.size() == 2; }, 10s));
+  for (const auto& [id, v] : clients) {
+    for (int i = 0; i < 5; ++i) {
+      REQUIRE(pub->publish(make_publish("drain/" + id, "after-" + std::to_string(i), 1)));
+    }
+  }
+  for (const auto& [id, v] : clients) {
+    INFO(id);
+    MqttClient back(v);
+    REQUIRE(back.open(c.port(2)));
+    auto ack = back.connect(resuming(v, id));
+    REQUIRE(ack);
+    CHECK(ack->as<mqtt::Connack>()->session_present);
+    std::vector<std::string> got;
+    while (got.size() < 10) {
+      auto r = back.await<mqtt::Publish>(5s);
+      if (!r) break;
+      back.acknowledge(*r->as<mqtt::Publish>());
+      got.emplace_back(r->as<mqtt::Publish>()->payload);
+    }
+    std::vector<std::string> expected;
+    for (const char* when : {"before-", "after-"}) {
+      for (int i = 0; i < 5; ++i) expected.push_back(when + std::to_string(i));
+    }
+    CHECK(got == expected);
+  }
+}

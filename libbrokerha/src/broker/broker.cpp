@@ -420,6 +420,14 @@ void Broker::drain(const DrainOptions& options) noexcept {
       if (i % 5 == 0) kick_all();
       std::this_thread::sleep_for(kStep);
     }
+    // 3b. The persistent sessions whose clients did not come back in time go to the node
+    // that arbitrates their ids once this one is gone (with their queues), where a client
+    // resuming on any node finds them. Bounded by a quarter of what is left.
+    if (!d.stop_begun.load() && core->router().peer_count.load(std::memory_order_relaxed) != 0) {
+      const auto left = deadline - kStopReserve - Clock::now();
+      if (left > Clock::duration::zero())
+        node->hand_off_sessions(Clock::now() + left / 4, d.stop_begun);
+    }
     // 4. What this node forwarded reaches its peers (a peer closes its link to a node that
     // left, so this comes first), then the leave.
     const milliseconds leave_timeout = d.options.cluster->leave_timeout;

@@ -193,8 +193,29 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
       if (!decode_take_ack(body, a)) return false;
       auto it = moving_.find({peer, a.request});
       if (it == moving_.end() || it->second.client_id != a.client_id) return true;
-      if (!a.ok) restore(it->second.client_id, it->second.version, it->second.bytes);
-      moving_.erase(it);
+      forget_moving(it, !a.ok);
+      return true;
+    }
+    case Kind::session_handoff: {
+      HandOffFrame h;
+      if (!decode_session_handoff(body, h)) return false;
+      std::string bytes;
+      if (auto in = incoming_.find({peer, h.request}); in != incoming_.end()) {
+        bytes = std::move(in->second);
+        incoming_.erase(in);
+      }
+      clock_.observe(h.version.hlc);
+      std::string client_id(h.client_id);
+      core_.on_shard(core_.home_shard(client_id), [this, peer, request = h.request, client_id,
+                                                   version = h.version, b = std::move(bytes)](
+                                                      registry::ShardAccess& shard) {
+        const bool ok =
+            shard.sessions.receive_hand_off(version, b, std::chrono::steady_clock::now());
+        asio::post(ctx_, [this, peer, request, client_id, ok] {
+          if (ok) counters_.sessions_moved_in.fetch_add(1, std::memory_order_relaxed);
+          send_(peer, Kind::take_ack, encode_take_ack(TakeAck{request, client_id, ok}));
+        });
+      });
       return true;
     }
     case Kind::claims_held: {
@@ -301,11 +322,7 @@ void Claims::send_moved(const std::string& peer, TakeReply& answer, const std::s
   // Version 2: the bytes in session_part slices, then the reply; this node keeps a copy
   // until the claimant acknowledges it (take_ack), or gives the session back to its shard if
   // the claimant refuses it, restarts or is forgotten.
-  bool sent = true;
-  for (std::size_t at = 0; sent && at < bytes.size(); at += part_bytes_) {
-    const std::string_view slice = std::string_view(bytes).substr(at, part_bytes_);
-    sent = send_(peer, Kind::session_part, encode_session_part(answer.request, slice));
-  }
+  bool sent = send_parts(peer, answer.request, bytes);
   answer.outcome = TakeOutcome::moved_in_parts;
   if (sent) sent = send_(peer, Kind::take_reply, encode_take_reply(answer));
   if (!sent) {
@@ -317,6 +334,71 @@ void Claims::send_moved(const std::string& peer, TakeReply& answer, const std::s
   m.client_id.assign(answer.client_id.data(), answer.client_id.size());
   m.version = answer.version;
   m.bytes = bytes;
+}
+
+bool Claims::send_parts(const std::string& peer, std::uint64_t request, const std::string& bytes) {
+  bool sent = true;
+  for (std::size_t at = 0; sent && at < bytes.size(); at += part_bytes_) {
+    const std::string_view slice = std::string_view(bytes).substr(at, part_bytes_);
+    sent = send_(peer, Kind::session_part, encode_session_part(request, slice));
+  }
+  return sent;
+}
+
+Claims::MovingMap::iterator Claims::forget_moving(MovingMap::iterator it, bool restore_it) {
+  if (restore_it) restore(it->second.client_id, it->second.version, it->second.bytes);
+  if (it->second.hand_off) hand_offs_pending_.fetch_sub(1);
+  return moving_.erase(it);
+}
+
+void Claims::hand_off_all() {
+  // Collected from every shard (each exports and removes its own), then sent from here.
+  struct Gather {
+    std::vector<registry::SessionRegistry::HandOff> all;
+    unsigned left = 0;
+  };
+  auto g = std::make_shared<Gather>();
+  g->left = core_.shard_count();
+  for (unsigned i = 0; i < core_.shard_count(); ++i) {
+    core_.on_shard(i, [this, g](registry::ShardAccess& shard) {
+      std::vector<registry::SessionRegistry::HandOff> mine;
+      shard.sessions.hand_off_all(mine, std::chrono::steady_clock::now());
+      asio::post(ctx_, [this, g, mine = std::move(mine)]() mutable {
+        for (auto& m : mine) g->all.push_back(std::move(m));
+        if (--g->left != 0) return;
+        std::vector<std::string> names;
+        for (const PeerView& v : peers_()) {
+          if (v.member && v.up && v.proto >= 2) names.push_back(v.name);
+        }
+        for (auto& h : g->all) {
+          if (names.empty()) {
+            restore(h.client_id, h.version, h.bytes);
+            continue;
+          }
+          // The node that arbitrates the id once this one is gone: a client that comes back
+          // anywhere finds the session there through its take_request.
+          const std::string& to = arbiter_of(h.client_id, names);
+          const std::uint64_t request = next_request_++;
+          const bool sent = send_parts(to, request, h.bytes) &&
+                            send_(to, Kind::session_handoff,
+                                  encode_session_handoff({request, h.client_id, h.version}));
+          if (!sent) {
+            counters_.moves_refused.fetch_add(1, std::memory_order_relaxed);
+            restore(h.client_id, h.version, h.bytes);
+            continue;
+          }
+          counters_.sessions_moved_out.fetch_add(1, std::memory_order_relaxed);
+          hand_offs_pending_.fetch_add(1);
+          Moving& m = moving_[{to, request}];
+          m.client_id = std::move(h.client_id);
+          m.version = h.version;
+          m.bytes = std::move(h.bytes);
+          m.hand_off = true;
+        }
+        hand_offs_sent_.store(true);
+      });
+    });
+  }
 }
 
 void Claims::restore(std::string_view client_id, const ClaimVersion& version,
@@ -331,8 +413,7 @@ void Claims::restore(std::string_view client_id, const ClaimVersion& version,
 void Claims::on_gone(const std::string& peer) {
   incoming_.erase(incoming_.lower_bound({peer, 0}), incoming_.lower_bound({peer + '\0', 0}));
   for (auto it = moving_.lower_bound({peer, 0}); it != moving_.end() && it->first.first == peer;) {
-    restore(it->second.client_id, it->second.version, it->second.bytes);
-    it = moving_.erase(it);
+    it = forget_moving(it, true);
   }
 }
 

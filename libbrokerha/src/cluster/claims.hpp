@@ -88,6 +88,14 @@ class Claims {
   /// Drops pending claims (their connections are being closed by the broker's stop).
   void stop();
 
+  /// Drain: every session without a client is handed to the peer (of version 2) that would
+  /// arbitrate its id once this node is gone; hand_offs_pending() counts those not yet
+  /// acknowledged. A session no peer takes stays here.
+  void hand_off_all();
+  /// Any thread: true once hand_off_all() has gathered and sent every session and each was
+  /// answered (or its peer is gone).
+  bool hand_offs_done() const { return hand_offs_sent_.load() && hand_offs_pending_.load() == 0; }
+
   /// The size moved sessions and claim lists are cut at (below the link's largest frame).
   void set_part_bytes(std::size_t bytes) { part_bytes_ = bytes; }
 
@@ -140,8 +148,16 @@ class Claims {
     std::string client_id;
     ClaimVersion version;
     std::string bytes;
+    bool hand_off = false;  // drain: counted in hand_offs_pending_
   };
-  std::map<std::pair<std::string, std::uint64_t>, Moving> moving_;
+  /// Sends `bytes` as session_part frames of `request`; false if one could not be queued.
+  bool send_parts(const std::string& peer, std::uint64_t request, const std::string& bytes);
+  using MovingMap = std::map<std::pair<std::string, std::uint64_t>, Moving>;
+  /// Ends a transfer: restores the session here first when `restore_it`.
+  MovingMap::iterator forget_moving(MovingMap::iterator it, bool restore_it);
+  std::atomic<bool> hand_offs_sent_{false};
+  std::atomic<std::size_t> hand_offs_pending_{0};
+  MovingMap moving_;
   // session_part slices received, by (sender, our request), until the take_reply.
   std::map<std::pair<std::string, std::uint64_t>, std::string> incoming_;
   // Written on the control thread and on shards, read by stats() on any thread.

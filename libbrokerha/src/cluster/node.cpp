@@ -142,6 +142,7 @@ void Node::stop(bool leave) noexcept {
     if (claims_) claims_->stop();
     if (links_) links_->stop();
     repair_timer_.cancel();
+    pump_timer_.cancel();
     // SUBACKs waiting for peers go out now.
     std::vector<std::uint64_t> keys;
     for (const auto& [k, w] : waiters_) keys.push_back(k);
@@ -159,7 +160,11 @@ bool Node::flush_links(std::chrono::steady_clock::time_point deadline,
   while (!cancel.load() && SteadyClock::now() < deadline) {
     auto answer = std::make_shared<std::promise<bool>>();
     auto idle = answer->get_future();
-    asio::post(ctx_, [this, answer] { answer->set_value(links_->idle()); });
+    asio::post(ctx_, [this, answer] {
+      bool quiet = links_->idle();
+      for (const auto& [name, p] : peers_) quiet = quiet && p.backlog.empty();
+      answer->set_value(quiet);
+    });
     while (idle.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
       if (cancel.load() || SteadyClock::now() >= deadline) return false;
     }
@@ -169,6 +174,17 @@ bool Node::flush_links(std::chrono::steady_clock::time_point deadline,
       return false;  // the node stopped
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+bool Node::hand_off_sessions(std::chrono::steady_clock::time_point deadline,
+                             const std::atomic<bool>& cancel) noexcept {
+  if (!started_.load() || stopped_.load() || !claims_) return false;
+  asio::post(ctx_, [this] { claims_->hand_off_all(); });
+  while (!cancel.load() && SteadyClock::now() < deadline) {
+    if (claims_->hand_offs_done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return false;
 }
@@ -490,6 +506,7 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
     case Kind::claims_held:
     case Kind::session_part:
     case Kind::take_ack:
+    case Kind::session_handoff:
       if (!claims_->on_frame(name, static_cast<Kind>(kind), body)) bad();
       return;
     case Kind::routes_full: {

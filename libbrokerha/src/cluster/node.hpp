@@ -72,6 +72,11 @@ class Node final : public router::ClusterPort {
   /// the links were idle.
   bool flush_links(std::chrono::steady_clock::time_point deadline,
                    const std::atomic<bool>& cancel) noexcept;
+  /// Graceful drain (any thread but the control thread): hands every session without a
+  /// client to the peer that should own it next and waits until each was acknowledged,
+  /// `deadline` passes or `cancel` turns true. True when every one was answered.
+  bool hand_off_sessions(std::chrono::steady_clock::time_point deadline,
+                         const std::atomic<bool>& cancel) noexcept;
   /// Graceful drain: announces the leave and waits until it was gossiped (or `timeout`); a
   /// later stop(true) does not leave again. Any thread but the membership's.
   void leave(std::chrono::milliseconds timeout) noexcept;

@@ -497,6 +497,19 @@ bool decode_take_ack(std::string_view body, TakeAck& out) {
   return r.empty();
 }
 
+std::string encode_session_handoff(const HandOffFrame& h) {
+  std::string out;
+  put_le(out, h.request, 8);
+  put_str(out, h.client_id);
+  put_version(out, h.version);
+  return out;
+}
+
+bool decode_session_handoff(std::string_view body, HandOffFrame& out) {
+  Reader r(body);
+  return r.le(out.request, 8) && r.str(out.client_id) && read_version(r, out.version) && r.empty();
+}
+
 std::string encode_claims_held(const std::vector<HeldClaim>& claims) {
   std::string out;
   put_leb128(out, claims.size());

@@ -45,10 +45,11 @@ enum class Kind : std::uint8_t {
   publish_shared = 16,  // a message plus the "$share/g/f" groups the receiver serves
   // Version 2 of the cluster protocol (capabilities tells which version a peer speaks; frames
   // of a later version are sent only to peers that speak it).
-  capabilities = 20,  // the protocol versions the sender speaks: sent first on every link up
-  routes_part = 21,   // a part of the full route set (a set too large for one frame)
-  session_part = 22,  // a slice of a moved session's bytes (before its take_reply)
-  take_ack = 23,      // the claimant installed (or refused) a session moved to it
+  capabilities = 20,     // the protocol versions the sender speaks: sent first on every link up
+  routes_part = 21,      // a part of the full route set (a set too large for one frame)
+  session_part = 22,     // a slice of a moved session's bytes (before its take_reply)
+  take_ack = 23,         // the claimant installed (or refused) a session moved to it
+  session_handoff = 24,  // a draining node hands a session (its session_parts) to its next owner
 };
 
 /// The cluster protocol versions this build speaks. Version 1 is what 0.1.0 spoke: a peer
@@ -207,6 +208,17 @@ struct TakeAck {
 };
 std::string encode_take_ack(const TakeAck& a);
 bool decode_take_ack(std::string_view body, TakeAck& out);
+
+/// session_handoff (version 2): `u64 request`, `str client_id`, *version* (the claim the
+/// session is held under). The session's bytes are the session_part frames of `request`
+/// sent just before; answered with take_ack.
+struct HandOffFrame {
+  std::uint64_t request = 0;
+  std::string_view client_id;
+  ClaimVersion version;
+};
+std::string encode_session_handoff(const HandOffFrame& h);
+bool decode_session_handoff(std::string_view body, HandOffFrame& out);
 
 struct HeldClaim {
   std::string client_id;

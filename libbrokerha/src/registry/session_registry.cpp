@@ -233,14 +233,7 @@ router::TakeResult SessionRegistry::take(const std::string& client_id, const Cla
     if (mode != TakeMode::discard) s->will.reset();  // a will the kick left waiting
   }
   if (s->removed) return TakeResult::discarded;
-  if (mode == TakeMode::move) {
-    session::SessionMeta meta;
-    meta.protocol_version = static_cast<std::uint8_t>(s->version);
-    meta.clean = s->clean;
-    meta.username = s->username;
-    meta.expiry_interval = s->expiry_interval;
-    exported = session::export_session(s->state, meta, now);
-  }
+  if (mode == TakeMode::move) exported = export_of(*s, now);
   discard(s);
   return mode == TakeMode::move ? TakeResult::moved : TakeResult::discarded;
 }
@@ -256,6 +249,44 @@ bool SessionRegistry::adopt(const ClaimVersion& version, std::string_view bytes,
       version.newer_than(it->second.version) || table_.contains(id)) {
     return false;
   }
+  return !install(std::move(*imported), now);
+}
+
+std::string SessionRegistry::export_of(const ClientSession& s, Clock::time_point now) {
+  session::SessionMeta meta;
+  meta.protocol_version = static_cast<std::uint8_t>(s.version);
+  meta.clean = s.clean;
+  meta.username = s.username;
+  meta.expiry_interval = s.expiry_interval;
+  return session::export_session(s.state, meta, now);
+}
+
+void SessionRegistry::hand_off_all(std::vector<HandOff>& out, Clock::time_point now) {
+  std::vector<ClientSessionPtr> offline;
+  table_.for_each([&](const ClientSessionPtr& s) {
+    if (s->attached == nullptr && !s->removed) offline.push_back(s);
+  });
+  for (const ClientSessionPtr& s : offline) {
+    HandOff h;
+    h.client_id = s->state.client_id();
+    if (auto it = claims_.find(h.client_id); it != claims_.end()) h.version = it->second.version;
+    h.bytes = export_of(*s, now);
+    out.push_back(std::move(h));
+    discard(s);
+  }
+}
+
+bool SessionRegistry::receive_hand_off(const ClaimVersion& version, std::string_view bytes,
+                                       Clock::time_point now) {
+  std::string error;
+  auto imported = session::import_session(bytes, now, error);
+  if (!imported) return false;
+  const std::string id = imported->session->client_id();
+  auto [it, inserted] = claims_.try_emplace(id);
+  if (!inserted && it->second.version.newer_than(version)) return false;
+  if (table_.contains(id)) return false;
+  it->second.version = version;
+  it->second.at = now;
   return !install(std::move(*imported), now);
 }
 

@@ -114,6 +114,19 @@ class SessionRegistry {
   /// The claims of the sessions this shard holds.
   void held_claims(std::vector<std::pair<std::string, ClaimVersion>>& out) const;
 
+  /// A session a draining node hands to the node that should own it next.
+  struct HandOff {
+    std::string client_id;
+    ClaimVersion version;  // the claim it is held under
+    std::string bytes;     // session::export_session()
+  };
+  /// Drain: every session without a client attached is exported into `out` and removed here
+  /// (a will waiting for its delay is published now: this node is going).
+  void hand_off_all(std::vector<HandOff>& out, Clock::time_point now);
+  /// A session handed off by a draining peer: installed as an offline session under its
+  /// claim unless this shard knows a newer claim for the id or holds a session for it.
+  bool receive_hand_off(const ClaimVersion& version, std::string_view bytes, Clock::time_point now);
+
   /// The identity the rules see for a session: its attached client's address, or while
   /// offline the address it last had.
   static access::Identity identity(const ClientSession& s);
@@ -123,6 +136,7 @@ class SessionRegistry {
     return cx_.router.clustered() ? &cx_.outbox.route_changes : nullptr;
   }
   void publish_will(const message::MessagePtr& will);
+  static std::string export_of(const ClientSession& s, Clock::time_point now);
   /// A session resumed by a client that may not be the one that left it (another username, another
   /// address): what was queued or is in flight is checked again, for the new identity.
   void recheck(ClientSession& s);
