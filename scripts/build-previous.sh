@@ -17,15 +17,16 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 pin_file=scripts/previous-release
-commit=$(grep -v '^[[:space:]]*#' "$pin_file" | grep -v '^[[:space:]]*$' | head -n 1 | tr -d '[:space:]')
-if ! [[ $commit =~ ^[0-9a-f]{40}$ ]]; then
-  echo "build-previous: $pin_file must name one full 40-hex commit (found '$commit')" >&2
+ref=$(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$pin_file" | head -n 1 | tr -d '[:space:]' \
+  || true)
+if [ -z "$ref" ]; then
+  echo "build-previous: $pin_file names no commit (one line: a full commit hash or a tag)" >&2
   exit 2
 fi
-if ! git cat-file -e "${commit}^{commit}" 2>/dev/null; then
-  echo "build-previous: commit $commit (the previous release, $pin_file) is not in this" \
-       "clone. A shallow clone lacks it: run 'git fetch --unshallow' (or" \
-       "'git fetch origin $commit') and try again." >&2
+if ! commit=$(git rev-parse --verify --quiet "${ref}^{commit}"); then
+  echo "build-previous: the previous release $ref ($pin_file) is not in this clone. A shallow" \
+       "clone lacks it: run 'git fetch --unshallow' (or 'git fetch origin $ref', or" \
+       "'git fetch --tags' for a tag) and try again." >&2
   exit 1
 fi
 

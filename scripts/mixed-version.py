@@ -27,9 +27,10 @@ hold:
 - no node exits during the run.
 
 Exit status: 0 all checks held; 1 a check failed; 2 the cluster could not be brought up (or a
-binary is missing); 3 an error of this script. Every process started here is stopped by its pid, the work directory
-(configs, logs) is deleted unless --keep; every wait is bounded. Needs Debian's python3 with
-python3-paho-mqtt 1.6 (scripts/install-deps.sh); nothing else outside the standard library.
+binary is missing); 3 an error of this script. Every process started here is stopped by its
+pid, the work directory (configs, logs) is deleted unless --keep; every wait is bounded. Needs
+Debian's python3 with python3-paho-mqtt 1.6 (scripts/install-deps.sh); nothing else outside the
+standard library.
 --inject kill-old SIGKILLs the old node halfway through the streams, to show that the checks
 fail when messages are lost.
 """
