@@ -23,7 +23,10 @@ hold:
 - takeover while connected, both ways: the same client id connecting to the other version's
   node ends the first connection;
 - protocol: each new node reports broker_cluster_link_protocol{peer="<old node>"} 1 and 2
-  towards the other new node, and broker_cluster_incompatible_peers_total 0;
+  towards the other new node, and broker_cluster_incompatible_peers_total 0; the old node's
+  broker_cluster_malformed_frames_total does not grow while the checks run (it counts the
+  new nodes' capabilities frames at link up, and would count any frame of a later protocol
+  version sent to it);
 - no node exits during the run.
 
 Exit status: 0 all checks held; 1 a check failed; 2 the cluster could not be brought up (or a
@@ -369,6 +372,7 @@ class Run:
         self.clients = []
         self.failures = []
         self.results = []
+        self.old_malformed = None
 
     def fail(self, msg):
         self.failures.append(msg)
@@ -450,9 +454,32 @@ class Run:
             if all(got.get(p) == v for p, v in want.items()) and got.get("incompatible") == 0:
                 self.ok("%s speaks protocol 1 to %s and 2 to %s; 0 incompatible peers" % (
                     me.name, old, other.name))
-        m = metrics(self.old) or {}
-        log("info: %s counted %d malformed cluster frames (the new nodes' capabilities frames)"
-            % (old, int(m.get(("broker_cluster_malformed_frames_total", ""), -1))))
+        self.old_malformed = self.malformed(self.old)
+        log("info: %s counted %s malformed cluster frames (the new nodes' capabilities frames)"
+            % (old, self.old_malformed))
+
+    @staticmethod
+    def malformed(node):
+        m = metrics(node)
+        if m is None:
+            return None
+        v = m.get(("broker_cluster_malformed_frames_total", ""))
+        return None if v is None else int(v)
+
+    def check_gated(self):
+        """The old node counted no malformed frame while the checks ran: the new nodes sent it
+        nothing of protocol version 2 (after the capabilities of each link up)."""
+        if self.old_malformed is None or not self.old.alive():
+            return
+        now_count = self.malformed(self.old)
+        if now_count is None:
+            self.fail("%s: no broker_cluster_malformed_frames_total in /metrics" % self.old.name)
+        elif now_count != self.old_malformed:
+            self.fail("%s counted %d malformed cluster frames during the checks: a new node sent "
+                      "it a frame its protocol version lacks" % (
+                          self.old.name, now_count - self.old_malformed))
+        else:
+            self.ok("%s counted no malformed cluster frame during the checks" % self.old.name)
 
     def check_streams(self):
         """Both directions at once: new-1 -> old-1 and old-1 -> new-2."""
@@ -628,6 +655,7 @@ class Run:
         for v5 in (True, False):
             self.check_takeover(v5, self.old, self.new2)
             self.check_takeover(v5, self.new2, self.old)
+        self.check_gated()
         self.check_alive()
 
     def cleanup(self):
