@@ -230,7 +230,9 @@ class Node:
 # --- MQTT clients ------------------------------------------------------------------------------
 
 class Client:
-    """A paho client on its own network thread: connect result, messages per topic, drops."""
+    """A paho client on its own network thread: connect result, messages per topic, drops. The
+    thread ends when the connection does (no automatic reconnect: a client the broker took
+    over stays down, as the checks expect)."""
 
     def __init__(self, cid, node, v5=True, clean=True, expiry=0):
         self.cid, self.node, self.v5, self.clean, self.expiry = cid, node, v5, clean, expiry
@@ -254,6 +256,8 @@ class Client:
         self.c.on_message = self._on_message
         self.c.on_publish = self._on_publish
         self.c.on_subscribe = self._on_subscribe
+        self.stop = threading.Event()
+        self.thread = None
 
     def _on_connect(self, cl, ud, flags, rc, props=None):
         self.rc = rc.value if hasattr(rc, "value") else int(rc)
@@ -290,8 +294,15 @@ class Client:
         except OSError as e:
             self.rc = "TCP connect failed: %s" % e
             return False
-        self.c.loop_start()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name=self.cid)
+        self.thread.start()
         return self.connack.wait(timeout) and self.rc == 0
+
+    def _loop(self):
+        while not self.stop.is_set():
+            if self.c.loop(0.05) != 0:
+                self.dropped.set()
+                return
 
     def subscribe(self, flt, timeout=10):
         rc, mid = self.c.subscribe(flt, qos=1)
@@ -330,7 +341,11 @@ class Client:
                 self.c.disconnect()
         except Exception:  # noqa: BLE001 - already gone
             pass
-        self.c.loop_stop()
+        if send_disconnect and self.thread is not None:
+            self.dropped.wait(1)   # the network thread writes the DISCONNECT, then ends
+        self.stop.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(2)
         try:
             self.c._sock_close()  # pylint: disable=protected-access
         except Exception:  # noqa: BLE001
