@@ -230,16 +230,19 @@ class Node:
 # --- MQTT clients ------------------------------------------------------------------------------
 
 class Client:
-    """A paho client on its own network thread: connect result, messages per topic, drops. The
-    thread ends when the connection does (no automatic reconnect: a client the broker took
-    over stays down, as the checks expect)."""
+    """A paho client on paho's network thread (loop_start: publish() from another thread only
+    queues, the network thread writes, so packets leave in order): connect result, messages per
+    topic, drops. No automatic reconnect: a client the broker took over stays down, as the
+    checks expect."""
 
     def __init__(self, cid, node, v5=True, clean=True, expiry=0):
         self.cid, self.node, self.v5, self.clean, self.expiry = cid, node, v5, clean, expiry
         if v5:
-            self.c = mqtt.Client(client_id=cid, protocol=mqtt.MQTTv5)
+            self.c = mqtt.Client(client_id=cid, protocol=mqtt.MQTTv5,
+                                 reconnect_on_failure=False)
         else:
-            self.c = mqtt.Client(client_id=cid, clean_session=clean, protocol=mqtt.MQTTv311)
+            self.c = mqtt.Client(client_id=cid, clean_session=clean, protocol=mqtt.MQTTv311,
+                                 reconnect_on_failure=False)
         self.c.max_queued_messages_set(0)
         self.c.max_inflight_messages_set(100)
         self.lock = threading.Lock()
@@ -256,8 +259,7 @@ class Client:
         self.c.on_message = self._on_message
         self.c.on_publish = self._on_publish
         self.c.on_subscribe = self._on_subscribe
-        self.stop = threading.Event()
-        self.thread = None
+        self.started = False
 
     def _on_connect(self, cl, ud, flags, rc, props=None):
         self.rc = rc.value if hasattr(rc, "value") else int(rc)
@@ -294,15 +296,9 @@ class Client:
         except OSError as e:
             self.rc = "TCP connect failed: %s" % e
             return False
-        self.thread = threading.Thread(target=self._loop, daemon=True, name=self.cid)
-        self.thread.start()
+        self.c.loop_start()
+        self.started = True
         return self.connack.wait(timeout) and self.rc == 0
-
-    def _loop(self):
-        while not self.stop.is_set():
-            if self.c.loop(0.05) != 0:
-                self.dropped.set()
-                return
 
     def subscribe(self, flt, timeout=10):
         rc, mid = self.c.subscribe(flt, qos=1)
@@ -341,11 +337,11 @@ class Client:
                 self.c.disconnect()
         except Exception:  # noqa: BLE001 - already gone
             pass
-        if send_disconnect and self.thread is not None:
-            self.dropped.wait(1)   # the network thread writes the DISCONNECT, then ends
-        self.stop.set()
-        if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join(2)
+        if self.started:
+            if send_disconnect:
+                self.dropped.wait(1)   # the network thread writes the DISCONNECT, then ends
+            self.c.loop_stop()
+            self.started = False
         try:
             self.c._sock_close()  # pylint: disable=protected-access
         except Exception:  # noqa: BLE001
@@ -353,12 +349,15 @@ class Client:
 
 
 def judge(payloads, n):
-    """(missing, duplicates, reordered) of a numbered stream 0..n-1."""
+    """(missing, duplicates, reordered, example) of a numbered stream 0..n-1: a message is out
+    of order when its first copy arrives after a higher number's; example describes the first
+    such arrival (or is empty)."""
     seen = set()
     dups = 0
     reordered = 0
+    example = ""
     high = -1
-    for p in payloads:
+    for i, p in enumerate(payloads):
         try:
             s = int(p)
         except ValueError:
@@ -369,9 +368,11 @@ def judge(payloads, n):
         seen.add(s)
         if s < high:
             reordered += 1
+            if not example:
+                example = " (first: %d arrived as message %d, after %d)" % (s, i + 1, high)
         high = max(high, s)
     missing = sum(1 for s in range(n) if s not in seen)
-    return missing, dups, reordered
+    return missing, dups, reordered, example
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -555,9 +556,9 @@ class Run:
                     last[0], last[1] = got, now()
                 return now() - last[1] > 5
             wait_until(settled, 20, 0.05)
-            missing, dups, reordered = judge(sub.received(topic), n)
-            line = "stream %s: %d QoS 1 messages, %d missing, %d duplicates, %d out of order" % (
-                name, n, missing, dups, reordered)
+            missing, dups, reordered, example = judge(sub.received(topic), n)
+            line = "stream %s: %d QoS 1 messages, %d missing, %d duplicates, %d out of order%s" % (
+                name, n, missing, dups, reordered, example)
             if missing or reordered:
                 self.fail(line)
             else:
@@ -603,7 +604,7 @@ class Run:
             self.fail("%s: CONNACK session present %s on %s, not 1" % (
                 name, second.present, dst.name))
         wait_until(lambda: len(set(second.received(topic))) >= m, 15, 0.05)
-        missing, dups, reordered = judge(second.received(topic), m)
+        missing, dups, reordered, example = judge(second.received(topic), m)
         # The subscription moved with the session: a message published after the move (on the
         # node the session came from) arrives without a new SUBSCRIBE. Retried (bounded) while
         # the new node's route announcement travels.
@@ -615,8 +616,8 @@ class Run:
             back.c.publish(after, b"after", qos=1)
             wait_until(lambda: second.received(after), 0.3, 0.02)
         line = ("%s: session present %s, %d queued QoS 1 messages, %d missing, %d duplicates, "
-                "%d out of order; subscription %s after the move" % (
-                    name, second.present, m, missing, dups, reordered,
+                "%d out of order%s; subscription %s after the move" % (
+                    name, second.present, m, missing, dups, reordered, example,
                     "delivers" if second.received(after) else "DOES NOT deliver"))
         if missing or reordered or not second.received(after):
             self.fail(line)
