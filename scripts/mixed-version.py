@@ -22,11 +22,12 @@ hold:
   subscription still delivers (no new SUBSCRIBE);
 - takeover while connected, both ways: the same client id connecting to the other version's
   node ends the first connection;
-- protocol: each new node reports broker_cluster_link_protocol{peer="<old node>"} 1 and 2
-  towards the other new node, and broker_cluster_incompatible_peers_total 0; the old node's
-  broker_cluster_malformed_frames_total does not grow while the checks run (it counts the
-  new nodes' capabilities frames at link up, and would count any frame of a later protocol
-  version sent to it);
+- protocol: each new node reports broker_cluster_link_protocol{peer="<old node>"} 1 and,
+  towards the other new node, a version above 1 (--protocol N: exactly N), the same both
+  ways, and broker_cluster_incompatible_peers_total 0; the old node's
+  broker_cluster_malformed_frames_total does not grow while the checks run (it counts the new
+  nodes' capabilities frames at link up, and would count any frame of a later protocol version
+  sent to it);
 - no node exits during the run.
 
 Exit status: 0 all checks held; 1 a check failed; 2 the cluster could not be brought up (or a
@@ -444,32 +445,48 @@ class Run:
         return False
 
     def check_protocol(self):
+        """Each new node speaks version 1 to the old node and, to the other new node, --protocol
+        (by default any version above 1: the top of this build's range, whatever it is)."""
         old = self.old.name
+        want_new = self.args.protocol
+
+        def new_ok(v):
+            return v is not None and (v == want_new if want_new else v >= 2)
+
+        between = []
         for me, other in ((self.new1, self.new2), (self.new2, self.new1)):
-            want = {old: 1.0, other.name: 2.0}
             got = {}
 
-            def seen():
+            def seen(me=me, other=other, got=got):
                 m = metrics(me) or {}
                 got.clear()
-                for peer in want:
-                    v = m.get(("broker_cluster_link_protocol", '{peer="%s"}' % peer))
-                    if v is not None:
-                        got[peer] = v
+                for peer in (old, other.name):
+                    got[peer] = m.get(("broker_cluster_link_protocol", '{peer="%s"}' % peer))
                 got["incompatible"] = m.get(("broker_cluster_incompatible_peers_total", ""))
-                return all(got.get(p) == v for p, v in want.items())
+                return got[old] == 1 and new_ok(got[other.name])
 
             wait_until(seen, 10, 0.25)
-            for peer, v in want.items():
-                if got.get(peer) != v:
-                    self.fail("%s: broker_cluster_link_protocol{peer=\"%s\"} is %s, not %d" % (
-                        me.name, peer, got.get(peer), v))
+            good = True
+            if got.get(old) != 1:
+                good = False
+                self.fail("%s: broker_cluster_link_protocol{peer=\"%s\"} is %s, not 1" % (
+                    me.name, old, got.get(old)))
+            if not new_ok(got.get(other.name)):
+                good = False
+                self.fail("%s: broker_cluster_link_protocol{peer=\"%s\"} is %s, not %s" % (
+                    me.name, other.name, got.get(other.name),
+                    int(want_new) if want_new else "2 or above"))
             if got.get("incompatible") != 0:
+                good = False
                 self.fail("%s: broker_cluster_incompatible_peers_total is %s, not 0" % (
                     me.name, got.get("incompatible")))
-            if all(got.get(p) == v for p, v in want.items()) and got.get("incompatible") == 0:
-                self.ok("%s speaks protocol 1 to %s and 2 to %s; 0 incompatible peers" % (
-                    me.name, old, other.name))
+            between.append(got.get(other.name))
+            if good:
+                self.ok("%s speaks protocol 1 to %s and %d to %s; 0 incompatible peers" % (
+                    me.name, old, got[other.name], other.name))
+        if None not in between and between[0] != between[1]:
+            self.fail("the new nodes speak different versions to each other: %s and %s" % (
+                between[0], between[1]))
         self.old_malformed = self.malformed(self.old)
         log("info: %s counted %s malformed cluster frames (the new nodes' capabilities frames)"
             % (old, self.old_malformed))
@@ -700,6 +717,9 @@ def main():
     p.add_argument("--messages", type=int, default=2000, help="messages per stream direction")
     p.add_argument("--queued", type=int, default=200,
                    help="messages published while a moving session is offline")
+    p.add_argument("--protocol", type=int, default=0,
+                   help="the cluster protocol version the two new nodes must speak to each "
+                        "other (default: any above 1)")
     p.add_argument("--inject", choices=["kill-old"],
                    help="a fault that must make the run fail (the test of the test)")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
