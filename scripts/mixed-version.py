@@ -8,7 +8,8 @@ as during a rolling upgrade.
 
 Starts, on loopback only (a 127.0.0.x address per node, free ports), three brokerha-server
 processes in one cluster: two of this build (--new, default build/ci's server) and one of the
-previous release (--old), with static members discovery and a shared secret_key. Once every
+previous release (--old), with static members discovery, a shared secret_key and a per-session
+queue bound (mqtt.max_queued_messages) above what any check has outstanding. Once every
 node sees three alive members it checks, and exits 1 with a line per failed check unless all
 hold:
 
@@ -175,17 +176,21 @@ class Node:
         self.proc = None
         self.killed = False    # stopped on purpose (--inject), not a crash
 
-    def write_config(self, seeds, secret_key):
+    def write_config(self, seeds, secret_key, max_queued):
+        # max_queued: the per-session queue bound (mqtt.max_queued_messages) above what a
+        # check can have outstanding, so that what is missing is the cluster's loss, not the
+        # bound's drops.
         with open(self.cfg, "w") as f:
             f.write(
-                "mqtt:\n  port: %d\n  bind: %s\n"
+                "mqtt:\n  port: %d\n  bind: %s\n  max_queued_messages: %d\n"
                 "api:\n  port: %d\n  bind: %s\n"
                 "cluster:\n  node_name: %s\n  bind: %s\n  advertise: %s\n  port: %d\n"
                 "  expected_members: 3\n  config:\n    secret_key: \"%s\"\n"
                 "discovery:\n  members: [%s]\n  refresh_interval: 2000\n"
                 "shutdown:\n  grace_period: 2000\n  session_wait: 1000\n"
-                % (self.mqtt_port, self.ip, self.api_port, self.ip, self.name, self.ip, self.ip,
-                   self.cluster_port, secret_key, ", ".join('"%s"' % s for s in seeds)))
+                % (self.mqtt_port, self.ip, max_queued, self.api_port, self.ip, self.name,
+                   self.ip, self.ip, self.cluster_port, secret_key,
+                   ", ".join('"%s"' % s for s in seeds)))
 
     def start(self):
         with open(self.log_path, "ab") as logf:
@@ -419,7 +424,7 @@ class Run:
         self.nodes = [self.new1, self.old, self.new2]
         for n in self.nodes:
             seeds = ["%s:%d" % (m.ip, m.cluster_port) for m in self.nodes if m is not n]
-            n.write_config(seeds, self.secret_key)
+            n.write_config(seeds, self.secret_key, max(10000, 2 * (a.messages + a.queued)))
         for n in self.nodes:
             n.start()
         if not wait_until(lambda: all(n.alive() and n.alive_members() == 3 for n in self.nodes)
