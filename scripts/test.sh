@@ -15,6 +15,11 @@
 #   chaos    a seeded 3-node fault-injection run of build/ci's server in network namespaces:
 #            kill -9, packet loss and subscription bursts under QoS 1/2 load; fails on any
 #            judged loss (scripts/chaos.py, docs/fault-harness.md)
+#   mixed    a rolling-upgrade cluster on loopback: two nodes of build/ci's server and one of
+#            the previous release (scripts/previous-release, built Release, server target only,
+#            in build/prev by scripts/build-previous.sh); QoS 1 streams, session moves and
+#            takeovers both ways and the negotiated cluster protocol (scripts/mixed-version.py,
+#            docs/upgrading.md)
 #   asan     clang ASan+UBSan build of the unit, integration and cluster suites, and their run
 #   tsan     clang TSan build of the integration and cluster suites, and their run
 #   install  scripts/test-install.sh: installed static/shared packages, pkg-config,
@@ -29,8 +34,9 @@
 # The CI budget. Every change keeps these rules; a new stage states its time in the table.
 #   - `.ci/run` (this script) takes at most 30 minutes on a clean clone on the 2-core CI machine;
 #     the aim is 25.
-#   - At most four build trees: ci, asan, tsan, fuzz (and later a server-only build of the
-#     previous release, for the mixed-version cluster test). A variant rides on one of them.
+#   - At most four build trees: ci, asan, tsan, fuzz; and beyond them only build/prev, a
+#     Release build of the previous release's server target alone, for the mixed-version
+#     cluster test. A variant rides on one of them.
 #   - Sanitizer stages build only the targets they run; test code is compiled at -O0 in every
 #     tree (tests/CMakeLists.txt), the library at its build type's level.
 #   - Multi-process suites (server processes, the fault harness, hostile input, browser,
@@ -41,13 +47,15 @@
 #   - Heavy packages are installed by the deps stage, and a missing tool fails its stage:
 #     BROKERHA_REQUIRE_TOOLS=1 turns the tests' "tool missing: skipped" into a failure.
 #
-#   stage       seconds on a clean clone, 2 cores, 2026-12-07 (1,403 s in all)
+#   stage       seconds on a clean clone, 2 cores, 2026-12-07 (1,403 s in all before `mixed`)
 #   deps        0 when the packages are present (a few minutes on a bare machine)
 #   ci          346 (build ~190, every suite ~95, benchmark smoke ~70)
 #   headers     3
 #   packaging   3
 #   docs        6
 #   chaos       82 (hard bound 120)
+#   mixed       142 (build of the previous release's server ~140, measured while other
+#               builds shared the 2 cores; the run ~2, hard bound 120)
 #   asan        312
 #   tsan        198
 #   install     151
@@ -58,15 +66,15 @@
 # Usage: scripts/test.sh [--fast | --only STAGE[,STAGE...]]
 #   --fast   the developer tier: `release` preset build + unit tests only
 #   --only   run just these stages of the full list (e.g. --only asan,fuzz); `headers`,
-#            `packaging`, `docs`, `chaos`, `install` and `container` reuse build/ci, so run
-#            `ci` first at least once
+#            `packaging`, `docs`, `chaos`, `mixed`, `install` and `container` reuse build/ci,
+#            so run `ci` first at least once
 # Environment: FUZZ_SECONDS (default 240, the total; 0 = replay the seed corpora only),
 #   BROKERHA_REQUIRE_TOOLS (default 1 here).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-all_stages=(deps ci headers packaging docs chaos asan tsan install container fuzz format)
+all_stages=(deps ci headers packaging docs chaos mixed asan tsan install container fuzz format)
 mode=full
 only=""
 while [ $# -gt 0 ]; do
@@ -182,6 +190,18 @@ chaos() {
     --report build/ci/chaos-report.md
 }
 
+# A rolling upgrade in one cluster: the previous release's server (built here, Release, the
+# server target only, in build/prev) beside two nodes of build/ci's server. The build needs the
+# pinned commit in the clone's history (a shallow clone fails with the command to fetch it).
+# A hard 120 s bound on the run, like every multi-process suite.
+mixed() {
+  local server
+  server=$(ci_server)
+  bash scripts/build-previous.sh
+  timeout -k 10 120 /usr/bin/python3 scripts/mixed-version.py --new "$server" \
+    --old build/prev/brokerha-server/brokerha-server
+}
+
 # The suites the sanitizer stages build and run (not the server-process suite: it runs against
 # the ci build only).
 asan() {
@@ -272,6 +292,7 @@ stage headers headers
 stage packaging packaging
 stage docs docs
 stage chaos chaos
+stage mixed mixed
 stage asan asan
 stage tsan tsan
 stage install install_check
