@@ -407,3 +407,118 @@ TEST_CASE("cluster sessions: a drain hands offline persistent sessions to the ne
     CHECK(got == expected);
   }
 }
+
+TEST_CASE("cluster sessions: after a partition the older session is merged, not dropped") {
+  // The client's session is offline on n1 with messages queued when it connects on n3 during a
+  // partition (n3 arbitrates for itself: a fresh session). At the heal n1's older claim
+  // yields; before, its session and queue were dropped; now they join n3's session.
+  TestCluster c(3, {}, true, fast_failure_detection);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  const std::string id = "merge-me";
+  {
+    MqttClient first(ProtocolVersion::v5);
+    REQUIRE(first.open_and_connect(c.port(0), resuming(ProtocolVersion::v5, id)) == 0);
+    REQUIRE(first.subscribe("merge/old", 1));
+    first.disconnect();
+  }
+  for (std::size_t a : {0u, 1u}) {
+    brokerha::testing::set_cluster_partition(c[a], c.address(2), true);
+    brokerha::testing::set_cluster_partition(c[2], c.address(a), true);
+  }
+  REQUIRE_MESSAGE(
+      wait_until(
+          [&] { return c[0].cluster().members.size() == 2 && c[2].cluster().members.size() == 1; },
+          30s),
+      describe(c));
+  auto pub = publisher(c.port(1), "merge-pub");
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(pub->publish(make_publish("merge/old", "queued-" + std::to_string(i), 1)));
+  }
+  REQUIRE(
+      wait_until([&] { return session_on(c, 0, id) && session_on(c, 0, id)->queued == 5; }, 5s));
+  {
+    MqttClient during(ProtocolVersion::v5);
+    REQUIRE(during.open(c.port(2)));
+    auto ack = during.connect(resuming(ProtocolVersion::v5, id));
+    REQUIRE(ack);
+    CHECK_FALSE(ack->as<mqtt::Connack>()->session_present);
+    REQUIRE(during.subscribe("merge/new", 1));
+    during.disconnect();
+  }
+  for (std::size_t a : {0u, 1u}) {
+    brokerha::testing::set_cluster_partition(c[a], c.address(2), false);
+    brokerha::testing::set_cluster_partition(c[2], c.address(a), false);
+  }
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, 60s), describe(c));
+  CHECK(wait_until([&] { return !session_on(c, 0, id).has_value(); }, 10s));
+  REQUIRE(
+      wait_until([&] { return session_on(c, 2, id) && session_on(c, 2, id)->queued == 5; }, 10s));
+  MqttClient back(ProtocolVersion::v5);
+  REQUIRE(back.open(c.port(2)));
+  auto ack = back.connect(resuming(ProtocolVersion::v5, id));
+  REQUIRE(ack);
+  CHECK(ack->as<mqtt::Connack>()->session_present);
+  std::vector<std::string> got;
+  while (got.size() < 5) {
+    auto r = back.await<mqtt::Publish>(5s);
+    if (!r) break;
+    back.acknowledge(*r->as<mqtt::Publish>());
+    got.emplace_back(r->as<mqtt::Publish>()->payload);
+  }
+  CHECK(got ==
+        std::vector<std::string>{"queued-0", "queued-1", "queued-2", "queued-3", "queued-4"});
+  // Both sides' subscriptions hold now.
+  REQUIRE(pub->publish(make_publish("merge/old", "after-old", 1)));
+  REQUIRE(pub->publish(make_publish("merge/new", "after-new", 1)));
+  std::vector<std::string> after;
+  while (after.size() < 2) {
+    auto r = back.await<mqtt::Publish>(5s);
+    if (!r) break;
+    back.acknowledge(*r->as<mqtt::Publish>());
+    after.emplace_back(r->as<mqtt::Publish>()->payload);
+  }
+  CHECK(after == std::vector<std::string>{"after-old", "after-new"});
+}
+
+TEST_CASE("cluster sessions: a session that arrives after the claim went ahead is merged") {
+  // The link between n1 and n2 goes silent while the client resumes on n2: n2's wait for
+  // n1's answer runs out and the client gets a fresh session (session present 0). When the
+  // link comes back, n1's answer (the session, with its queued messages) arrives late; before,
+  // it was dropped because the id had a session by then; now it joins that session, and the
+  // connected client receives what was queued.
+  auto tune = [](BrokerOptions& o) { o.cluster->route_ack_timeout = 300ms; };
+  TestCluster c(2, {}, true, tune);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  const std::string id = "late-reply";
+  {
+    MqttClient first(ProtocolVersion::v5);
+    REQUIRE(first.open_and_connect(c.port(0), resuming(ProtocolVersion::v5, id)) == 0);
+    REQUIRE(first.subscribe("late/t", 1));
+    first.disconnect();
+  }
+  auto pub = publisher(c.port(0), "late-pub");
+  for (int i = 0; i < 5; ++i) {
+    REQUIRE(pub->publish(make_publish("late/t", "queued-" + std::to_string(i), 1)));
+  }
+  REQUIRE(
+      wait_until([&] { return session_on(c, 0, id) && session_on(c, 0, id)->queued == 5; }, 5s));
+  brokerha::testing::set_cluster_partition(c[0], c.address(1), true);
+  brokerha::testing::set_cluster_partition(c[1], c.address(0), true);
+  MqttClient back(ProtocolVersion::v5);
+  REQUIRE(back.open(c.port(1)));
+  auto ack = back.connect(resuming(ProtocolVersion::v5, id));
+  brokerha::testing::set_cluster_partition(c[0], c.address(1), false);
+  brokerha::testing::set_cluster_partition(c[1], c.address(0), false);
+  REQUIRE(ack);
+  CHECK(ack->as<mqtt::Connack>()->code == 0);
+  std::vector<std::string> got;
+  while (got.size() < 5) {
+    auto r = back.await<mqtt::Publish>(20s);
+    if (!r) break;
+    back.acknowledge(*r->as<mqtt::Publish>());
+    got.emplace_back(r->as<mqtt::Publish>()->payload);
+  }
+  CHECK(got ==
+        std::vector<std::string>{"queued-0", "queued-1", "queued-2", "queued-3", "queued-4"});
+  CHECK(wait_until([&] { return !session_on(c, 0, id).has_value(); }, 10s));
+}

@@ -475,3 +475,42 @@ TEST_CASE("session: subscriptions are kept by full filter") {
   CHECK(cs.subscriptions().at("$share/g/a/#").identifier == 12);
   CHECK(cs.subscriptions().at("a/+").qos == 0);
 }
+
+TEST_CASE("session: merge_from takes the other session's subscriptions, messages and QoS 2 ids") {
+  const auto now = Clock::now();
+  QueueLimits limits;
+  Session mine("c");
+  mine.subscriptions()["a/#"].qos = 1;
+  mine.enqueue(delivery("mine-1", 1), limits);
+
+  Session other("c");
+  other.subscriptions()["a/#"].qos = 2;  // this session's options win
+  other.subscriptions()["b/+"].qos = 1;
+  other.enqueue(delivery("acked-later", 1), limits);
+  other.enqueue(delivery("released", 2), limits);
+  other.enqueue(delivery("queued", 1), limits);
+  std::size_t expired = 0;
+  const Next first = take(other, 2, expired, now);
+  const Next second = take(other, 2, expired, now);
+  REQUIRE(first.name == "acked-later");
+  REQUIRE(second.name == "released");
+  REQUIRE(other.released(second.packet_id));  // past PUBREC: the client has it
+  REQUIRE(other.receive_qos2(77));
+
+  std::vector<std::string> added;
+  mine.merge_from(other, added);
+  CHECK(added == std::vector<std::string>{"b/+"});
+  CHECK(mine.subscriptions().at("a/#").qos == 1);
+  CHECK(mine.subscriptions().at("b/+").qos == 1);
+  // Its own queue first, then the other's unacknowledged in-flight (DUP) and queued ones; a
+  // QoS 2 delivery past PUBREC is not sent again.
+  CHECK(queued_names(mine) == std::vector<std::string>{"mine-1", "acked-later", "queued"});
+  std::vector<bool> dups;
+  for (const Delivery& d : mine.queue()) dups.push_back(d.dup);
+  CHECK(dups == std::vector<bool>{false, true, false});
+  CHECK(mine.has_qos2(77));
+  CHECK(other.queued() == 0);
+  CHECK(other.inflight().empty());
+  CHECK(other.subscriptions().empty());
+  CHECK(other.queued_bytes() == 0);
+}

@@ -229,19 +229,29 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
       }
       for (unsigned i = 0; i < per_shard.size(); ++i) {
         if (per_shard[i].empty()) continue;
-        core_.on_shard(i, [this, list = std::move(per_shard[i])](registry::ShardAccess& shard) {
-          std::string unused;
-          std::uint64_t n = 0;
-          const auto now = std::chrono::steady_clock::now();
-          for (const HeldClaim& h : list) {
-            // The older holder of an id yields: the newer claim wins after a partition.
-            if (shard.sessions.take(h.client_id, h.version, router::TakeMode::yield, unused, now) ==
-                router::TakeResult::discarded) {
-              ++n;
-            }
-          }
-          if (n != 0) counters_.taken_over.fetch_add(n, std::memory_order_relaxed);
-        });
+        core_.on_shard(
+            i, [this, peer, list = std::move(per_shard[i])](registry::ShardAccess& shard) {
+              std::uint64_t n = 0;
+              const auto now = std::chrono::steady_clock::now();
+              std::vector<registry::SessionRegistry::HandOff> yielded;
+              for (const HeldClaim& h : list) {
+                // The older holder of an id yields: the newer claim wins after a partition, and
+                // what this side's session holds goes to it, to be merged into its session.
+                std::string exported;
+                if (shard.sessions.take(h.client_id, h.version, router::TakeMode::yield, exported,
+                                        now) == router::TakeResult::discarded) {
+                  ++n;
+                  if (!exported.empty()) {
+                    yielded.push_back({h.client_id, h.version, std::move(exported)});
+                  }
+                }
+              }
+              if (n != 0) counters_.taken_over.fetch_add(n, std::memory_order_relaxed);
+              if (yielded.empty()) return;
+              asio::post(ctx_, [this, peer, yielded = std::move(yielded)]() mutable {
+                for (auto& h : yielded) hand_to(peer, h, false);
+              });
+            });
       }
       return true;
     }
@@ -377,28 +387,41 @@ void Claims::hand_off_all() {
           }
           // The node that arbitrates the id once this one is gone: a client that comes back
           // anywhere finds the session there through its take_request.
-          const std::string& to = arbiter_of(h.client_id, names);
-          const std::uint64_t request = next_request_++;
-          const bool sent = send_parts(to, request, h.bytes) &&
-                            send_(to, Kind::session_handoff,
-                                  encode_session_handoff({request, h.client_id, h.version}));
-          if (!sent) {
-            counters_.moves_refused.fetch_add(1, std::memory_order_relaxed);
-            restore(h.client_id, h.version, h.bytes);
-            continue;
-          }
-          counters_.sessions_moved_out.fetch_add(1, std::memory_order_relaxed);
-          hand_offs_pending_.fetch_add(1);
-          Moving& m = moving_[{to, request}];
-          m.client_id = std::move(h.client_id);
-          m.version = h.version;
-          m.bytes = std::move(h.bytes);
-          m.hand_off = true;
+          hand_to(arbiter_of(h.client_id, names), h, true);
         }
         hand_offs_sent_.store(true);
       });
     });
   }
+}
+
+void Claims::hand_to(const std::string& peer, registry::SessionRegistry::HandOff& h, bool drain) {
+  std::uint8_t proto = 1;
+  for (const PeerView& v : peers_()) {
+    if (v.name == peer) proto = v.proto;
+  }
+  if (proto < 2) {
+    // A peer of version 1 knows no hand-off: kept here when draining (as before), dropped
+    // when yielding after a partition (as before).
+    if (drain) restore(h.client_id, h.version, h.bytes);
+    return;
+  }
+  const std::uint64_t request = next_request_++;
+  const bool sent =
+      send_parts(peer, request, h.bytes) &&
+      send_(peer, Kind::session_handoff, encode_session_handoff({request, h.client_id, h.version}));
+  if (!sent) {
+    counters_.moves_refused.fetch_add(1, std::memory_order_relaxed);
+    restore(h.client_id, h.version, h.bytes);
+    return;
+  }
+  counters_.sessions_moved_out.fetch_add(1, std::memory_order_relaxed);
+  if (drain) hand_offs_pending_.fetch_add(1);
+  Moving& m = moving_[{peer, request}];
+  m.client_id = std::move(h.client_id);
+  m.version = h.version;
+  m.bytes = std::move(h.bytes);
+  m.hand_off = drain;
 }
 
 void Claims::restore(std::string_view client_id, const ClaimVersion& version,

@@ -150,6 +150,9 @@ class Claims {
     std::string bytes;
     bool hand_off = false;  // drain: counted in hand_offs_pending_
   };
+  /// Gives `h` to `peer` (version 2: session_parts and session_handoff, kept until take_ack;
+  /// counted in hand_offs_pending_ when `drain`).
+  void hand_to(const std::string& peer, registry::SessionRegistry::HandOff& h, bool drain);
   /// Sends `bytes` as session_part frames of `request`; false if one could not be queued.
   bool send_parts(const std::string& peer, std::uint64_t request, const std::string& bytes);
   using MovingMap = std::map<std::pair<std::string, std::uint64_t>, Moving>;

@@ -371,7 +371,7 @@ void ClientProtocol::pump() {
     session::Inflight* inflight = nullptr;
     if (!session_->state.next(send_window_, now, qos0, inflight, expired)) break;
     if (inflight != nullptr) {
-      if (!send_delivery(inflight->delivery, inflight->packet_id, false)) {
+      if (!send_delivery(inflight->delivery, inflight->packet_id, inflight->delivery.dup)) {
         session_->state.abandon(inflight->packet_id);
       }
     } else {

@@ -233,7 +233,9 @@ router::TakeResult SessionRegistry::take(const std::string& client_id, const Cla
     if (mode != TakeMode::discard) s->will.reset();  // a will the kick left waiting
   }
   if (s->removed) return TakeResult::discarded;
-  if (mode == TakeMode::move) exported = export_of(*s, now);
+  // Moved to the claimant; or, yielding after a partition, handed to the newer holder to be
+  // merged into its session.
+  if (mode != TakeMode::discard) exported = export_of(*s, now);
   discard(s);
   return mode == TakeMode::move ? TakeResult::moved : TakeResult::discarded;
 }
@@ -246,8 +248,14 @@ bool SessionRegistry::adopt(const ClaimVersion& version, std::string_view bytes,
   const std::string& id = imported->session->client_id();
   auto it = claims_.find(id);
   if (it == claims_.end() || it->second.version.newer_than(version) ||
-      version.newer_than(it->second.version) || table_.contains(id)) {
+      version.newer_than(it->second.version)) {
     return false;
+  }
+  if (const ClientSessionPtr* found = table_.find(id)) {
+    // A late answer: the claim went ahead with a fresh session, which the moved one's
+    // subscriptions and messages join.
+    merge(*found, *imported);
+    return true;
   }
   return !install(std::move(*imported), now);
 }
@@ -282,12 +290,31 @@ bool SessionRegistry::receive_hand_off(const ClaimVersion& version, std::string_
   auto imported = session::import_session(bytes, now, error);
   if (!imported) return false;
   const std::string id = imported->session->client_id();
+  if (const ClientSessionPtr* found = table_.find(id)) {
+    // The client is here already (it came back first, or this side won after a partition):
+    // what the other node held is merged into its session.
+    merge(*found, *imported);
+    return true;
+  }
   auto [it, inserted] = claims_.try_emplace(id);
   if (!inserted && it->second.version.newer_than(version)) return false;
-  if (table_.contains(id)) return false;
   it->second.version = version;
   it->second.at = now;
   return !install(std::move(*imported), now);
+}
+
+void SessionRegistry::merge(const ClientSessionPtr& s, session::ImportedSession& imported) {
+  const std::size_t before = s->state.queued_bytes();
+  std::vector<std::string> added;
+  s->state.merge_from(*imported.session, added);
+  for (const std::string& filter : added) {
+    cx_.router.routes().subscribe(s, filter, s->state.subscriptions().at(filter), route_changes());
+  }
+  cx_.counters.account(static_cast<std::int64_t>(s->state.queued_bytes()) -
+                       static_cast<std::int64_t>(before));
+  recheck(*s);  // checked for the other node's identity of the client: again for this one
+  if (!added.empty()) cx_.schedule_flush();
+  if (s->attached != nullptr) s->attached->pump();
 }
 
 void SessionRegistry::held_claims(std::vector<std::pair<std::string, ClaimVersion>>& out) const {

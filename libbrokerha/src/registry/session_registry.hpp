@@ -107,9 +107,10 @@ class SessionRegistry {
   /// discarded, or yielded as `mode` says.
   router::TakeResult take(const std::string& client_id, const ClaimVersion& version,
                           router::TakeMode mode, std::string& exported, Clock::time_point now);
-  /// A moved session (export bytes) whose claim is `version`: installed as an offline session
-  /// when that claim is still the newest here and no session holds the id. False otherwise,
-  /// or when the bytes do not parse.
+  /// A moved session (export bytes) whose claim is `version`: when that claim is still the
+  /// newest here, installed as an offline session, or merged into the session that holds the
+  /// id (a late answer: the claim went ahead with a fresh one). False otherwise, or when the
+  /// bytes do not parse.
   bool adopt(const ClaimVersion& version, std::string_view bytes, Clock::time_point now);
   /// The claims of the sessions this shard holds.
   void held_claims(std::vector<std::pair<std::string, ClaimVersion>>& out) const;
@@ -123,8 +124,9 @@ class SessionRegistry {
   /// Drain: every session without a client attached is exported into `out` and removed here
   /// (a will waiting for its delay is published now: this node is going).
   void hand_off_all(std::vector<HandOff>& out, Clock::time_point now);
-  /// A session handed off by a draining peer: installed as an offline session under its
-  /// claim unless this shard knows a newer claim for the id or holds a session for it.
+  /// A session another node gives up (a drain, or the older side after a partition): merged
+  /// into the session that holds the id here, or else installed as an offline session under
+  /// its claim unless this shard knows a newer claim for the id.
   bool receive_hand_off(const ClaimVersion& version, std::string_view bytes, Clock::time_point now);
 
   /// The identity the rules see for a session: its attached client's address, or while
@@ -137,6 +139,8 @@ class SessionRegistry {
   }
   void publish_will(const message::MessagePtr& will);
   static std::string export_of(const ClientSession& s, Clock::time_point now);
+  /// Another node's session of the same client joins `s` (Session::merge_from), with routes.
+  void merge(const ClientSessionPtr& s, session::ImportedSession& imported);
   /// A session resumed by a client that may not be the one that left it (another username, another
   /// address): what was queued or is in flight is checked again, for the new identity.
   void recheck(ClientSession& s);

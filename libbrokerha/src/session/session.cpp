@@ -106,4 +106,26 @@ std::uint16_t Session::allocate_packet_id() {
   }
 }
 
+void Session::merge_from(Session& other, std::vector<std::string>& added) {
+  for (auto& [filter, options] : other.subscriptions_) {
+    if (subscriptions_.emplace(filter, options).second) added.push_back(filter);
+  }
+  other.subscriptions_.clear();
+  while (!other.inflight_.empty()) {
+    Inflight f = std::move(other.inflight_.front());
+    other.inflight_.pop_front();
+    // A QoS 2 delivery past PUBREC reached the client: only its PUBCOMP is missing.
+    if (f.released) continue;
+    f.delivery.dup = true;
+    restore_queued(std::move(f.delivery));
+  }
+  while (!other.queue_.empty()) {
+    restore_queued(std::move(other.queue_.front()));
+    other.queue_.pop_front();
+  }
+  other.queued_bytes_ = 0;
+  for (std::uint16_t id : other.incoming_qos2_) receive_qos2(id);
+  other.incoming_qos2_.clear();
+}
+
 }  // namespace brokerha::session

@@ -39,6 +39,7 @@ struct Delivery {
   MessagePtr message;
   std::uint8_t qos = 0;  // the granted QoS: min(message, subscription)
   bool retain = false;   // the RETAIN flag to send
+  bool dup = false;      // it may have reached the client before (from a merged session): DUP
   std::vector<std::uint32_t> subscription_ids;
 };
 
@@ -114,6 +115,13 @@ class Session {
       return true;
     });
   }
+
+  /// Takes in what `other` (the same client's session from another node, older) holds:
+  /// the subscriptions this one lacks (their filters appended to `added`), its in-flight
+  /// deliveries not yet acknowledged (queued again with DUP: the client may have them), its
+  /// queued deliveries (after this one's), and its incoming QoS 2 packet ids. `other` is left
+  /// empty.
+  void merge_from(Session& other, std::vector<std::string>& added);
 
   // ---- restoring an imported session (session/export.hpp) ----
   void restore_inflight(Inflight f) { inflight_.push_back(std::move(f)); }
