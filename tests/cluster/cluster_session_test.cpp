@@ -386,7 +386,11 @@ TEST_CASE("cluster sessions: a drain hands offline persistent sessions to the ne
       REQUIRE(pub->publish(make_publish("drain/" + id, "after-" + std::to_string(i), 1)));
     }
   }
-  for (const auto& [id, v] : clients) {
+  for (const auto& client : clients) {
+    // A named copy, not a structured binding: INFO captures it in a lambda, which clang
+    // refuses for bindings before C++20.
+    const std::string& id = client.first;
+    const ProtocolVersion v = client.second;
     INFO(id);
     MqttClient back(v);
     REQUIRE(back.open(c.port(2)));

@@ -629,6 +629,14 @@ TEST_CASE("session import: invalid values are refused") {
       check_refused(build(s), now);
     }
   }
+  SUBCASE("a creation time the clock cannot hold") {
+    // Found by the cluster frames fuzzer: converting it to nanoseconds overflowed.
+    for (std::uint64_t ms : {2'251'799'813'685'248ull, ~0ull}) {
+      CAPTURE(ms);
+      s.queued[0].created_ms = ms;
+      check_refused(build(s), now);
+    }
+  }
   SUBCASE("invalid topic in an in-flight delivery") {
     s.inflight[0].delivery.topic = "x/+/y";
     check_refused(build(s), now);

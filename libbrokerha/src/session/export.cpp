@@ -103,7 +103,13 @@ bool get_delivery(Reader& r, Delivery& d, std::chrono::steady_clock::time_point 
     m->expires_at = now + std::chrono::seconds(seconds);
   }
   std::uint64_t created_ms;
-  if (!r.be64(created_ms)) return false;
+  // A creation time the clock cannot hold (past the year 2262 in nanoseconds) is not one a
+  // broker wrote: refuse it rather than overflow the conversion.
+  constexpr std::uint64_t kMaxCreatedMs =
+      static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::duration::max())
+                                     .count());
+  if (!r.be64(created_ms) || created_ms > kMaxCreatedMs) return false;
   m->created = std::chrono::system_clock::time_point(
       std::chrono::duration_cast<std::chrono::system_clock::duration>(
           std::chrono::milliseconds(static_cast<std::int64_t>(created_ms))));
