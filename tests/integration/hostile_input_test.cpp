@@ -12,9 +12,13 @@
 
 #include <brokerha/broker.hpp>
 
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +30,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "mqtt/codec.hpp"
@@ -702,6 +707,98 @@ TEST_CASE("hostile: limits on topic aliases, packet size and receive maximum") {
     CHECK(c->wait_closed());
     h.control_still_works();  // "third" was not routed to the control client
   }
+}
+
+// MQTT 3.1 allowed the DUP flag on a resent PUBREL (fixed header 0x6A); a 3.1 client that
+// resends it after a reconnect must get its PUBCOMP, not a close for a malformed packet.
+TEST_CASE("hostile: an MQTT 3.1 client's PUBREL with DUP completes its QoS 2 flow") {
+  Harness h;
+  constexpr auto kV31 = ProtocolVersion::v31;
+  auto c = h.connect_client(kV31, "mqtt31-dup");
+  REQUIRE(c->send_raw(v311_publish("victim/v31", "qos2 from 3.1", 2, 9)));
+  const auto rec = c->receive();
+  INFO("answer to PUBLISH: " << raw::describe(rec));
+  REQUIRE(rec);
+  REQUIRE(rec->get<mqtt::Pubrec>() != nullptr);
+  REQUIRE(c->send_raw(raw::hex("6A 02 00 09")));  // PUBREL, DUP set
+  const auto comp = c->receive();
+  INFO("answer to PUBREL with DUP: " << raw::describe(comp));
+  REQUIRE(comp);
+  REQUIRE(comp->get<mqtt::Pubcomp>() != nullptr);
+  CHECK(comp->get<mqtt::Pubcomp>()->packet_id == 9);
+  CHECK_FALSE(c->closed());
+}
+
+// ==== closing =================================================================================
+
+// After a DISCONNECT or a refused CONNACK the server shuts down its write side and reads and
+// discards what the client still sends (at most 1 s or 64 KiB) before it closes: bytes the
+// client had in flight do not make the kernel answer with a reset, so the client's writes do
+// not fail with EPIPE and it reads the reason, then an orderly end.
+TEST_CASE("hostile: a server-initiated close lingers: the client's late writes are not reset") {
+  auto o = base_options();
+  o.receive_maximum = 2;
+  Harness h(o);
+  // Two writes 50 ms apart after the answer was read: after a plain close the first draws a
+  // reset and the second fails.
+  auto late_writes_succeed = [](raw::Client& c) {
+    for (int i = 0; i < 2; ++i) {
+      std::this_thread::sleep_for(50ms);
+      const bool sent = c.send_raw(v311_publish("late/write", std::string(512, 'l')));
+      INFO("late write " << i << ": " << c.error());
+      CHECK(sent);
+    }
+    CHECK(c.wait_closed(3000ms));
+    CHECK_FALSE(c.was_reset());
+  };
+
+  SUBCASE("DISCONNECT 0x93 with the client's next packets in flight") {
+    auto c = h.connect_client(kV5, "greedy");
+    for (std::uint16_t id = 1; id <= 2; ++id) {
+      REQUIRE(c->send_raw(v5_publish("victim/q2", "", "x", 2, id)));
+      const auto rec = c->receive();
+      REQUIRE(rec);
+      REQUIRE(rec->get<mqtt::Pubrec>() != nullptr);
+    }
+    std::string burst = v5_publish("victim/q2", "", "third", 2, 3);
+    for (int i = 0; i < 16; ++i) burst += v5_publish("victim/more", "", std::string(256, 'm'));
+    REQUIRE(c->send_raw(burst));
+    const auto in = c->receive();
+    INFO("received: " << raw::describe(in));
+    REQUIRE(in);
+    REQUIRE(in->get<mqtt::Disconnect>() != nullptr);
+    CHECK(hex_code(in->get<mqtt::Disconnect>()->reason_code) == hex_code(0x93));
+    late_writes_succeed(*c);
+  }
+
+  SUBCASE("a refused CONNACK") {
+    auto c = h.open(kV5);
+    REQUIRE(c->send_raw(connect_bytes("MQTT", 6, 0x02, true, "level6") + raw::hex("C0 00")));
+    const auto in = c->receive();
+    INFO("received: " << raw::describe(in));
+    REQUIRE(in);
+    REQUIRE(in->get<mqtt::Connack>() != nullptr);
+    CHECK(hex_code(in->get<mqtt::Connack>()->code) == hex_code(0x84));
+    late_writes_succeed(*c);
+  }
+
+  SUBCASE("the linger is bounded: a client that keeps writing is closed within about 1 s") {
+    auto c = h.open(kV5);
+    REQUIRE(c->send_raw(connect_bytes("MQTT", 6, 0x02, true, "level6")));
+    REQUIRE(c->receive());
+    const auto start = raw::Clock::now();
+    bool ended = false;
+    while (raw::Clock::now() - start < 5s) {
+      if (!c->send_raw(std::string(1024, 'g'), 200ms)) {
+        ended = true;
+        break;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    CHECK(ended);
+    CHECK(raw::Clock::now() - start < 3s);
+  }
+  h.control_still_works();
 }
 
 // ==== slow, partial and many clients ===========================================================
