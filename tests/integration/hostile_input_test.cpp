@@ -943,6 +943,66 @@ TEST_CASE("hostile: connections that never complete CONNECT are closed by connec
   h.control_still_works();
 }
 
+// A listener whose process is out of descriptors keeps its pending connections readable:
+// accepting again at once would spin shard 0 at 100 % CPU. The loop backs off (10 ms doubling
+// to 1 s), counts each failure, and accepts again once descriptors are free.
+TEST_CASE("hostile: out of descriptors: the accept loop backs off, counts and recovers") {
+  Harness h;
+  // Sockets made now and connected once this process cannot make another descriptor.
+  std::vector<int> pending;
+  for (int i = 0; i < 4; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    pending.push_back(fd);
+  }
+  rlimit saved{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  const auto errors_before = h.broker().stats().accept_errors;
+  // Every descriptor below the lowest free one is in use: a limit there leaves none free.
+  const int lowest_free = ::open("/dev/null", O_RDONLY);
+  REQUIRE(lowest_free >= 0);
+  ::close(lowest_free);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(lowest_free);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(h.port());
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int connected = 0;
+  for (int fd : pending) {
+    // Completed by the kernel into the listen backlog; the broker cannot accept it.
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) ++connected;
+  }
+  rusage before{};
+  ::getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(1000ms);
+  rusage after{};
+  ::getrusage(RUSAGE_SELF, &after);
+  const auto errors_during = h.broker().stats().accept_errors - errors_before;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  auto cpu_us = [](const rusage& r) {
+    return std::int64_t{r.ru_utime.tv_sec + r.ru_stime.tv_sec} * 1000000 + r.ru_utime.tv_usec +
+           r.ru_stime.tv_usec;
+  };
+  const std::int64_t cpu = cpu_us(after) - cpu_us(before);
+  INFO("connected " << connected << ", CPU " << cpu << " us in 1 s, accept errors "
+                    << errors_during);
+  CHECK(connected == static_cast<int>(pending.size()));
+  CHECK(errors_during >= 1);   // counted
+  CHECK(errors_during <= 20);  // backing off: ~10 in 1 s, not thousands
+  CHECK(cpu < 300000);         // not spinning
+  // Descriptors are free again: the waiting connections are served within the back-off.
+  raw::Client late(kV311);
+  for (int fd : pending) ::close(fd);
+  REQUIRE(late.open(h.port()));
+  const auto ack = late.handshake(late.connect_packet("after-emfile"), 3000ms);
+  INFO("CONNACK: " << raw::describe(ack));
+  REQUIRE(ack);
+  REQUIRE(ack->get<mqtt::Connack>() != nullptr);
+  h.control_still_works();
+}
+
 TEST_CASE("hostile: keep alive: half-sent packets and keep alive above max_keepalive") {
   auto o = base_options();
   o.max_keepalive = 2;

@@ -96,6 +96,7 @@ struct BrokerStats {
   std::uint64_t protocol_errors = 0;         // connections closed for malformed or invalid input
   std::uint64_t keepalive_timeouts = 0;      // connections closed for silence past 1.5x keep alive
   std::uint64_t stuck_consumers_closed = 0;  // closed to get the broker under its memory bound
+  std::uint64_t accept_errors = 0;  // failed accepts (out of descriptors...), each then a back-off
   std::chrono::seconds uptime{0};
 };
 

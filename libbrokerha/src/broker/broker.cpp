@@ -129,6 +129,9 @@ struct Broker::Impl {
   std::unique_ptr<net::Runtime> core;
   std::unique_ptr<cluster::Node> node;  // cluster mode; outlives the shards that call it
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors;
+  // Per acceptor: the back-off after a failed accept (shard 0's thread only).
+  std::vector<std::unique_ptr<asio::steady_timer>> accept_timers;
+  std::vector<std::chrono::milliseconds> accept_backoff;
   // One per BrokerOptions::listeners entry, with its TLS context (made by prepare_listeners()).
   std::vector<std::shared_ptr<net::ListenerState>> listeners;
   std::vector<Endpoint> endpoints;
@@ -170,6 +173,23 @@ struct Broker::Impl {
       if (ec == asio::error::operation_aborted || core->stopping.load() || draining.load()) {
         return;
       }
+      if (ec && ec != asio::error::connection_aborted) {
+        // Out of descriptors or buffers (EMFILE, ENFILE, ENOBUFS): the connection stays in
+        // the backlog and the listener stays readable, so accepting again at once would spin
+        // shard 0. Count it and wait, doubling the wait up to 1 s.
+        router::Counters::add(core->shard(0).counters.accept_errors);
+        auto& backoff = accept_backoff[i];
+        backoff = std::min(std::max(backoff * 2, std::chrono::milliseconds(10)),
+                           std::chrono::milliseconds(1000));
+        accept_timers[i]->expires_after(backoff);
+        accept_timers[i]->async_wait([this, i](const std::error_code& tec) {
+          if (!tec && !core->stopping.load() && !draining.load() && acceptors[i]->is_open()) {
+            accept(i);
+          }
+        });
+        return;
+      }
+      accept_backoff[i] = std::chrono::milliseconds(0);
       if (!ec) {
         const auto count = core->connection_count.fetch_add(1, std::memory_order_relaxed) + 1;
         if (options.max_connections != 0 && count > options.max_connections) {
@@ -243,6 +263,8 @@ void Broker::Impl::start() {
     ~Rollback() {
       if (!armed) return;
       d.node.reset();
+      d.accept_timers.clear();
+      d.accept_backoff.clear();
       d.acceptors.clear();
       d.endpoints.clear();
       d.core.reset();
@@ -268,6 +290,8 @@ void Broker::Impl::start() {
     const auto local = acceptor->local_endpoint();
     endpoints.push_back(Endpoint{local.address().to_string(), local.port(), l.type});
     acceptors.push_back(std::move(acceptor));
+    accept_timers.push_back(std::make_unique<asio::steady_timer>(core->shard(0).ctx));
+    accept_backoff.push_back(std::chrono::milliseconds(0));
   }
   if (options.cluster) {
     // Before the shards run, so that no routing happens without the cluster.
@@ -341,6 +365,8 @@ void Broker::stop() noexcept {
     if (shard->thread.joinable()) shard->thread.join();
   }
   d.running = false;
+  d.accept_timers.clear();
+  d.accept_backoff.clear();
   d.acceptors.clear();
   {
     std::lock_guard<std::mutex> wl(d.wait_mutex);

@@ -186,6 +186,7 @@ BrokerStats Runtime::stats() const {
     st.protocol_errors += get(c.protocol_errors);
     st.keepalive_timeouts += get(c.keepalive_timeouts);
     st.stuck_consumers_closed += get(c.stuck_consumers_closed);
+    st.accept_errors += get(c.accept_errors);
   }
   st.subscriptions = router_.routes().size();
   st.retained_messages = router_.retained_count();

@@ -20,6 +20,7 @@ struct Counters {
   std::atomic<std::uint64_t> protocol_errors{0};
   std::atomic<std::uint64_t> keepalive_timeouts{0};
   std::atomic<std::uint64_t> stuck_consumers_closed{0};
+  std::atomic<std::uint64_t> accept_errors{0};  // failed accepts (EMFILE...), each then a back-off
   std::atomic<std::uint64_t> clients_connected{0};  // gauge
   std::atomic<std::uint64_t> sessions{0};           // gauge
   std::atomic<std::uint64_t> inflight{0};           // gauge, refreshed by the sweep
