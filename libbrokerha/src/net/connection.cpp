@@ -95,7 +95,7 @@ void Connection::on_readable(const std::error_code& ec) {
   in_handler_ = false;
   rt_.flush(*shard_);
   protocol_.shrink_idle();
-  if (protocol_.backlog() >= kMaxBacklogBytes) {
+  if (backlog() >= kMaxBacklogBytes) {
     // The client does not read what it asks for (PINGRESP, acks, deliveries): stop reading
     // it until its backlog drains, so its output cannot grow without bound.
     return;
@@ -343,7 +343,7 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
   }
   last_write_sweep_ = shard_->sweeps;
   flush();
-  if (!reading_ && protocol_.backlog() < kMaxBacklogBytes / 2) start_read();
+  if (!reading_ && backlog() < kMaxBacklogBytes / 2) start_read();
 }
 
 // ---- ending ----------------------------------------------------------------------------------
@@ -438,7 +438,7 @@ void Connection::check_timeouts(Clock::time_point now) {
     writing_.reset();
     protocol_.shrink_idle();
   }
-  protocol_.on_tick(now, memory_paused_ || protocol_.backlog() >= kMaxBacklogBytes);
+  protocol_.on_tick(now, memory_paused_ || backlog() >= kMaxBacklogBytes);
 }
 
 }  // namespace brokerha::net

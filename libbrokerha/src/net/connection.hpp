@@ -98,6 +98,11 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
 
   // ---- writing ----
   void on_written(const std::error_code& ec, std::size_t bytes);
+  // What the client has not read yet: the protocol's output and what the transport holds
+  // (handshake answers, a pong, ciphertext). Reading stops at kMaxBacklogBytes.
+  std::size_t backlog() const noexcept {
+    return protocol_.backlog() + (transport_ ? transport_->queued_bytes() : 0);
+  }
   // Pending MQTT output, or bytes of the transport (handshakes, close frames).
   bool has_output() const noexcept {
     return protocol_.has_output() || (transport_ && transport_->has_output());
