@@ -20,6 +20,7 @@
 #include "net/transport.hpp"
 #include "topic/topic.hpp"
 #include "util/lifecycle.hpp"
+#include "util/token_bucket.hpp"
 
 namespace brokerha {
 
@@ -132,6 +133,7 @@ struct Broker::Impl {
   // Per acceptor: the back-off after a failed accept (shard 0's thread only).
   std::vector<std::unique_ptr<asio::steady_timer>> accept_timers;
   std::vector<std::chrono::milliseconds> accept_backoff;
+  std::vector<util::TokenBucket> accept_rate;  // max_connection_rate, per acceptor
   // One per BrokerOptions::listeners entry, with its TLS context (made by prepare_listeners()).
   std::vector<std::shared_ptr<net::ListenerState>> listeners;
   std::vector<Endpoint> endpoints;
@@ -192,7 +194,20 @@ struct Broker::Impl {
       accept_backoff[i] = std::chrono::milliseconds(0);
       if (!ec) {
         const auto count = core->connection_count.fetch_add(1, std::memory_order_relaxed) + 1;
-        if (options.max_connections != 0 && count > options.max_connections) {
+        const protocol::Limits& limits = core->limits;
+        const std::uint32_t max = limits.max_connections.load(std::memory_order_relaxed);
+        const bool over_count = max != 0 && count > max;
+        const bool over_rate =
+            !over_count &&
+            !accept_rate[i].take(
+                limits.max_connection_rate.load(std::memory_order_relaxed),
+                static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               net::Clock::now().time_since_epoch())
+                                               .count()));
+        if (over_count || over_rate) {
+          router::Counters& counters = core->shard(0).counters;  // this thread's
+          router::Counters::add(over_count ? counters.connections_refused
+                                           : counters.connection_rate_refused);
           core->connection_count.fetch_sub(1, std::memory_order_relaxed);
           std::error_code ignored;
           socket.close(ignored);
@@ -265,6 +280,7 @@ void Broker::Impl::start() {
       d.node.reset();
       d.accept_timers.clear();
       d.accept_backoff.clear();
+      d.accept_rate.clear();
       d.acceptors.clear();
       d.endpoints.clear();
       d.core.reset();
@@ -292,6 +308,7 @@ void Broker::Impl::start() {
     acceptors.push_back(std::move(acceptor));
     accept_timers.push_back(std::make_unique<asio::steady_timer>(core->shard(0).ctx));
     accept_backoff.push_back(std::chrono::milliseconds(0));
+    accept_rate.emplace_back();
   }
   if (options.cluster) {
     // Before the shards run, so that no routing happens without the cluster.
@@ -367,6 +384,7 @@ void Broker::stop() noexcept {
   d.running = false;
   d.accept_timers.clear();
   d.accept_backoff.clear();
+  d.accept_rate.clear();
   d.acceptors.clear();
   {
     std::lock_guard<std::mutex> wl(d.wait_mutex);
@@ -647,6 +665,16 @@ void Broker::set_access_rules(const AccessRules& rules) {
   std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
   d.options.access = rules;
   if (d.core) d.core->access().set_rules(std::move(compiled));
+}
+
+void Broker::set_limits(const BrokerOptions& options) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  d.options.max_connections = options.max_connections;
+  d.options.max_connection_rate = options.max_connection_rate;
+  d.options.max_subscriptions = options.max_subscriptions;
+  d.options.max_publish_rate = options.max_publish_rate;
+  if (d.core) d.core->limits.set(d.options);
 }
 
 std::optional<std::string> Broker::export_session(const std::string& client_id) const {

@@ -180,6 +180,14 @@ const Family kFamilies[] = {
     {"broker_accept_errors_total", "counter", kAll,
      "Failed accepts on the MQTT listeners (out of descriptors...), each followed by a back-off.",
      [](const Snapshot& s, Samples& o) { o.add(s.broker.accept_errors); }},
+    {"broker_limit_hits_total", "counter", kAll,
+     "Connections, subscriptions and clients refused by an overload limit (docs/security.md).",
+     [](const Snapshot& s, Samples& o) {
+       o.add(s.broker.connections_refused, {{"limit", "max_connections"}});
+       o.add(s.broker.connection_rate_refused, {{"limit", "max_connection_rate"}});
+       o.add(s.broker.subscriptions_refused, {{"limit", "max_subscriptions"}});
+       o.add(s.broker.publish_rate_limited, {{"limit", "max_publish_rate"}});
+     }},
     {"broker_draining", "gauge", kAll, "1 while the broker drains before stopping (SIGTERM).",
      [](const Snapshot& s, Samples& o) { o.add(s.draining); }},
     {"broker_api_sse_clients", "gauge", kAll, "Open SSE streams.",
