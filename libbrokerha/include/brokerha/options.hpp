@@ -102,7 +102,7 @@ struct ClusterOptions {
   /// link_queue_bytes) this long: a short partition loses nothing, the frames are re-sent when
   /// it comes back. 0: forget a failed peer at once. A peer that leaves is forgotten at once.
   std::chrono::milliseconds link_retain{60000};
-  std::size_t max_tombstones = 100000;       // retained deletes remembered (oldest go first)
+  std::size_t max_tombstones = 100000;  // retained deletes remembered (oldest go first)
 };
 
 /// Broker settings; defaults are the `mqtt.*` defaults of the server's config.
