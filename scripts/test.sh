@@ -45,7 +45,7 @@
 #   deps        0 when the packages are present (a few minutes on a bare machine)
 #   ci          346 (build ~190, every suite ~95, benchmark smoke ~70); the hostile server
 #               suite (tests/processes/hostile_input_test.cpp, label processes) adds ~21 s of
-#               test time, each of its cases under 20 s (hard bound 120)
+#               test time in six cases, each under 20 s (hard bound 120)
 #   headers     3
 #   packaging   3
 #   docs        6

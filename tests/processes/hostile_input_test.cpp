@@ -657,6 +657,37 @@ TEST_CASE("hostile server: PINGREQ and SUBSCRIBE floods from clients that never 
   CHECK(rss_after - rss_before < kMaxRssGrowthKib);
 }
 
+// Each WebSocket ping is answered with a pong the client must read: one that never reads
+// may cost the server its output backlog, not what it sends.
+TEST_CASE("hostile server: WebSocket pings from a client that never reads its pongs") {
+  HostileServer server;
+  REQUIRE(server.start());
+  INFO(server.process.describe());
+  const std::int64_t rss_before = server.rss();
+  const auto started = Clock::now();
+  WsClient ws;
+  REQUIRE(ws.open(server.ws_port, "/mqtt").rfind("HTTP/1.1 101", 0) == 0);
+  std::string pings;
+  const std::string payload(125, 'p');
+  for (int i = 0; i < 1024; ++i) pings += ws_frame(0x9, payload);
+  // 80 MB of pings, as long as the server takes them (it may stop reading or close).
+  const auto deadline = Clock::now() + std::chrono::seconds(8);
+  std::size_t sent = 0;
+  while (sent < 80u * 1024 * 1024 && Clock::now() < deadline) {
+    if (!ws.wire.send(pings, milliseconds(500))) break;
+    sent += pings.size();
+  }
+  server.pump();
+  std::this_thread::sleep_for(milliseconds(200));  // what the server has read, it has handled
+  const std::int64_t rss_flooded = server.rss();   // the flooding client is still connected
+  ws.wire.close();
+  const auto seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  MESSAGE("WebSocket ping flood: " << sent << " bytes sent; RSS " << rss_before << " KiB -> "
+                                   << rss_flooded << " KiB while connected; " << seconds << " s");
+  CHECK(rss_flooded - rss_before < kMaxRssGrowthKib);
+  CHECK(server.answers());
+}
+
 TEST_CASE("hostile server: oversized packets, fields, frames and headers on every listener") {
   HostileServer server;
   REQUIRE(server.start());
