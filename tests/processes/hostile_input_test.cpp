@@ -514,7 +514,7 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "hostile server: 1,000 slowloris connections at every stage; RSS and a control client's p99") {
+    "hostile server: 1000 slowloris connections at every stage, RSS and a control client's p99") {
   HostileServer server;
   REQUIRE(server.start());
   INFO(server.process.describe());
