@@ -8,10 +8,8 @@
 
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -29,6 +27,7 @@
 
 #include "membership/stream_seam.hpp"
 #include "support/broker_fixture.hpp"
+#include "support/process_resources.hpp"
 
 using namespace std::chrono_literals;
 
@@ -373,42 +372,8 @@ TEST_CASE("membership net: options and lifecycle errors") {
 // that answers probes). It backs off (10 ms doubling to 1 s) and counts each failure.
 TEST_CASE("membership net: out of descriptors, the stream acceptor backs off and counts") {
   auto a = make_node("a");
-  std::vector<int> pending;
-  for (int i = 0; i < 4; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    pending.push_back(fd);
-  }
-  rlimit saved{};
-  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
   const auto errors_before = a->m->stats().accept_errors;
-  // Every descriptor below the lowest free one is in use: a limit there leaves none free.
-  const int lowest_free = ::open("/dev/null", O_RDONLY);
-  REQUIRE(lowest_free >= 0);
-  ::close(lowest_free);
-  rlimit tight = saved;
-  tight.rlim_cur = static_cast<rlim_t>(lowest_free);
-  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(a->m->bound_port());
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int connected = 0;
-  for (int fd : pending) {
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) ++connected;
-  }
-  rusage before{};
-  ::getrusage(RUSAGE_SELF, &before);
-  std::this_thread::sleep_for(1000ms);
-  rusage after{};
-  ::getrusage(RUSAGE_SELF, &after);
-  REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
-  for (int fd : pending) ::close(fd);
-  auto cpu_us = [](const rusage& r) {
-    return std::int64_t{r.ru_utime.tv_sec + r.ru_stime.tv_sec} * 1000000 + r.ru_utime.tv_usec +
-           r.ru_stime.tv_usec;
-  };
-  const std::int64_t cpu = cpu_us(after) - cpu_us(before);
+  const auto starved = brokerha::test::starve_listener(a->m->bound_port(), 4, 1000ms, [] {});
   // The stats snapshot is refreshed by the membership thread's next round.
   std::uint64_t errors = 0;
   wait_until(
@@ -417,9 +382,10 @@ TEST_CASE("membership net: out of descriptors, the stream acceptor backs off and
         return errors >= 1;
       },
       3s);
-  INFO("connected " << connected << ", CPU " << cpu << " us in 1 s, accept errors " << errors);
-  CHECK(connected == static_cast<int>(pending.size()));
+  INFO("connected " << starved.connected << ", CPU " << starved.cpu_us
+                    << " us in 1 s, accept errors " << errors);
+  CHECK(starved.connected == 4);
   CHECK(errors >= 1);
   CHECK(errors <= 20);
-  CHECK(cpu < 300000);
+  CHECK(starved.cpu_us < 300000);
 }

@@ -12,13 +12,9 @@
 
 #include <brokerha/broker.hpp>
 
-#include <arpa/inet.h>
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +31,7 @@
 
 #include "mqtt/codec.hpp"
 #include "mqtt/packet.hpp"
+#include "support/process_resources.hpp"
 #include "support/raw_client.hpp"
 
 namespace {
@@ -296,18 +293,6 @@ std::string v311_publish(std::string_view topic, std::string_view payload, std::
 std::string v5_subscribe(std::string_view filter, std::uint16_t packet_id = 1,
                          std::string_view properties = {}) {
   return raw::frame(0x82, raw::u16(packet_id) + raw::props(properties) + raw::str(filter) + '\0');
-}
-
-// The resident set size of this process (the broker runs in it), in bytes.
-std::size_t resident_bytes() {
-  std::FILE* f = std::fopen("/proc/self/statm", "r");
-  REQUIRE(f != nullptr);
-  unsigned long size = 0;
-  unsigned long resident = 0;
-  const int n = std::fscanf(f, "%lu %lu", &size, &resident);
-  std::fclose(f);
-  REQUIRE(n == 2);
-  return static_cast<std::size_t>(resident) * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 // Waits until every client in `clients` sees the server close its connection, polling them
@@ -948,53 +933,19 @@ TEST_CASE("hostile: connections that never complete CONNECT are closed by connec
 // to 1 s), counts each failure, and accepts again once descriptors are free.
 TEST_CASE("hostile: out of descriptors: the accept loop backs off, counts and recovers") {
   Harness h;
-  // Sockets made now and connected once this process cannot make another descriptor.
-  std::vector<int> pending;
-  for (int i = 0; i < 4; ++i) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd >= 0);
-    pending.push_back(fd);
-  }
-  rlimit saved{};
-  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
   const auto errors_before = h.broker().stats().accept_errors;
-  // Every descriptor below the lowest free one is in use: a limit there leaves none free.
-  const int lowest_free = ::open("/dev/null", O_RDONLY);
-  REQUIRE(lowest_free >= 0);
-  ::close(lowest_free);
-  rlimit tight = saved;
-  tight.rlim_cur = static_cast<rlim_t>(lowest_free);
-  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(h.port());
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int connected = 0;
-  for (int fd : pending) {
-    // Completed by the kernel into the listen backlog; the broker cannot accept it.
-    if (::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) ++connected;
-  }
-  rusage before{};
-  ::getrusage(RUSAGE_SELF, &before);
-  std::this_thread::sleep_for(1000ms);
-  rusage after{};
-  ::getrusage(RUSAGE_SELF, &after);
-  const auto errors_during = h.broker().stats().accept_errors - errors_before;
-  REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
-  auto cpu_us = [](const rusage& r) {
-    return std::int64_t{r.ru_utime.tv_sec + r.ru_stime.tv_sec} * 1000000 + r.ru_utime.tv_usec +
-           r.ru_stime.tv_usec;
-  };
-  const std::int64_t cpu = cpu_us(after) - cpu_us(before);
-  INFO("connected " << connected << ", CPU " << cpu << " us in 1 s, accept errors "
-                    << errors_during);
-  CHECK(connected == static_cast<int>(pending.size()));
-  CHECK(errors_during >= 1);   // counted
-  CHECK(errors_during <= 20);  // backing off: ~10 in 1 s, not thousands
-  CHECK(cpu < 300000);         // not spinning
+  std::uint64_t errors_during = 0;
+  const auto starved = brokerha::test::starve_listener(h.port(), 4, 1000ms, [&] {
+    errors_during = h.broker().stats().accept_errors - errors_before;
+  });
+  INFO("connected " << starved.connected << ", CPU " << starved.cpu_us
+                    << " us in 1 s, accept errors " << errors_during);
+  CHECK(starved.connected == 4);
+  CHECK(errors_during >= 1);       // counted
+  CHECK(errors_during <= 20);      // backing off: ~10 in 1 s, not thousands
+  CHECK(starved.cpu_us < 300000);  // not spinning
   // Descriptors are free again: the waiting connections are served within the back-off.
   raw::Client late(kV311);
-  for (int fd : pending) ::close(fd);
   REQUIRE(late.open(h.port()));
   const auto ack = late.handshake(late.connect_packet("after-emfile"), 3000ms);
   INFO("CONNACK: " << raw::describe(ack));
@@ -1239,7 +1190,7 @@ TEST_CASE("hostile: a high topic alias number costs no memory in proportion to i
   Harness h;
   constexpr int kClients = 100;
   std::vector<std::unique_ptr<raw::Client>> clients;
-  const std::size_t before = resident_bytes();
+  const std::size_t before = brokerha::test::resident_bytes();
   for (int i = 0; i < kClients; ++i) {
     auto c = h.connect_client(kV5, "alias-" + std::to_string(i));
     REQUIRE(c->send_raw(v5_publish("victim/alias", raw::hex("23 FF FF"), "x")));
@@ -1250,7 +1201,7 @@ TEST_CASE("hostile: a high topic alias number costs no memory in proportion to i
     REQUIRE(pong->is(PacketType::pingresp));
     clients.push_back(std::move(c));
   }
-  const std::size_t after = resident_bytes();
+  const std::size_t after = brokerha::test::resident_bytes();
   const double grown_mib = static_cast<double>(after > before ? after - before : 0) / 1048576.0;
   INFO("resident set grew by " << grown_mib << " MiB for " << kClients << " clients");
   CHECK(grown_mib < 32.0);
@@ -1269,7 +1220,7 @@ TEST_CASE("hostile: a client that sends PINGREQs and never reads is bounded") {
   REQUIRE(ack->get<mqtt::Connack>() != nullptr);
   std::string chunk;
   for (int i = 0; i < 512 * 1024; ++i) chunk += raw::hex("C0 00");  // 1 MiB
-  const std::size_t before = resident_bytes();
+  const std::size_t before = brokerha::test::resident_bytes();
   std::size_t sent_mib = 0;
   while (sent_mib < 24 && c.send_raw(chunk, 1s)) ++sent_mib;
   // Let the broker finish reading what it will read.
@@ -1282,7 +1233,7 @@ TEST_CASE("hostile: a client that sends PINGREQs and never reads is bounded") {
         return settled;
       },
       3s, 100ms);
-  const std::size_t after = resident_bytes();
+  const std::size_t after = brokerha::test::resident_bytes();
   const double grown_mib = static_cast<double>(after > before ? after - before : 0) / 1048576.0;
   INFO("sent " << sent_mib << " MiB of PINGREQ; the broker read " << read / 1048576
                << " MiB; resident set grew by " << grown_mib << " MiB");

@@ -6,13 +6,12 @@
 
 #include <doctest/doctest.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <thread>
 
 #include "support/broker_process.hpp"
 #include "support/listener_support.hpp"
+#include "support/process_resources.hpp"
 
 using namespace brokerha;
 using namespace brokerha::test;
@@ -29,18 +28,6 @@ void ws_connect(WsClient& c, std::uint16_t port, const std::string& id) {
   REQUIRE(status_line(head) == "HTTP/1.1 101 Switching Protocols");
   REQUIRE(c.send_frame(0x2, connect_packet(id)));
   REQUIRE(is_connack_ok(c.receive_mqtt()));
-}
-
-// The resident set size of this process (the broker runs in it), in bytes.
-std::size_t resident_bytes() {
-  std::FILE* f = std::fopen("/proc/self/statm", "r");
-  REQUIRE(f != nullptr);
-  unsigned long size = 0;
-  unsigned long resident = 0;
-  const int n = std::fscanf(f, "%lu %lu", &size, &resident);
-  std::fclose(f);
-  REQUIRE(n == 2);
-  return static_cast<std::size_t>(resident) * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 }  // namespace

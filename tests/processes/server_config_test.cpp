@@ -241,6 +241,7 @@ std::vector<KeyCase> key_cases() {
       same("cluster.port", "7947"),
       same("cluster.advertise", "10.0.0.5"),
       same("cluster.node_name", "node-a"),
+      same("cluster.link_retain", "30000"),
       same("cluster.config.tcp_timeout", "2000"),
       same("cluster.config.indirect_checks", "3"),
       same("cluster.config.retransmit_mult", "4"),
