@@ -13,6 +13,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
@@ -607,6 +608,9 @@ const std::vector<Key>& keys() {
     v.push_back(uint_key(BROKERHA_KEY(mqtt.topic_alias_maximum), 0, kU16));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_queued_messages), 0, kU32));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_connections), 0, kU32));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_connection_rate), 0, 1'000'000));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_subscriptions), 0, kU32));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_publish_rate), 0, 1'000'000));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_keepalive), 1, kU16));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_session_expiry), 0, kU32));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_message_expiry), 0, kU32));
@@ -881,6 +885,15 @@ const char* listener_type_name(ListenerType type) {
   return "tcp";
 }
 
+std::uint32_t default_max_connections() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return 0;
+  constexpr std::uint64_t kReserve = 256;
+  const std::uint64_t fds = r.rlim_cur;
+  const std::uint64_t n = fds >= 2 * kReserve ? fds - kReserve : fds / 2;
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(n, 0xFFFFFFFFu));
+}
+
 std::string env_name(const std::string& key_path) {
   std::string out = "BROKER_";
   for (char ch : key_path) {
@@ -1006,6 +1019,9 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
   o.topic_alias_maximum = q.topic_alias_maximum;
   o.max_queued_messages = q.max_queued_messages;
   o.max_connections = q.max_connections;
+  o.max_connection_rate = q.max_connection_rate;
+  o.max_subscriptions = q.max_subscriptions;
+  o.max_publish_rate = q.max_publish_rate;
   o.max_keepalive = q.max_keepalive;
   o.max_session_expiry = q.max_session_expiry;
   o.max_message_expiry = q.max_message_expiry;

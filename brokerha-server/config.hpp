@@ -27,6 +27,13 @@ class ConfigError : public std::runtime_error {
 };
 
 /// One entry of `mqtt.listeners`.
+
+/// The default of `mqtt.max_connections`: the open-files limit (RLIMIT_NOFILE) less 256
+/// descriptors left for what is not an MQTT client (the process's files, listeners and event
+/// loops, the HTTP API's connections, the cluster's links, membership streams and DNS); half
+/// the limit when it is below 512; 0 (unlimited) when the limit is unlimited.
+std::uint32_t default_max_connections();
+
 struct ListenerConfig {
   std::string type = "tcp";  // tcp | tls | ws | wss
   std::string bind;          // empty = mqtt.bind
@@ -67,7 +74,10 @@ struct MqttConfig {
   std::uint16_t max_inflight = 1024;
   std::uint16_t topic_alias_maximum = 65535;
   std::uint32_t max_queued_messages = 1000;
-  std::uint32_t max_connections = 0;
+  std::uint32_t max_connections = default_max_connections();  // 0 = unlimited
+  std::uint32_t max_connection_rate = 0;  // per listener, per second; 0 = unlimited
+  std::uint32_t max_subscriptions = 0;    // per session; 0 = unlimited
+  std::uint32_t max_publish_rate = 0;     // per client, per second; 0 = unlimited
   std::uint16_t max_keepalive = 65535;
   std::uint32_t max_session_expiry = 4'294'967'295u;
   std::uint32_t max_message_expiry = 0;

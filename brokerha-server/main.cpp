@@ -87,13 +87,15 @@ void check_with_library(const brokerha::BrokerOptions& options) {
   }
 }
 
-// SIGHUP: re-reads the configuration and replaces the access rules; the old rules stay on
-// any error.
+// SIGHUP: re-reads the configuration and replaces the access rules and the overload limits
+// (mqtt.max_connections, max_connection_rate, max_subscriptions, max_publish_rate); the old
+// ones stay on any error.
 void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
   try {
     const server::ServerConfig config = server::load_config(load, server::process_environment());
     const brokerha::BrokerOptions options = server::to_broker_options(config);
     broker.set_access_rules(options.access);
+    broker.set_limits(options);
     try {
       broker.reload_tls();  // the certificate files of the running listeners, re-read
     } catch (const std::exception& e) {
@@ -106,10 +108,15 @@ void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
                      (config.source.empty() ? std::string("built-in defaults") : config.source) +
                      ": " + std::to_string(options.access.auth.size()) + " auth and " +
                      std::to_string(options.access.acl.size()) +
-                     " ACL rules in force; other changes take effect at the next restart");
+                     " ACL rules and the overload limits in force (max_connections " +
+                     std::to_string(options.max_connections) + ", max_connection_rate " +
+                     std::to_string(options.max_connection_rate) + ", max_subscriptions " +
+                     std::to_string(options.max_subscriptions) + ", max_publish_rate " +
+                     std::to_string(options.max_publish_rate) +
+                     "); other changes take effect at the next restart");
   } catch (const std::exception& e) {
     server::log_error(std::string("SIGHUP: config error: ") + e.what() +
-                      "; the previous auth/ACL rules stay in force");
+                      "; the previous auth/ACL rules stay in force, and the previous limits");
   }
 }
 

@@ -49,7 +49,9 @@
 #
 #   stage       seconds on a clean clone, 2 cores, 2026-12-07 (1,403 s in all before `mixed`)
 #   deps        0 when the packages are present (a few minutes on a bare machine)
-#   ci          346 (build ~190, every suite ~95, benchmark smoke ~70)
+#   ci          346 (build ~190, every suite ~95, benchmark smoke ~70); the hostile server
+#               suite (tests/processes/hostile_input_test.cpp, label processes) adds ~21 s of
+#               test time in six cases, each under 20 s (hard bound 120)
 #   headers     3
 #   packaging   3
 #   docs        6

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,7 @@
 
 #include "membership/stream_seam.hpp"
 #include "support/broker_fixture.hpp"
+#include "support/process_resources.hpp"
 
 using namespace std::chrono_literals;
 
@@ -363,4 +365,27 @@ TEST_CASE("membership net: options and lifecycle errors") {
   n->m->stop();  // idempotent
   CHECK(n->m->join({"127.0.0.1:1"}, ec) == 0);
   CHECK(ec == brokerha::errc::not_started);
+}
+
+// A process out of descriptors cannot accept the TCP streams waiting on the cluster port: the
+// acceptor stays readable, and accepting again at once spun the membership thread (the one
+// that answers probes). It backs off (10 ms doubling to 1 s) and counts each failure.
+TEST_CASE("membership net: out of descriptors, the stream acceptor backs off and counts") {
+  auto a = make_node("a");
+  const auto errors_before = a->m->stats().accept_errors;
+  const auto starved = brokerha::test::starve_listener(a->m->bound_port(), 4, 1000ms, [] {});
+  // The stats snapshot is refreshed by the membership thread's next round.
+  std::uint64_t errors = 0;
+  wait_until(
+      [&] {
+        errors = a->m->stats().accept_errors - errors_before;
+        return errors >= 1;
+      },
+      3s);
+  INFO("connected " << starved.connected << ", CPU " << starved.cpu_us
+                    << " us in 1 s, accept errors " << errors);
+  CHECK(starved.connected == 4);
+  CHECK(errors >= 1);
+  CHECK(errors <= 20);
+  CHECK(starved.cpu_us < 300000);
 }

@@ -26,10 +26,12 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "mqtt/codec.hpp"
 #include "mqtt/packet.hpp"
+#include "support/process_resources.hpp"
 #include "support/raw_client.hpp"
 
 namespace {
@@ -291,18 +293,6 @@ std::string v311_publish(std::string_view topic, std::string_view payload, std::
 std::string v5_subscribe(std::string_view filter, std::uint16_t packet_id = 1,
                          std::string_view properties = {}) {
   return raw::frame(0x82, raw::u16(packet_id) + raw::props(properties) + raw::str(filter) + '\0');
-}
-
-// The resident set size of this process (the broker runs in it), in bytes.
-std::size_t resident_bytes() {
-  std::FILE* f = std::fopen("/proc/self/statm", "r");
-  REQUIRE(f != nullptr);
-  unsigned long size = 0;
-  unsigned long resident = 0;
-  const int n = std::fscanf(f, "%lu %lu", &size, &resident);
-  std::fclose(f);
-  REQUIRE(n == 2);
-  return static_cast<std::size_t>(resident) * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 // Waits until every client in `clients` sees the server close its connection, polling them
@@ -704,6 +694,98 @@ TEST_CASE("hostile: limits on topic aliases, packet size and receive maximum") {
   }
 }
 
+// MQTT 3.1 allowed the DUP flag on a resent PUBREL (fixed header 0x6A); a 3.1 client that
+// resends it after a reconnect must get its PUBCOMP, not a close for a malformed packet.
+TEST_CASE("hostile: an MQTT 3.1 client's PUBREL with DUP completes its QoS 2 flow") {
+  Harness h;
+  constexpr auto kV31 = ProtocolVersion::v31;
+  auto c = h.connect_client(kV31, "mqtt31-dup");
+  REQUIRE(c->send_raw(v311_publish("victim/v31", "qos2 from 3.1", 2, 9)));
+  const auto rec = c->receive();
+  INFO("answer to PUBLISH: " << raw::describe(rec));
+  REQUIRE(rec);
+  REQUIRE(rec->get<mqtt::Pubrec>() != nullptr);
+  REQUIRE(c->send_raw(raw::hex("6A 02 00 09")));  // PUBREL, DUP set
+  const auto comp = c->receive();
+  INFO("answer to PUBREL with DUP: " << raw::describe(comp));
+  REQUIRE(comp);
+  REQUIRE(comp->get<mqtt::Pubcomp>() != nullptr);
+  CHECK(comp->get<mqtt::Pubcomp>()->packet_id == 9);
+  CHECK_FALSE(c->closed());
+}
+
+// ==== closing =================================================================================
+
+// After a DISCONNECT or a refused CONNACK the server shuts down its write side and reads and
+// discards what the client still sends (at most 1 s or 64 KiB) before it closes: bytes the
+// client had in flight do not make the kernel answer with a reset, so the client's writes do
+// not fail with EPIPE and it reads the reason, then an orderly end.
+TEST_CASE("hostile: a server-initiated close lingers: the client's late writes are not reset") {
+  auto o = base_options();
+  o.receive_maximum = 2;
+  Harness h(o);
+  // Two writes 50 ms apart after the answer was read: after a plain close the first draws a
+  // reset and the second fails.
+  auto late_writes_succeed = [](raw::Client& c) {
+    for (int i = 0; i < 2; ++i) {
+      std::this_thread::sleep_for(50ms);
+      const bool sent = c.send_raw(v311_publish("late/write", std::string(512, 'l')));
+      INFO("late write " << i << ": " << c.error());
+      CHECK(sent);
+    }
+    CHECK(c.wait_closed(3000ms));
+    CHECK_FALSE(c.was_reset());
+  };
+
+  SUBCASE("DISCONNECT 0x93 with the client's next packets in flight") {
+    auto c = h.connect_client(kV5, "greedy");
+    for (std::uint16_t id = 1; id <= 2; ++id) {
+      REQUIRE(c->send_raw(v5_publish("victim/q2", "", "x", 2, id)));
+      const auto rec = c->receive();
+      REQUIRE(rec);
+      REQUIRE(rec->get<mqtt::Pubrec>() != nullptr);
+    }
+    std::string burst = v5_publish("victim/q2", "", "third", 2, 3);
+    for (int i = 0; i < 16; ++i) burst += v5_publish("victim/more", "", std::string(256, 'm'));
+    REQUIRE(c->send_raw(burst));
+    const auto in = c->receive();
+    INFO("received: " << raw::describe(in));
+    REQUIRE(in);
+    REQUIRE(in->get<mqtt::Disconnect>() != nullptr);
+    CHECK(hex_code(in->get<mqtt::Disconnect>()->reason_code) == hex_code(0x93));
+    late_writes_succeed(*c);
+  }
+
+  SUBCASE("a refused CONNACK") {
+    auto c = h.open(kV5);
+    REQUIRE(c->send_raw(connect_bytes("MQTT", 6, 0x02, true, "level6") + raw::hex("C0 00")));
+    const auto in = c->receive();
+    INFO("received: " << raw::describe(in));
+    REQUIRE(in);
+    REQUIRE(in->get<mqtt::Connack>() != nullptr);
+    CHECK(hex_code(in->get<mqtt::Connack>()->code) == hex_code(0x84));
+    late_writes_succeed(*c);
+  }
+
+  SUBCASE("the linger is bounded: a client that keeps writing is closed within about 1 s") {
+    auto c = h.open(kV5);
+    REQUIRE(c->send_raw(connect_bytes("MQTT", 6, 0x02, true, "level6")));
+    REQUIRE(c->receive());
+    const auto start = raw::Clock::now();
+    bool ended = false;
+    while (raw::Clock::now() - start < 5s) {
+      if (!c->send_raw(std::string(1024, 'g'), 200ms)) {
+        ended = true;
+        break;
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    CHECK(ended);
+    CHECK(raw::Clock::now() - start < 3s);
+  }
+  h.control_still_works();
+}
+
 // ==== slow, partial and many clients ===========================================================
 
 TEST_CASE("hostile: a subscriber that never reads is bounded by the queue limits") {
@@ -843,6 +925,32 @@ TEST_CASE("hostile: connections that never complete CONNECT are closed by connec
 
   CHECK(h.broker().stats().connections_total - connections_before >= idle_count + 51);
   CHECK(raw::wait_until([&] { return h.broker().stats().clients_connected == 1; }, 3s));
+  h.control_still_works();
+}
+
+// A listener whose process is out of descriptors keeps its pending connections readable:
+// accepting again at once would spin shard 0 at 100 % CPU. The loop backs off (10 ms doubling
+// to 1 s), counts each failure, and accepts again once descriptors are free.
+TEST_CASE("hostile: out of descriptors: the accept loop backs off, counts and recovers") {
+  Harness h;
+  const auto errors_before = h.broker().stats().accept_errors;
+  std::uint64_t errors_during = 0;
+  const auto starved = brokerha::test::starve_listener(h.port(), 4, 1000ms, [&] {
+    errors_during = h.broker().stats().accept_errors - errors_before;
+  });
+  INFO("connected " << starved.connected << ", CPU " << starved.cpu_us
+                    << " us in 1 s, accept errors " << errors_during);
+  CHECK(starved.connected == 4);
+  CHECK(errors_during >= 1);       // counted
+  CHECK(errors_during <= 20);      // backing off: ~10 in 1 s, not thousands
+  CHECK(starved.cpu_us < 300000);  // not spinning
+  // Descriptors are free again: the waiting connections are served within the back-off.
+  raw::Client late(kV311);
+  REQUIRE(late.open(h.port()));
+  const auto ack = late.handshake(late.connect_packet("after-emfile"), 3000ms);
+  INFO("CONNACK: " << raw::describe(ack));
+  REQUIRE(ack);
+  REQUIRE(ack->get<mqtt::Connack>() != nullptr);
   h.control_still_works();
 }
 
@@ -1082,7 +1190,7 @@ TEST_CASE("hostile: a high topic alias number costs no memory in proportion to i
   Harness h;
   constexpr int kClients = 100;
   std::vector<std::unique_ptr<raw::Client>> clients;
-  const std::size_t before = resident_bytes();
+  const std::size_t before = brokerha::test::resident_bytes();
   for (int i = 0; i < kClients; ++i) {
     auto c = h.connect_client(kV5, "alias-" + std::to_string(i));
     REQUIRE(c->send_raw(v5_publish("victim/alias", raw::hex("23 FF FF"), "x")));
@@ -1093,7 +1201,7 @@ TEST_CASE("hostile: a high topic alias number costs no memory in proportion to i
     REQUIRE(pong->is(PacketType::pingresp));
     clients.push_back(std::move(c));
   }
-  const std::size_t after = resident_bytes();
+  const std::size_t after = brokerha::test::resident_bytes();
   const double grown_mib = static_cast<double>(after > before ? after - before : 0) / 1048576.0;
   INFO("resident set grew by " << grown_mib << " MiB for " << kClients << " clients");
   CHECK(grown_mib < 32.0);
@@ -1112,7 +1220,7 @@ TEST_CASE("hostile: a client that sends PINGREQs and never reads is bounded") {
   REQUIRE(ack->get<mqtt::Connack>() != nullptr);
   std::string chunk;
   for (int i = 0; i < 512 * 1024; ++i) chunk += raw::hex("C0 00");  // 1 MiB
-  const std::size_t before = resident_bytes();
+  const std::size_t before = brokerha::test::resident_bytes();
   std::size_t sent_mib = 0;
   while (sent_mib < 24 && c.send_raw(chunk, 1s)) ++sent_mib;
   // Let the broker finish reading what it will read.
@@ -1125,7 +1233,7 @@ TEST_CASE("hostile: a client that sends PINGREQs and never reads is bounded") {
         return settled;
       },
       3s, 100ms);
-  const std::size_t after = resident_bytes();
+  const std::size_t after = brokerha::test::resident_bytes();
   const double grown_mib = static_cast<double>(after > before ? after - before : 0) / 1048576.0;
   INFO("sent " << sent_mib << " MiB of PINGREQ; the broker read " << read / 1048576
                << " MiB; resident set grew by " << grown_mib << " MiB");

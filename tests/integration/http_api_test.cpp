@@ -12,9 +12,11 @@
 #include <netinet/in.h>
 #include <rapidjson/document.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -624,4 +627,91 @@ TEST_CASE("http api: stop is bounded with sse streams open and start reports bin
   std::error_code ec;
   other.api.start(ec);
   CHECK(ec);  // already started
+}
+
+namespace {
+
+// Streams `head` and then `filler` repeatedly to the API until the server refuses more (the
+// send fails: reset or closed) or `limit` bytes or 10 s are spent; the bytes sent.
+std::size_t stream_until_refused(std::uint16_t port, const std::string& head,
+                                 const std::string& filler, std::size_t limit, bool& refused) {
+  refused = false;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  timeval tv{0, 200 * 1000};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  std::size_t sent = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  std::string_view next = head;
+  while (sent < limit && std::chrono::steady_clock::now() < deadline) {
+    const ssize_t n = ::send(fd, next.data(), next.size(), MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) continue;
+    if (n <= 0) {
+      refused = true;  // EPIPE or ECONNRESET: the server closed the connection
+      break;
+    }
+    sent += static_cast<std::size_t>(n);
+    next.remove_prefix(static_cast<std::size_t>(n));
+    if (next.empty()) next = filler;
+  }
+  ::close(fd);
+  return sent;
+}
+
+}  // namespace
+
+// A request line or header block without end costs the server a bounded amount: the head may
+// take 64 KiB, then the connection is closed (cpp-httplib 0.11 read any number of headers).
+TEST_CASE("http api: a request head without end is cut off at its byte cap") {
+  Node n;
+  std::string headers;
+  for (int i = 0; i < 1000; ++i)
+    headers += "X-Filler-" + std::to_string(i) + ": " + std::string(100, 'v') + "\r\n";
+  constexpr std::size_t kLimit = 64u * 1024 * 1024;
+  bool refused = false;
+  const std::size_t sent = stream_until_refused(
+      n.api.port(), "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", headers, kLimit, refused);
+  INFO("sent " << sent << " bytes of headers");
+  CHECK(refused);
+  CHECK(sent < kLimit);
+  const std::size_t line =
+      stream_until_refused(n.api.port(), "GET /", std::string(65536, 'a'), kLimit, refused);
+  INFO("sent " << line << " bytes of request line");
+  CHECK(refused);
+  CHECK(line < kLimit);
+  // The API still answers.
+  auto c = n.client();
+  auto r = c.Get("/healthz");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+}
+
+// Each cap an HTTP peer can reach is hit: concurrent SSE streams (503 beyond
+// max_sse_clients, a freed slot serves the next), and request bodies (413 above max_body_bytes).
+TEST_CASE("http api: the SSE stream cap and the body cap are hit") {
+  brokerha::ApiOptions o;
+  o.max_sse_clients = 2;
+  o.max_body_bytes = 1024;
+  Node n(o);
+  auto first = std::make_unique<SseReader>(n.api.port(), "/api/sse");
+  SseReader second(n.api.port(), "/api/sse");
+  REQUIRE(wait_until(
+      [&] { return first->contains(": connected") && second.contains(": connected"); }, 5s));
+  auto c = n.client();
+  check_error(c.Get("/api/sse"), 503, "too many SSE clients");
+  first.reset();  // closes its stream: its slot is free again
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    SseReader third(n.api.port(), "/api/sse");
+    served = wait_until([&] { return third.contains(": connected"); }, 200ms);
+  }
+  CHECK(served);
+  auto r = c.Post("/api/sse", "{\"filters\":[\"" + std::string(2000, 'x') + "\"]}", kJson);
+  REQUIRE(r);
+  CHECK(r->status == 413);
 }

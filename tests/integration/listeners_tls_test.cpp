@@ -205,6 +205,31 @@ TEST_CASE("tls: hostile TLS input does not block other listeners") {
   CHECK(wrong.wait_closed());
 }
 
+TEST_CASE("tls: a handshake message beyond OpenSSL's bound is refused at its header") {
+  // A ClientHello that announces 16 MiB: the handshake's memory is bounded by OpenSSL's
+  // largest handshake message (a ClientHello: about 128 KiB), so the server refuses it when
+  // the header arrives, without waiting for (or buffering) the body. Its records come 16 KiB
+  // at a time, as TLS allows; the server must have closed before they are all sent.
+  TlsSetup s;
+  ListenerBroker b({tls_listener(ListenerType::tls, s.server.first, s.server.second)});
+  Wire big;
+  REQUIRE(big.open(b.ports[0]));
+  // Record: handshake (0x16), TLS 1.0 record version, 16384 bytes; message: ClientHello (1),
+  // length 0xFFFFFF, then the start of a body.
+  std::string record("\x16\x03\x01\x40\x00\x01\xff\xff\xff\x03\x03", 11);
+  record.resize(5 + 16384, '\x00');
+  const bool sent = big.send(record);
+  CHECK(sent);
+  CHECK(big.wait_closed(std::chrono::milliseconds(3000)));
+  int more = 0;  // 16 MiB more would follow; the server is gone long before
+  while (more < 1024 && big.send(std::string(16384 + 5, '\x16'), std::chrono::milliseconds(500))) {
+    ++more;
+  }
+  INFO("records accepted after the first: " << more);
+  CHECK(more < 1024);
+  CHECK(tls_connects(b.ports[0], {s.ca.cert(), {}, {}}, "tls-after"));
+}
+
 TEST_CASE("tls: connections move between shards and keep working") {
   TlsSetup s;
   BrokerOptions o;

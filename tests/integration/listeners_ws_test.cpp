@@ -5,9 +5,13 @@
 // a close reason, and hostile input next to other listeners.
 
 #include <doctest/doctest.h>
+#include <sys/socket.h>
+
+#include <thread>
 
 #include "support/broker_process.hpp"
 #include "support/listener_support.hpp"
+#include "support/process_resources.hpp"
 
 using namespace brokerha;
 using namespace brokerha::test;
@@ -27,6 +31,36 @@ void ws_connect(WsClient& c, std::uint16_t port, const std::string& id) {
 }
 
 }  // namespace
+
+TEST_CASE("websocket: pings from a client that never reads cost bounded memory") {
+  // Each ping is answered with a pong of the same payload. A client that streams pings and
+  // reads nothing must not grow the broker by what it sends: before CONNECT and after it.
+  ListenerBroker b({listener(ListenerType::ws)});
+  for (const bool connected : {false, true}) {
+    CAPTURE(connected);
+    WsClient c;
+    REQUIRE(status_line(c.open(b.ports[0])) == "HTTP/1.1 101 Switching Protocols");
+    const int small = 4096;
+    ::setsockopt(c.wire.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    if (connected) {
+      REQUIRE(c.send_frame(0x2, connect_packet(std::string("pinger"))));
+      REQUIRE(is_connack_ok(c.receive_mqtt()));
+    }
+    std::string chunk;
+    while (chunk.size() < (1u << 20)) chunk += ws_frame(0x9, std::string(125, 'p'));
+    const std::size_t before = resident_bytes();
+    int sent_mib = 0;
+    while (sent_mib < 32 && c.wire.send(chunk, std::chrono::milliseconds(1000))) ++sent_mib;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the broker reads on
+    const std::size_t after = resident_bytes();
+    const double grown_mib = static_cast<double>(after > before ? after - before : 0) / 1048576.0;
+    INFO("sent " << sent_mib << " MiB of pings; resident set grew by " << grown_mib << " MiB");
+    CHECK(grown_mib < 12.0);
+  }
+  // The broker still serves a well-behaved WebSocket client.
+  WsClient ok;
+  ws_connect(ok, b.ports[0], "after-pings");
+}
 
 TEST_CASE("websocket: paho over ws on a configured path") {
   ListenerOptions l = listener(ListenerType::ws);

@@ -30,6 +30,7 @@
 
 #include "support/broker_process.hpp"
 #include "support/child_process.hpp"
+#include "support/raw_client.hpp"
 #include "support/required_tool.hpp"
 
 namespace {
@@ -227,6 +228,9 @@ std::vector<KeyCase> key_cases() {
       same("mqtt.topic_alias_maximum", "5"),
       same("mqtt.max_queued_messages", "7"),
       same("mqtt.max_connections", "100"),
+      same("mqtt.max_connection_rate", "50"),
+      same("mqtt.max_subscriptions", "200"),
+      same("mqtt.max_publish_rate", "1000"),
       same("mqtt.max_keepalive", "60"),
       same("mqtt.max_session_expiry", "3600"),
       same("mqtt.max_message_expiry", "60"),
@@ -860,4 +864,47 @@ TEST_CASE("server config: log.format and log.level shape what the server writes 
       start = end + 1;
     }
   }
+}
+
+TEST_CASE("server config: SIGHUP reloads the overload limits") {
+  TempDir dir;
+  const std::uint16_t port = free_port();
+  auto config = [&](int max_subscriptions) {
+    return "mqtt:\n  bind: 127.0.0.1\n  port: " + std::to_string(port) +
+           "\n  max_subscriptions: " + std::to_string(max_subscriptions) +
+           "\n  max_publish_rate: 1000\napi:\n  port: 0\n";
+  };
+  const std::string file = dir.write("config.yaml", config(1));
+  BackgroundProcess server({kServer, "--config", file});
+  REQUIRE_MESSAGE(server.running(), server.error());
+  REQUIRE_MESSAGE(
+      server.wait_output([](const std::string& out) { return contains(out, "MQTT listening on"); },
+                         kWait),
+      server.describe());
+  namespace raw = brokerha::test::raw;
+  namespace mqtt = brokerha::mqtt;
+  raw::Client c(mqtt::ProtocolVersion::v5);
+  REQUIRE(c.open(port));
+  const auto ack = c.handshake(c.connect_packet("limits"));
+  REQUIRE(ack);
+  REQUIRE(ack->get<mqtt::Connack>() != nullptr);
+  auto code = [&](const std::string& filter, std::uint16_t id) {
+    const auto a = c.subscribe(filter, 0, id);
+    REQUIRE(a);
+    REQUIRE(a->get<mqtt::Suback>() != nullptr);
+    return static_cast<int>(a->get<mqtt::Suback>()->reason_codes.at(0));
+  };
+  CHECK(code("a", 1) == 0);
+  CHECK(code("b", 2) == 0x97);  // max_subscriptions 1
+
+  dir.write("config.yaml", config(3));
+  ::kill(server.pid(), SIGHUP);
+  CHECK(server.wait_output(
+      [&](const std::string&) { return contains(server.err(), "max_subscriptions 3"); }, kWait));
+  CHECK(code("b", 3) == 0);
+  CHECK(code("c", 4) == 0);
+  CHECK(code("d", 5) == 0x97);
+
+  server.kill(SIGTERM);
+  CHECK(server.wait_exit(kWait));
 }

@@ -36,10 +36,11 @@ class ProtocolBroker {
         router(router_options(clustered)),
         access(access::Rules::compile(options.access)),
         outbox(1),
+        limits(options),
         sessions(registry::SessionRegistry::Context{0, router, access, counters, outbox,
                                                     options.max_queued_messages,
                                                     [this] { flush_wanted = true; }}),
-        context{0, 1, options, router, sessions, access, counters, outbox} {}
+        context{0, 1, options, router, sessions, access, counters, outbox, limits} {}
 
   /// Delivers what routing queued (the runtime's flush on one shard).
   void flush() {
@@ -59,6 +60,7 @@ class ProtocolBroker {
   access::Control access;
   router::Counters counters;
   router::Outbox outbox;
+  protocol::Limits limits;  // the live limits (set from `options`; a test may change them)
   registry::SessionRegistry sessions;
   protocol::ShardContext context;
   bool flush_wanted = false;

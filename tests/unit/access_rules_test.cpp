@@ -796,6 +796,63 @@ TEST_CASE("access allows: a rule without filters grants everything") {
   CHECK_FALSE(rules->allows(who("c", "user"), "#", Access::read, true));
 }
 
+// One matching rule for every action: the rule filter is matched level by level against the
+// PUBLISH topic, the SUBSCRIBE filter and the delivered topic alike, `$` topics included (a
+// rule `#` or `+` covers a `$SYS` level: an ACL rule is not a subscription).
+TEST_CASE("access allows: the same decision for publish, subscribe and delivery ($ included)") {
+  struct Row {
+    const char* rule;
+    int granted;
+    bool default_allow;
+    const char* topic;
+    bool publish;  // write on the topic
+    bool read;     // subscribe to the topic as a filter, and delivery of the topic
+  };
+  const Row rows[] = {
+      // a catch-all deny stops every action on every topic, `$` topics too
+      {"#", 0, true, "a/b", false, false},
+      {"#", 0, true, "$SYS/broker/uptime", false, false},
+      {"#", 0, true, "$internal", false, false},
+      // a catch-all grant under default deny
+      {"#", 3, false, "a/b", true, true},
+      {"#", 3, false, "$SYS/broker/uptime", true, true},
+      // read only
+      {"#", 1, false, "a", false, true},
+      {"#", 1, false, "$SYS/x", false, true},
+      // write only
+      {"#", 2, false, "$SYS/x", true, false},
+      // '+' covers a `$` level
+      {"+/status", 0, true, "$SYS/status", false, false},
+      {"+/status", 0, true, "a/status", false, false},
+      {"+/status", 0, true, "a/b", true, true},
+      {"+/status", 0, true, "$SYS/status/x", true, true},
+      // a literal `$` rule
+      {"$SYS/#", 0, true, "$SYS/broker/uptime", false, false},
+      {"$SYS/#", 0, true, "$SYS", false, false},
+      {"$SYS/#", 0, true, "a/b", true, true},
+      {"$SYS/#", 0, true, "SYS/x", true, true},
+      // a prefix rule under default deny: MQTT's `a/#` covers `a`, nothing else
+      {"a/#", 3, false, "a", true, true},
+      {"a/#", 3, false, "a/b/c", true, true},
+      {"a/#", 3, false, "$SYS/a", false, false},
+      {"a/#", 3, false, "ab", false, false},
+      {"a/+", 3, false, "a", false, false},
+      {"a/+", 3, false, "a/", true, true},
+  };
+  for (const Row& row : rows) {
+    AccessRules r;
+    r.acl = {acl_rule({{row.rule, row.granted}})};
+    r.acl_default_allow = row.default_allow;
+    const auto rules = compile(r);
+    INFO("rule {\"" << std::string(row.rule) << "\": " << row.granted << "}, acl_default "
+                    << std::string(row.default_allow ? "allow" : "deny") << ", topic "
+                    << std::string(row.topic));
+    CHECK(rules->allows(who("c"), row.topic, Access::write, false) == row.publish);
+    CHECK(rules->allows(who("c"), row.topic, Access::read, true) == row.read);   // SUBSCRIBE
+    CHECK(rules->allows(who("c"), row.topic, Access::read, false) == row.read);  // delivery
+  }
+}
+
 TEST_CASE("access allows: identity fields select the rule") {
   AccessRules r;
   r.acl_default_allow = false;

@@ -83,6 +83,34 @@ TEST_CASE("bus: a full buffer drops for that subscriber only and counts per chan
   CHECK(bus.dropped(channels::kMessageTo) == 3);
 }
 
+// An SSE stream's buffer is bounded in bytes as well as events: large events from a busy
+// broker cannot make one slow reader hold channel_size of them.
+TEST_CASE("bus: a buffer bounded in bytes drops what does not fit and frees what is taken") {
+  Bus bus;
+  auto sub = bus.subscribe({std::string(channels::kMessageTo)}, 1000, 1000);
+  const std::string event(300, 'e');
+  for (int i = 0; i < 10; ++i) bus.publish(channels::kMessageTo, event);
+  CHECK(sub->dropped() == 7);  // 3 x 300 bytes fit in 1000
+  CHECK(bus.dropped(channels::kMessageTo) == 7);
+  REQUIRE(sub->try_pop());
+  bus.publish(channels::kMessageTo, event);  // the taken event made room for one more
+  CHECK(sub->dropped() == 7);
+  bus.publish(channels::kMessageTo, event);
+  CHECK(sub->dropped() == 8);
+  int n = 0;
+  while (sub->try_pop()) ++n;
+  CHECK(n == 3);
+  // An empty buffer takes one event of any size, and then nothing more.
+  bus.publish(channels::kMessageTo, std::string(5000, 'x'));
+  bus.publish(channels::kMessageTo, "y");
+  CHECK(sub->dropped() == 9);
+  CHECK(sub->try_pop()->data.size() == 5000);
+  // 0 = bounded by events alone.
+  auto events_only = bus.subscribe({std::string(channels::kNewMember)}, 3, 0);
+  for (int i = 0; i < 3; ++i) bus.publish(channels::kNewMember, std::string(100000, 'z'));
+  CHECK(events_only->dropped() == 0);
+}
+
 TEST_CASE("bus: close unsubscribes and wakes a blocked pop") {
   Bus bus;
   auto sub = bus.subscribe({"x"}, 4);

@@ -73,6 +73,12 @@ const Row kRows[] = {
     {"PUBREC flags 0001", v5, "51 02 00 01", k81},
     {"PUBREL flags 0000", v311, "60 02 00 01", k81},
     {"PUBREL flags 0011", v5, "63 02 00 01", k81},
+    // MQTT 3.1 allowed DUP on PUBREL, SUBSCRIBE and UNSUBSCRIBE (a resend); 3.1.1 and 5.0 do not
+    {"PUBREL flags 1010 v3.1.1", v311, "6A 02 00 01", k81},
+    {"PUBREL flags 1010 v5", v5, "6A 02 00 01", k81},
+    {"PUBREL flags 1000 v3.1", v31, "68 02 00 01", k81},
+    {"SUBSCRIBE flags 1010 v3.1.1", v311, "8A 06 00 01 00 01 'a' 00", k81},
+    {"UNSUBSCRIBE flags 1010 v5", v5, "AA 06 00 01 00 00 01 'a'", k81},
     {"PUBCOMP flags 1000", v311, "78 02 00 01", k81},
     {"SUBSCRIBE flags 0000", v311, "80 06 00 01 00 01 'a' 00", k81},
     {"SUBSCRIBE flags 0011", v5, "83 07 00 01 00 00 01 'a' 00", k81},
@@ -417,6 +423,13 @@ const Row kRows[] = {
     {"SUBSCRIBE second filter invalid", v311, "82 0B 00 01 00 01 'a' 00 00 02 'b+' 00", k8F},
     {"SUBSCRIBE options missing", v311, "82 05 00 01 00 01 'a'", k81},
     {"SUBSCRIBE second options missing", v311, "82 09 00 01 00 01 'a' 00 00 01 'b'", k81},
+    // The structure is checked before the meaning: a truncated packet is malformed even when
+    // a filter in it is invalid too.
+    {"SUBSCRIBE empty filter, options missing v5", v5, "82 05 00 01 00 00 00", k81},
+    {"SUBSCRIBE empty filter, options missing", v311, "82 04 00 01 00 00", k81},
+    {"SUBSCRIBE invalid filter, then a truncated one", v311, "82 09 00 01 00 02 'a+' 00 00 05",
+     k81},
+    {"SUBSCRIBE retain handling 3, then truncated", v5, "82 08 00 01 00 00 01 'a' 30 00", k81},
     {"SUBSCRIBE QoS 3", v311, "82 06 00 01 00 01 'a' 03", k81},
     {"SUBSCRIBE QoS 3 v5", v5, "82 07 00 01 00 00 01 'a' 03", k81},
     {"SUBSCRIBE v3.1.1 reserved option bit 2", v311, "82 06 00 01 00 01 'a' 04", k81},
@@ -473,6 +486,8 @@ const Row kRows[] = {
     {"UNSUBSCRIBE filter empty", v5, "A2 05 00 01 00 00 00", k8F},
     {"UNSUBSCRIBE filter $share//a", v5, "A2 0E 00 01 00 00 09 '$share//a'", k8F},
     {"UNSUBSCRIBE second filter truncated", v311, "A2 07 00 01 00 01 'a' 00 02", k81},
+    {"UNSUBSCRIBE empty filter, then a truncated one v5", v5, "A2 07 00 01 00 00 00 00 05", k81},
+    {"UNSUBSCRIBE invalid filter, then a truncated one", v311, "A2 07 00 01 00 02 'a+' 00", k81},
     {"UNSUBSCRIBE v5 subscription identifier not allowed", v5, "A2 08 00 01 02 0B 01 00 01 'a'",
      k81},
 
@@ -611,6 +626,9 @@ TEST_CASE("malformed rows are valid once the offending bytes are fixed") {
       {v311, "32 07 00 03 'a/b' 00 01"},
       {v5, "40 03 00 01 10"},
       {v5, "62 03 00 01 92"},
+      {v31, "6A 02 00 01"},               // PUBREL with DUP: MQTT 3.1 allowed it
+      {v31, "8A 06 00 01 00 01 'a' 00"},  // SUBSCRIBE with DUP (3.1)
+      {v31, "AA 05 00 01 00 01 'a'"},     // UNSUBSCRIBE with DUP (3.1)
       {v311, "82 06 00 01 00 01 'a' 02"},
       {v5, "82 07 00 01 00 00 01 'a' 2E"},
       {v5, "82 10 00 01 00 00 0A '$share/g/a' 2A"},

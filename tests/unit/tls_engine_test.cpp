@@ -8,6 +8,7 @@
 #include "io/tls_engine.hpp"
 
 #include <doctest/doctest.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -183,4 +184,70 @@ TEST_CASE("tls engine: certificates, a verified client's name, an untrusted serv
     none.close_notify();
     CHECK(out.empty());
   }
+}
+
+// TLS 1.2 renegotiation (a client's new ClientHello on an established connection) costs the
+// server a handshake per request and has had its own attacks: a server engine refuses it even
+// when its context would allow it (SSL_OP_ALLOW_CLIENT_RENEGOTIATION, or an OpenSSL before 3.0
+// where it was allowed by default). The client here is plain OpenSSL, the only way to ask.
+TEST_CASE("tls engine: a server refuses TLS 1.2 renegotiation whatever its context allows") {
+  const Identity server_id("test-server");
+  const CtxPtr server_ctx = context(true, &server_id, nullptr);
+  SSL_CTX_set_options(server_ctx.get(), SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
+  const CtxPtr client_ctx = context(false, nullptr, nullptr);
+  REQUIRE(SSL_CTX_set_max_proto_version(client_ctx.get(), TLS1_2_VERSION) == 1);
+
+  TlsEngine server;
+  REQUIRE(server.start(server_ctx.get(), Role::server));
+  std::unique_ptr<SSL, decltype(&SSL_free)> client(SSL_new(client_ctx.get()), SSL_free);
+  REQUIRE(client);
+  BIO* client_in = BIO_new(BIO_s_mem());
+  BIO* client_out = BIO_new(BIO_s_mem());
+  SSL_set_bio(client.get(), client_in, client_out);  // owned by the SSL now
+  SSL_set_connect_state(client.get());
+
+  // One round: the client's bytes to the server, the server's back.
+  auto to_server = [&] {
+    char buf[16384];
+    int n = 0;
+    while ((n = BIO_read(client_out, buf, sizeof buf)) > 0) {
+      REQUIRE(server.feed(buf, static_cast<std::size_t>(n)));
+    }
+  };
+  auto to_client = [&] {
+    std::string bytes;
+    server.drain(bytes);
+    if (!bytes.empty()) BIO_write(client_in, bytes.data(), static_cast<int>(bytes.size()));
+  };
+  for (int round = 0;
+       round < 10 && !(server.handshake_done() && SSL_is_init_finished(client.get())); ++round) {
+    SSL_do_handshake(client.get());
+    to_server();
+    server.handshake();
+    to_client();
+  }
+  REQUIRE(server.handshake_done());
+  REQUIRE(SSL_do_handshake(client.get()) == 1);
+  CHECK(SSL_version(client.get()) == TLS1_2_VERSION);
+
+  // The client asks for a new handshake; the server reads it with its next read.
+  REQUIRE(SSL_renegotiate(client.get()) == 1);
+  SSL_do_handshake(client.get());  // writes the ClientHello, then wants the answer
+  int client_result = 0;
+  char buf[256];
+  std::size_t n = 0;
+  for (int round = 0; round < 10; ++round) {
+    to_server();
+    server.read(buf, sizeof buf, n);  // processes the ClientHello (and finds no data)
+    to_client();
+    client_result = SSL_do_handshake(client.get());
+    if (client_result == 1 || SSL_get_error(client.get(), client_result) != SSL_ERROR_WANT_READ) {
+      break;
+    }
+  }
+  ERR_clear_error();
+  INFO("client handshake result " << client_result << ", renegotiations completed "
+                                  << SSL_num_renegotiations(client.get()));
+  // Refused: the client's new handshake does not complete.
+  CHECK(client_result != 1);
 }

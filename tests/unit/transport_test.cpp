@@ -166,3 +166,30 @@ TEST_CASE("transport: a proxy listener refuses bytes that are no header at once"
     CHECK(feed(t, input, {}).last == Transport::Result::error);
   }
 }
+
+TEST_CASE("transport: pings before a write are answered with one pong, the latest") {
+  // RFC 6455 5.5.3: only the latest ping needs an answer. A client that streams pings while
+  // the answer cannot be written costs one pending pong, not one per ping.
+  const ListenerState ws = state(ListenerType::ws, false);
+  Transport t(ws, 1 << 20);
+  std::string input = kRequest;
+  for (int i = 0; i < 10000; ++i) input += masked(0x89, "ping-" + std::to_string(i));
+  std::vector<char> scratch(input.size());
+  std::copy(input.begin(), input.end(), scratch.begin());
+  const auto r =
+      t.input(scratch.data(), scratch.size(), input.size(), [](std::string_view) { return true; });
+  REQUIRE(r == Transport::Result::ok);
+  CHECK(t.has_output());
+  CHECK(t.queued_bytes() < 512);  // the 101 answer and one pong payload
+  std::string own;
+  std::vector<asio::const_buffer> wire;
+  t.wrap({}, own, wire);
+  std::string bytes;
+  for (const auto& b : wire) bytes.append(static_cast<const char*>(b.data()), b.size());
+  const std::string last = std::string("\x8a\x09ping-9999", 11);
+  CHECK(bytes.find(last) != std::string::npos);
+  CHECK(bytes.find("ping-9998") == std::string::npos);
+  CHECK(bytes.find('\x8a') == bytes.rfind('\x8a'));  // one pong
+  CHECK_FALSE(t.has_output());
+  CHECK(t.queued_bytes() == 0);
+}

@@ -78,8 +78,11 @@ struct ApiOptions {
   unsigned expected_members = 3;  // `cluster.expected_members`, for /healthz
   std::string node_name;          // this node's name; empty = the host name
   unsigned max_sse_clients = 16;  // concurrent SSE streams; more get 503
-  unsigned max_proxy_calls = 4;   // concurrent /proxy requests; more get 503
-  unsigned threads = 4;           // request threads reserved for everything else (probes...)
+  /// Event data one SSE stream may hold unsent (its bus buffer): events beyond it are dropped
+  /// and counted (`broker_bus_dropped_total`); 0 = bounded by channel_size alone.
+  std::size_t max_sse_buffer_bytes = 8 * 1024 * 1024;
+  unsigned max_proxy_calls = 4;  // concurrent /proxy requests; more get 503
+  unsigned threads = 4;          // request threads reserved for everything else (probes...)
   std::chrono::milliseconds proxy_timeout{5000};   // per member of a /proxy call
   std::chrono::milliseconds sse_keepalive{30000};  // an SSE comment at least this often
   std::size_t max_body_bytes = 1024 * 1024;        // request bodies above it: 413

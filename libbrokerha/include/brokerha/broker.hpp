@@ -96,6 +96,12 @@ struct BrokerStats {
   std::uint64_t protocol_errors = 0;         // connections closed for malformed or invalid input
   std::uint64_t keepalive_timeouts = 0;      // connections closed for silence past 1.5x keep alive
   std::uint64_t stuck_consumers_closed = 0;  // closed to get the broker under its memory bound
+  std::uint64_t accept_errors = 0;  // failed accepts (out of descriptors...), each then a back-off
+  // Overload limits hit (BrokerOptions, docs/security.md).
+  std::uint64_t connections_refused = 0;      // over max_connections
+  std::uint64_t connection_rate_refused = 0;  // over max_connection_rate
+  std::uint64_t subscriptions_refused = 0;    // over max_subscriptions (per filter refused)
+  std::uint64_t publish_rate_limited = 0;     // connections ended over max_publish_rate
   std::chrono::seconds uptime{0};
 };
 
@@ -268,6 +274,12 @@ class BROKERHA_API Broker {
   /// subscribe and delivery uses the new rules; connected clients stay. Reads the password
   /// file; throws std::runtime_error naming the problem and keeps the old rules on error.
   void set_access_rules(const AccessRules& rules);
+
+  /// Replaces the overload limits (SIGHUP reload): max_connections, max_connection_rate,
+  /// max_subscriptions and max_publish_rate of `options`; its other fields are ignored. What
+  /// is above a lowered limit stays (open connections, held subscriptions); later connections,
+  /// subscriptions and publishes meet the new limits. Any thread; before start() too.
+  void set_limits(const BrokerOptions& options);
 
   /// Re-reads the certificate, key and CA files of every TLS listener (SIGHUP). New
   /// connections use the new files; open connections keep theirs. Throws std::runtime_error

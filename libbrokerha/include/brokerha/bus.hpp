@@ -131,6 +131,11 @@ class BROKERHA_API Bus {
   /// std::invalid_argument when `channels` is empty.
   std::unique_ptr<BusSubscription> subscribe(const std::vector<std::string>& channels,
                                              std::size_t buffer_size);
+  /// As above, and the buffered event data may take at most `max_bytes` (0 = no bound): an
+  /// event that does not fit is dropped and counted as one that finds the buffer full (an
+  /// empty buffer takes one event of any size).
+  std::unique_ptr<BusSubscription> subscribe(const std::vector<std::string>& channels,
+                                             std::size_t buffer_size, std::size_t max_bytes);
 
   /// Publishes on channel `name` (a map lookup; prefer a BusChannel on hot paths).
   void publish(std::string_view name, std::string data);

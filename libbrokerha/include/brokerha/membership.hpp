@@ -118,6 +118,7 @@ struct MembershipStats {
   std::uint64_t streams_refused = 0;  // over max_concurrent_streams
   std::uint64_t streams_failed = 0;   // timeouts, resets, malformed
   std::uint64_t streams_routed = 0;   // handed to the stream handler
+  std::uint64_t accept_errors = 0;    // failed accepts (EMFILE...), each followed by a back-off
   std::uint64_t probe_failures = 0;
   std::uint64_t suspicions = 0;
 };

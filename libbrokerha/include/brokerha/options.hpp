@@ -118,8 +118,20 @@ struct BrokerOptions {
   /// maximum but cannot resolve aliases (libmosquitto 2.0.11, paho-mqtt 1.6.1): turn it off
   /// for them.
   bool send_topic_aliases = true;
-  std::uint32_t max_queued_messages = 1000;           // per session beyond in-flight
-  std::uint32_t max_connections = 0;                  // 0 = unlimited
+  std::uint32_t max_queued_messages = 1000;  // per session beyond in-flight
+  // Overload limits (docs/security.md). These four may be replaced while the broker runs
+  // (Broker::set_limits(), the server's SIGHUP); each refusal is counted in BrokerStats.
+  std::uint32_t max_connections = 0;  // connections open at once; beyond: closed, 0 = unlimited
+  /// New connections per second on each listener (a token bucket with one second's burst);
+  /// beyond it a new connection is closed at once. 0 = unlimited.
+  std::uint32_t max_connection_rate = 0;
+  /// Subscriptions one session may hold; a SUBSCRIBE of a new filter beyond it is refused for
+  /// that filter (v5 SUBACK 0x97 Quota exceeded, v3 0x80). 0 = unlimited.
+  std::uint32_t max_subscriptions = 0;
+  /// PUBLISH packets per second one client may send (token bucket, one second's burst).
+  /// Beyond it the connection ends: v5 DISCONNECT 0x96 (Message rate too high), v3 a close.
+  /// 0 = unlimited.
+  std::uint32_t max_publish_rate = 0;
   std::uint16_t max_keepalive = 65535;                // seconds; larger client values are lowered
   std::uint32_t max_session_expiry = 4'294'967'295u;  // seconds
   std::uint32_t max_message_expiry = 0;               // seconds, 0 = none

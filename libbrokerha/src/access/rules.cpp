@@ -269,14 +269,18 @@ ReasonCode Rules::authenticate(const Identity& who,
 }
 
 bool Rules::allows(const Identity& who, std::string_view name, Access access,
-                   bool is_filter) const {
+                   bool /*is_filter*/) const {
   const int want = access == Access::read ? 1 : 2;
   for (const AclRule& rule : acl_) {
     if (!identity_matches(rule.username, rule.client, rule.remote, who)) continue;
     if (rule.filters.empty()) return true;
     bool matched = false;
     for (const auto& [filter, granted] : rule.filters) {
-      const bool hit = is_filter ? rule_covers_filter(filter, name) : topic::matches(filter, name);
+      // One rule for PUBLISH topics, SUBSCRIBE filters and deliveries: a topic name is a
+      // filter without wildcards. MQTT's "a wildcard never matches a leading `$`" is a rule
+      // for subscriptions, not for access rules: a rule `#` covers `$SYS/...` too, so that a
+      // catch-all deny stops publishing there as it stops subscribing there.
+      const bool hit = rule_covers_filter(filter, name);
       if (!hit) continue;
       if (granted & want) return true;  // a granting filter wins over a denying one
       matched = true;

@@ -49,8 +49,9 @@ bool glob_match(std::string_view pattern, std::string_view value) noexcept;
 /// peer address.
 bool remote_match(std::string_view pattern, std::string_view ip, std::uint16_t port);
 
-/// True when an ACL rule filter covers a SUBSCRIBE filter: levels compared as text, except
-/// that a rule '+' matches any one level but '#', and a rule '#' matches the rest.
+/// True when an ACL rule filter covers a SUBSCRIBE filter or a topic name: levels compared as
+/// text, except that a rule '+' matches any one level but '#', and a rule '#' matches the rest
+/// (a level starting with `$` included).
 bool rule_covers_filter(std::string_view rule, std::string_view filter) noexcept;
 
 class Rules {
@@ -62,7 +63,8 @@ class Rules {
   ReasonCode authenticate(const Identity& who, std::optional<std::string_view> password) const;
 
   /// The ACL decision for a topic (PUBLISH write, delivery read) or, with `is_filter`, a
-  /// SUBSCRIBE filter (read).
+  /// SUBSCRIBE filter (read). Both are matched with rule_covers_filter(): the same rule for
+  /// every action, `$` topics included (a rule `#` or `+` covers a `$` level).
   bool allows(const Identity& who, std::string_view topic, Access access, bool is_filter) const;
 
   /// True when every ACL check allows (no rules, default allow): the hot path skips them.

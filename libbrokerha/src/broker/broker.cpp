@@ -20,6 +20,7 @@
 #include "net/transport.hpp"
 #include "topic/topic.hpp"
 #include "util/lifecycle.hpp"
+#include "util/token_bucket.hpp"
 
 namespace brokerha {
 
@@ -129,6 +130,10 @@ struct Broker::Impl {
   std::unique_ptr<net::Runtime> core;
   std::unique_ptr<cluster::Node> node;  // cluster mode; outlives the shards that call it
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors;
+  // Per acceptor: the back-off after a failed accept (shard 0's thread only).
+  std::vector<std::unique_ptr<asio::steady_timer>> accept_timers;
+  std::vector<std::chrono::milliseconds> accept_backoff;
+  std::vector<util::TokenBucket> accept_rate;  // max_connection_rate, per acceptor
   // One per BrokerOptions::listeners entry, with its TLS context (made by prepare_listeners()).
   std::vector<std::shared_ptr<net::ListenerState>> listeners;
   std::vector<Endpoint> endpoints;
@@ -170,9 +175,39 @@ struct Broker::Impl {
       if (ec == asio::error::operation_aborted || core->stopping.load() || draining.load()) {
         return;
       }
+      if (ec && ec != asio::error::connection_aborted) {
+        // Out of descriptors or buffers (EMFILE, ENFILE, ENOBUFS): the connection stays in
+        // the backlog and the listener stays readable, so accepting again at once would spin
+        // shard 0. Count it and wait, doubling the wait up to 1 s.
+        router::Counters::add(core->shard(0).counters.accept_errors);
+        auto& backoff = accept_backoff[i];
+        backoff = std::min(std::max(backoff * 2, std::chrono::milliseconds(10)),
+                           std::chrono::milliseconds(1000));
+        accept_timers[i]->expires_after(backoff);
+        accept_timers[i]->async_wait([this, i](const std::error_code& tec) {
+          if (!tec && !core->stopping.load() && !draining.load() && acceptors[i]->is_open()) {
+            accept(i);
+          }
+        });
+        return;
+      }
+      accept_backoff[i] = std::chrono::milliseconds(0);
       if (!ec) {
         const auto count = core->connection_count.fetch_add(1, std::memory_order_relaxed) + 1;
-        if (options.max_connections != 0 && count > options.max_connections) {
+        const protocol::Limits& limits = core->limits;
+        const std::uint32_t max = limits.max_connections.load(std::memory_order_relaxed);
+        const bool over_count = max != 0 && count > max;
+        const bool over_rate =
+            !over_count &&
+            !accept_rate[i].take(
+                limits.max_connection_rate.load(std::memory_order_relaxed),
+                static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               net::Clock::now().time_since_epoch())
+                                               .count()));
+        if (over_count || over_rate) {
+          router::Counters& counters = core->shard(0).counters;  // this thread's
+          router::Counters::add(over_count ? counters.connections_refused
+                                           : counters.connection_rate_refused);
           core->connection_count.fetch_sub(1, std::memory_order_relaxed);
           std::error_code ignored;
           socket.close(ignored);
@@ -243,6 +278,9 @@ void Broker::Impl::start() {
     ~Rollback() {
       if (!armed) return;
       d.node.reset();
+      d.accept_timers.clear();
+      d.accept_backoff.clear();
+      d.accept_rate.clear();
       d.acceptors.clear();
       d.endpoints.clear();
       d.core.reset();
@@ -268,6 +306,9 @@ void Broker::Impl::start() {
     const auto local = acceptor->local_endpoint();
     endpoints.push_back(Endpoint{local.address().to_string(), local.port(), l.type});
     acceptors.push_back(std::move(acceptor));
+    accept_timers.push_back(std::make_unique<asio::steady_timer>(core->shard(0).ctx));
+    accept_backoff.push_back(std::chrono::milliseconds(0));
+    accept_rate.emplace_back();
   }
   if (options.cluster) {
     // Before the shards run, so that no routing happens without the cluster.
@@ -341,6 +382,9 @@ void Broker::stop() noexcept {
     if (shard->thread.joinable()) shard->thread.join();
   }
   d.running = false;
+  d.accept_timers.clear();
+  d.accept_backoff.clear();
+  d.accept_rate.clear();
   d.acceptors.clear();
   {
     std::lock_guard<std::mutex> wl(d.wait_mutex);
@@ -629,6 +673,16 @@ void Broker::set_access_rules(const AccessRules& rules) {
   std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
   d.options.access = rules;
   if (d.core) d.core->access().set_rules(std::move(compiled));
+}
+
+void Broker::set_limits(const BrokerOptions& options) {
+  Impl& d = *impl_;
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  d.options.max_connections = options.max_connections;
+  d.options.max_connection_rate = options.max_connection_rate;
+  d.options.max_subscriptions = options.max_subscriptions;
+  d.options.max_publish_rate = options.max_publish_rate;
+  if (d.core) d.core->limits.set(d.options);
 }
 
 std::optional<std::string> Broker::export_session(const std::string& client_id) const {

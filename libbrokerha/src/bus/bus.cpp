@@ -18,28 +18,41 @@ namespace brokerha {
 namespace detail {
 
 struct BusSubscriberState {
-  explicit BusSubscriberState(std::size_t cap) : capacity(cap) {}
+  BusSubscriberState(std::size_t cap, std::size_t bytes_cap)
+      : capacity(cap), max_bytes(bytes_cap) {}
 
   const std::size_t capacity;
+  const std::size_t max_bytes;  // 0 = no bound on the buffered data
   mutable std::mutex mutex;
   std::condition_variable cv;
   std::deque<BusEvent> buffer;  // guarded by mutex
+  std::size_t bytes = 0;        // data bytes in buffer; guarded by mutex
   bool closed = false;          // guarded by mutex
   std::atomic<std::uint64_t> dropped{0};
 
-  // False when the buffer is full (the event is dropped for this subscriber).
+  // False when the buffer is full, in events or in bytes (the event is dropped for this
+  // subscriber). An empty buffer takes one event of any size.
   bool offer(const std::string& channel, std::string&& data) {
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (closed) return true;
-      if (buffer.size() >= capacity) {
+      if (buffer.size() >= capacity || (max_bytes != 0 && !buffer.empty() &&
+                                        data.size() > max_bytes - std::min(bytes, max_bytes))) {
         dropped.fetch_add(1, std::memory_order_relaxed);
         return false;
       }
+      bytes += data.size();
       buffer.push_back(BusEvent{channel, std::move(data)});
     }
     cv.notify_one();
     return true;
+  }
+  // The front event; the caller holds `mutex` and the buffer is not empty.
+  BusEvent take() {
+    BusEvent e = std::move(buffer.front());
+    buffer.pop_front();
+    bytes -= std::min(bytes, e.data.size());
+    return e;
   }
 };
 
@@ -109,18 +122,14 @@ std::optional<BusEvent> BusSubscription::pop(std::chrono::milliseconds timeout) 
   std::unique_lock<std::mutex> lock(s.mutex);
   s.cv.wait_for(lock, timeout, [&] { return !s.buffer.empty() || s.closed; });
   if (s.buffer.empty()) return std::nullopt;
-  BusEvent e = std::move(s.buffer.front());
-  s.buffer.pop_front();
-  return e;
+  return s.take();
 }
 
 std::optional<BusEvent> BusSubscription::try_pop() {
   detail::BusSubscriberState& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   if (s.buffer.empty()) return std::nullopt;
-  BusEvent e = std::move(s.buffer.front());
-  s.buffer.pop_front();
-  return e;
+  return s.take();
 }
 
 void BusSubscription::close() noexcept {
@@ -184,8 +193,14 @@ BusChannel Bus::channel(std::string_view name) { return BusChannel(impl_->get(na
 
 std::unique_ptr<BusSubscription> Bus::subscribe(const std::vector<std::string>& channels,
                                                 std::size_t buffer_size) {
+  return subscribe(channels, buffer_size, 0);
+}
+
+std::unique_ptr<BusSubscription> Bus::subscribe(const std::vector<std::string>& channels,
+                                                std::size_t buffer_size, std::size_t max_bytes) {
   if (channels.empty()) throw std::invalid_argument("Bus::subscribe: no channel");
-  auto state = std::make_shared<detail::BusSubscriberState>(std::max<std::size_t>(1, buffer_size));
+  auto state = std::make_shared<detail::BusSubscriberState>(std::max<std::size_t>(1, buffer_size),
+                                                            max_bytes);
   std::vector<std::shared_ptr<detail::BusChannelState>> states;
   std::vector<std::string> names;
   for (const std::string& n : channels) {

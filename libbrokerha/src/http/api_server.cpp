@@ -18,11 +18,15 @@
 
 #include <brokerha/error.hpp>
 
+#include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <system_error>
 
@@ -37,6 +41,171 @@ namespace {
 using http::Clock;
 using http::error_reply;
 using http::send;
+
+#ifndef CPPHTTPLIB_HEADER_MAX_COUNT
+// cpp-httplib before the header count limit (0.11, Debian 12's) reads a request line of any
+// length and any number of header lines into memory: one peer streaming headers grows the
+// process by what it sends. BoundedServer serves each connection as httplib does (keep-alive,
+// read and write timeouts) over a BoundedStream that gives the parser at most kMaxRequestHead
+// bytes for a request line and its headers, within kRequestHeadTime, and then the body limit;
+// past either the read fails and httplib closes the connection. Newer cpp-httplib bounds the
+// header count and line length itself.
+constexpr std::size_t kMaxRequestHead = 64 * 1024;
+constexpr auto kRequestHeadTime = std::chrono::seconds(10);
+constexpr std::size_t kChunkFraming = 64 * 1024;  // chunk sizes and trailers around a body
+
+class BoundedStream final : public httplib::Stream {
+ public:
+  BoundedStream(socket_t sock, std::chrono::microseconds read_timeout,
+                std::chrono::microseconds write_timeout)
+      : sock_(sock), read_timeout_(read_timeout), write_timeout_(write_timeout) {}
+
+  // A request starts: the head budget and deadline.
+  void start_request() {
+    budget_ = kMaxRequestHead;
+    head_deadline_ = Clock::now() + kRequestHeadTime;
+    in_head_ = true;
+  }
+  // The head was parsed: the body may take `bytes` more.
+  void head_done(std::size_t bytes) {
+    budget_ = bytes;
+    in_head_ = false;
+  }
+  // Waits at most `timeout` for the next request's first byte, in slices, while `running`.
+  bool wait_request(std::chrono::milliseconds timeout, const std::atomic<socket_t>& listener) {
+    const auto deadline = Clock::now() + timeout;
+    while (pos_ == end_) {
+      if (listener == INVALID_SOCKET) return false;
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return false;
+      const int r = wait(POLLIN, std::min(left, std::chrono::milliseconds(100)));
+      if (r < 0) return false;
+      if (r > 0) return true;
+    }
+    return true;
+  }
+
+  bool is_readable() const override { return pos_ != end_ || wait(POLLIN, read_timeout_) > 0; }
+  bool is_writable() const override {
+    if (wait(POLLOUT, write_timeout_) <= 0) return false;
+    char c;  // a peer that closed is not writable (as httplib's is_socket_alive)
+    const ssize_t n = ::recv(sock_, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n != 0 && !(n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  }
+  ssize_t read(char* ptr, std::size_t size) override {
+    if (budget_ == 0) return -1;
+    size = std::min(size, budget_);
+    if (pos_ == end_) {
+      auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(read_timeout_);
+      if (in_head_) {
+        const auto left =
+            std::chrono::duration_cast<std::chrono::milliseconds>(head_deadline_ - Clock::now());
+        if (left.count() <= 0) return -1;
+        timeout = std::min(timeout, left);
+      }
+      if (wait(POLLIN, timeout) <= 0) return -1;
+      ssize_t n = 0;
+      do {
+        n = ::recv(sock_, buf_, sizeof buf_, 0);
+      } while (n < 0 && errno == EINTR);
+      if (n <= 0) return n;
+      pos_ = 0;
+      end_ = static_cast<std::size_t>(n);
+    }
+    const std::size_t n = std::min(size, end_ - pos_);
+    std::memcpy(ptr, buf_ + pos_, n);
+    pos_ += n;
+    budget_ -= n;
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char* ptr, std::size_t size) override {
+    if (wait(POLLOUT, write_timeout_) <= 0) return -1;
+    ssize_t n = 0;
+    do {
+      n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    return n;
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    address(true, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    address(false, ip, port);
+  }
+  socket_t socket() const override { return sock_; }
+
+ private:
+  template <class Rep, class Period>
+  int wait(short events, std::chrono::duration<Rep, Period> timeout) const {
+    pollfd p{sock_, events, 0};
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
+    int r = 0;
+    do {
+      r = ::poll(&p, 1, static_cast<int>(std::max<long long>(0, ms)));
+    } while (r < 0 && errno == EINTR);
+    return r;
+  }
+  void address(bool peer, std::string& ip, int& port) const {
+    sockaddr_storage a{};
+    socklen_t len = sizeof a;
+    auto* sa = reinterpret_cast<sockaddr*>(&a);
+    if ((peer ? ::getpeername(sock_, sa, &len) : ::getsockname(sock_, sa, &len)) != 0) return;
+    char host[NI_MAXHOST] = {};
+    char serv[NI_MAXSERV] = {};
+    if (::getnameinfo(reinterpret_cast<sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
+                      NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+      ip = host;
+      port = std::atoi(serv);
+    }
+  }
+
+  socket_t sock_;
+  std::chrono::microseconds read_timeout_;
+  std::chrono::microseconds write_timeout_;
+  std::size_t budget_ = kMaxRequestHead;
+  Clock::time_point head_deadline_;
+  bool in_head_ = true;
+  char buf_[4096];
+  std::size_t pos_ = 0;
+  std::size_t end_ = 0;
+};
+
+class BoundedServer final : public httplib::Server {
+ private:
+  // httplib's own loop (keep-alive count and timeout, then shutdown and close), over a
+  // BoundedStream.
+  bool process_and_close_socket(socket_t sock) override {
+    bool ret = false;
+    {
+      BoundedStream stream(
+          sock,
+          std::chrono::seconds(read_timeout_sec_) + std::chrono::microseconds(read_timeout_usec_),
+          std::chrono::seconds(write_timeout_sec_) +
+              std::chrono::microseconds(write_timeout_usec_));
+      const std::size_t body = payload_max_length_ > SIZE_MAX - kChunkFraming
+                                   ? SIZE_MAX
+                                   : payload_max_length_ + kChunkFraming;
+      for (std::size_t count = keep_alive_max_count_;
+           count > 0 &&
+           stream.wait_request(std::chrono::seconds(keep_alive_timeout_sec_), svr_sock_);
+           --count) {
+        stream.start_request();
+        bool closed = false;
+        ret = process_request(stream, count == 1, closed,
+                              [&](httplib::Request&) { stream.head_done(body); });
+        if (!ret || closed) break;
+      }
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ret;
+  }
+};
+using HttpServer = BoundedServer;
+#else
+using HttpServer = httplib::Server;
+#endif
 
 // Constant time in the contents (not the lengths) of the strings.
 bool constant_time_equal(std::string_view a, std::string_view b) {
@@ -199,7 +368,7 @@ void ApiServer::start(std::error_code& ec) noexcept {
 void ApiServer::Impl::start() {
   std::lock_guard<std::mutex> lock(lifecycle_mutex);
   if (started) throw std::system_error(make_error_code(errc::already_started));
-  auto http = std::make_unique<httplib::Server>();
+  std::unique_ptr<httplib::Server> http = std::make_unique<HttpServer>();
   const ApiOptions& o = options;
   // Room for every SSE stream and /proxy call at their caps, and `threads` more (Slot).
   const std::size_t pool =

@@ -181,6 +181,19 @@ const Family
             {"broker_protocol_errors_total", "counter", kAll,
              "Connections closed for malformed or invalid input.",
              [](const Snapshot& s, Samples& o) { o.add(s.broker.protocol_errors); }},
+            {"broker_accept_errors_total", "counter", kAll,
+             "Failed accepts on the MQTT listeners (out of descriptors...), each followed by a "
+             "back-off.",
+             [](const Snapshot& s, Samples& o) { o.add(s.broker.accept_errors); }},
+            {"broker_limit_hits_total", "counter", kAll,
+             "Connections, subscriptions and clients refused by an overload limit "
+             "(docs/security.md).",
+             [](const Snapshot& s, Samples& o) {
+               o.add(s.broker.connections_refused, {{"limit", "max_connections"}});
+               o.add(s.broker.connection_rate_refused, {{"limit", "max_connection_rate"}});
+               o.add(s.broker.subscriptions_refused, {{"limit", "max_subscriptions"}});
+               o.add(s.broker.publish_rate_limited, {{"limit", "max_publish_rate"}});
+             }},
             {"broker_draining", "gauge", kAll,
              "1 while the broker drains before stopping (SIGTERM).",
              [](const Snapshot& s, Samples& o) { o.add(s.draining); }},
@@ -269,6 +282,10 @@ const Family
             {"broker_cluster_probe_failures_total", "counter", kCluster,
              "Failed membership probes.",
              [](const Snapshot& s, Samples& o) { o.add(s.cluster.membership.probe_failures); }},
+            {"broker_cluster_accept_errors_total", "counter", kCluster,
+             "Failed accepts on the cluster port (out of descriptors...), each followed by a "
+             "back-off.",
+             [](const Snapshot& s, Samples& o) { o.add(s.cluster.membership.accept_errors); }},
             {"broker_cluster_local_health", "gauge", kCluster,
              "Lifeguard's local health score (0 = healthy).",
              [](const Snapshot& s, Samples& o) { o.add(s.cluster.health); }},

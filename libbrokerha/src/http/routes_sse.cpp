@@ -110,7 +110,8 @@ void ApiServer::Impl::sse(const httplib::Request& req, httplib::Response& res) {
   size = std::clamp<std::uint64_t>(size, kSseMinBuffer, kSseMaxBuffer);
   auto stream = std::make_shared<SseStream>(sse_clients, options.max_sse_clients);
   if (!stream->slot) return send(res, error_reply(503, "too many SSE clients"));
-  stream->sub = bus.subscribe(filters, static_cast<std::size_t>(size));
+  stream->sub =
+      bus.subscribe(filters, static_cast<std::size_t>(size), options.max_sse_buffer_bytes);
   res.status = 200;
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");

@@ -45,6 +45,10 @@ bool TlsEngine::start(SSL_CTX* ctx, Role role) {
     return false;
   }
   SSL_set_bio(ssl, rbio, wbio);  // ssl owns both now
+  // No TLS 1.2 renegotiation, whatever the context allows: a client's new ClientHello on an
+  // established connection is refused (a handshake's CPU per request, and its own attacks).
+  SSL_clear_options(ssl, SSL_OP_ALLOW_CLIENT_RENEGOTIATION);
+  SSL_set_options(ssl, SSL_OP_NO_RENEGOTIATION);
   if (role == Role::server) {
     SSL_set_accept_state(ssl);
   } else {

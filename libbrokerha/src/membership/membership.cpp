@@ -155,6 +155,11 @@ struct Membership::Impl final : mb::CoreOutput {
   udp::socket usock{io};
   tcp::acceptor acceptor{io};
   asio::steady_timer timer{io};
+  // The acceptor's back-off after an accept error (membership thread only).
+  static constexpr std::chrono::milliseconds kAcceptBackoffMin{10};
+  static constexpr std::chrono::milliseconds kAcceptBackoffMax{1000};
+  asio::steady_timer accept_timer{io};
+  std::chrono::milliseconds accept_backoff{0};
   mb::TimePoint armed_at = mb::TimePoint::max();
   std::unique_ptr<mb::Core> core;
   std::thread thread;
@@ -333,6 +338,20 @@ struct Membership::Impl final : mb::CoreOutput {
   void accept() {
     acceptor.async_accept([this](const std::error_code& ec, tcp::socket s) {
       if (!acceptor.is_open()) return;
+      if (ec && ec != asio::error::connection_aborted && ec != asio::error::operation_aborted) {
+        // Out of descriptors or buffers (EMFILE, ENFILE, ENOBUFS): the connection stays in
+        // the backlog and the acceptor stays readable, so accepting again at once would spin
+        // this thread, the one that must answer the SWIM probes. Wait, doubling the wait.
+        ++counters.accept_errors;
+        accept_backoff =
+            std::min(std::max(accept_backoff * 2, kAcceptBackoffMin), kAcceptBackoffMax);
+        accept_timer.expires_after(accept_backoff);
+        accept_timer.async_wait([this](const std::error_code& tec) {
+          if (!tec) accept();
+        });
+        return;
+      }
+      accept_backoff = std::chrono::milliseconds(0);
       if (!ec) {
         std::error_code rec;
         const auto remote = s.remote_endpoint(rec);

@@ -459,10 +459,13 @@ Status decode_ack(Reader& r, ProtocolVersion version, PublishAck<Type>& a) {
   return Status::success();
 }
 
-Status read_filter(Reader& r, std::string_view& filter) {
+// Reads a topic filter. Its meaning (wildcard placement) is judged into `meaning`, the first
+// such error only: SUBSCRIBE and UNSUBSCRIBE check the whole packet's structure first, so a
+// truncated packet is Malformed (0x81) even when a filter before the cut is invalid too.
+Status read_filter(Reader& r, std::string_view& filter, Status& meaning) {
   BROKERHA_TRY(read_utf8(r, filter, "truncated topic filter", "topic filter is not valid UTF-8"));
-  if (!topic::is_valid_filter(filter)) {
-    return {ReasonCode::topic_filter_invalid, "invalid topic filter"};
+  if (meaning.ok() && !topic::is_valid_filter(filter)) {
+    meaning = {ReasonCode::topic_filter_invalid, "invalid topic filter"};
   }
   return Status::success();
 }
@@ -473,9 +476,10 @@ Status decode_subscribe(Reader& r, ProtocolVersion version, Subscribe& s) {
   const bool v5 = version == ProtocolVersion::v5;
   if (v5) BROKERHA_TRY(decode_properties(r, bit(PacketType::subscribe), s.properties));
   if (r.empty()) return protocol_error("SUBSCRIBE without a topic filter");
+  Status meaning = Status::success();  // the first error of meaning, once the structure is whole
   while (!r.empty()) {
     Subscription sub;
-    BROKERHA_TRY(read_filter(r, sub.filter));
+    BROKERHA_TRY(read_filter(r, sub.filter, meaning));
     std::uint8_t options;
     if (!r.u8(options)) return malformed("truncated subscription options");
     if (options & (v5 ? 0xC0u : 0xFCu)) return malformed("reserved subscription option bits set");
@@ -485,15 +489,17 @@ Status decode_subscribe(Reader& r, ProtocolVersion version, Subscribe& s) {
       sub.no_local = options & 0x04u;
       sub.retain_as_published = options & 0x08u;
       sub.retain_handling = static_cast<std::uint8_t>((options >> 4) & 0x03u);
-      if (sub.retain_handling == 3) return protocol_error("retain handling is 3");
+      if (sub.retain_handling == 3 && meaning.ok()) {
+        meaning = protocol_error("retain handling is 3");
+      }
       topic::SharedFilter shared;
-      if (sub.no_local && topic::parse_shared(sub.filter, shared)) {
-        return protocol_error("no local set on a shared subscription");
+      if (meaning.ok() && sub.no_local && topic::parse_shared(sub.filter, shared)) {
+        meaning = protocol_error("no local set on a shared subscription");
       }
     }
     s.subscriptions.push_back(sub);
   }
-  return Status::success();
+  return meaning;
 }
 
 Status decode_suback(Reader& r, ProtocolVersion version, Suback& s) {
@@ -520,12 +526,13 @@ Status decode_unsubscribe(Reader& r, ProtocolVersion version, Unsubscribe& u) {
     BROKERHA_TRY(decode_properties(r, bit(PacketType::unsubscribe), u.properties));
   }
   if (r.empty()) return protocol_error("UNSUBSCRIBE without a topic filter");
+  Status meaning = Status::success();
   while (!r.empty()) {
     std::string_view filter;
-    BROKERHA_TRY(read_filter(r, filter));
+    BROKERHA_TRY(read_filter(r, filter, meaning));
     u.filters.push_back(filter);
   }
-  return Status::success();
+  return meaning;
 }
 
 Status decode_unsuback(Reader& r, ProtocolVersion version, Unsuback& u) {
@@ -568,6 +575,11 @@ Status decode(std::uint8_t first_byte, std::string_view body, ProtocolVersion ve
               Packet& out) {
   const auto type = static_cast<PacketType>(first_byte >> 4);
   const auto flags = static_cast<std::uint8_t>(first_byte & 0x0Fu);
+  // PUBREL, SUBSCRIBE and UNSUBSCRIBE carry flags 0010. MQTT 3.1 allowed the DUP flag on them
+  // as well (a resend, 1010); 3.1.1 and 5.0 do not.
+  const auto qos1_flags = [&](std::uint8_t f) {
+    return f == 0x02 || (version == ProtocolVersion::v31 && f == 0x0A);
+  };
   Reader r(body);
   switch (type) {
     case PacketType::connect:
@@ -587,19 +599,19 @@ Status decode(std::uint8_t first_byte, std::string_view body, ProtocolVersion ve
       if (flags != 0) return malformed("reserved fixed header flags are set");
       return decode_ack(r, version, out.emplace<Pubrec>());
     case PacketType::pubrel:
-      if (flags != 0x02) return malformed("PUBREL fixed header flags are not 0010");
+      if (!qos1_flags(flags)) return malformed("PUBREL fixed header flags are not 0010");
       return decode_ack(r, version, out.emplace<Pubrel>());
     case PacketType::pubcomp:
       if (flags != 0) return malformed("reserved fixed header flags are set");
       return decode_ack(r, version, out.emplace<Pubcomp>());
     case PacketType::subscribe:
-      if (flags != 0x02) return malformed("SUBSCRIBE fixed header flags are not 0010");
+      if (!qos1_flags(flags)) return malformed("SUBSCRIBE fixed header flags are not 0010");
       return decode_subscribe(r, version, out.emplace<Subscribe>());
     case PacketType::suback:
       if (flags != 0) return malformed("reserved fixed header flags are set");
       return decode_suback(r, version, out.emplace<Suback>());
     case PacketType::unsubscribe:
-      if (flags != 0x02) return malformed("UNSUBSCRIBE fixed header flags are not 0010");
+      if (!qos1_flags(flags)) return malformed("UNSUBSCRIBE fixed header flags are not 0010");
       return decode_unsubscribe(r, version, out.emplace<Unsubscribe>());
     case PacketType::unsuback:
       if (flags != 0) return malformed("reserved fixed header flags are set");

@@ -14,8 +14,17 @@ constexpr auto kCloseGrace = std::chrono::seconds(5);
 // Read rounds per readiness event before yielding to other connections on the shard.
 constexpr int kReadRounds = 4;
 constexpr std::size_t kMaxBacklogBytes = protocol::ClientProtocol::kMaxBacklogBytes;
+// A lingering close reads and discards at most this much, for at most this long.
+constexpr std::size_t kLingerBytes = 64 * 1024;
+constexpr auto kLingerTime = std::chrono::seconds(1);
 
 }  // namespace
+
+struct Connection::Linger {
+  explicit Linger(asio::io_context& ctx) : timer(ctx) {}
+  asio::steady_timer timer;
+  std::size_t discarded = 0;
+};
 
 Connection::Connection(Runtime& runtime, Shard& shard, Socket socket,
                        std::unique_ptr<Transport> transport)
@@ -86,7 +95,7 @@ void Connection::on_readable(const std::error_code& ec) {
   in_handler_ = false;
   rt_.flush(*shard_);
   protocol_.shrink_idle();
-  if (protocol_.backlog() >= kMaxBacklogBytes) {
+  if (backlog() >= kMaxBacklogBytes) {
     // The client does not read what it asks for (PINGRESP, acks, deliveries): stop reading
     // it until its backlog drains, so its output cannot grow without bound.
     return;
@@ -315,7 +324,7 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
     return;
   }
   if (protocol_.closing() && !has_output()) {
-    protocol_.close();
+    finish_closing();
     return;
   }
   if (transport_ && transport_->after_write) {
@@ -334,7 +343,7 @@ void Connection::on_written(const std::error_code& ec, std::size_t bytes) {
   }
   last_write_sweep_ = shard_->sweeps;
   flush();
-  if (!reading_ && protocol_.backlog() < kMaxBacklogBytes / 2) start_read();
+  if (!reading_ && backlog() < kMaxBacklogBytes / 2) start_read();
 }
 
 // ---- ending ----------------------------------------------------------------------------------
@@ -343,18 +352,68 @@ void Connection::close_when_written(int ws_close_code) {
   if (protocol_.closed()) return;
   if (transport_) transport_->closing(static_cast<std::uint16_t>(ws_close_code));
   if (!write_active_ && !has_output()) {
-    protocol_.close();
+    finish_closing();
     return;
   }
   output_ready();
 }
 
+void Connection::finish_closing() {
+  linger_on_close_ = true;
+  protocol_.close();  // detaches the session, then close_socket()
+}
+
 void Connection::close_socket() {
   if (transport_) transport_->after_write = nullptr;  // it holds this connection
   std::error_code ec;
+  if (linger_on_close_ && !write_active_ && !linger_ && socket_.is_open()) {
+    // Our FIN follows the last packet; the client's bytes in flight are read, not reset.
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+    if (!ec) {
+      writing_.reset();
+      linger_ = std::make_unique<Linger>(shard_->ctx);
+      linger_->timer.expires_after(kLingerTime);
+      linger_->timer.async_wait([self = shared_from_this()](const std::error_code& tec) {
+        if (tec != asio::error::operation_aborted) self->end_linger();
+      });
+      linger_read();
+      return;
+    }
+  }
   socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ec);
   socket_.close(ec);
   if (!write_active_) writing_.reset();
+}
+
+void Connection::linger_read() {
+  socket_.async_wait(asio::ip::tcp::socket::wait_read,
+                     [self = shared_from_this()](const std::error_code& ec) {
+                       if (ec) {
+                         self->end_linger();
+                         return;
+                       }
+                       std::vector<char>& buffer = self->shard_->read_buffer;
+                       for (;;) {
+                         std::error_code rec;
+                         const std::size_t n = self->socket_.read_some(asio::buffer(buffer), rec);
+                         if (rec == asio::error::would_block || rec == asio::error::try_again) {
+                           break;
+                         }
+                         self->linger_->discarded += n;
+                         if (rec || self->linger_->discarded >= kLingerBytes) {
+                           self->end_linger();  // EOF, an error, or enough
+                           return;
+                         }
+                       }
+                       self->linger_read();
+                     });
+}
+
+void Connection::end_linger() {
+  if (!linger_ || !socket_.is_open()) return;
+  std::error_code ec;
+  linger_->timer.cancel();
+  socket_.close(ec);
 }
 
 void Connection::check_timeouts(Clock::time_point now) {
@@ -379,7 +438,7 @@ void Connection::check_timeouts(Clock::time_point now) {
     writing_.reset();
     protocol_.shrink_idle();
   }
-  protocol_.on_tick(now, memory_paused_ || protocol_.backlog() >= kMaxBacklogBytes);
+  protocol_.on_tick(now, memory_paused_ || backlog() >= kMaxBacklogBytes);
 }
 
 }  // namespace brokerha::net

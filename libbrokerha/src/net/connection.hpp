@@ -86,8 +86,23 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
   // ---- moving to the session's shard ----
   void migrate_and_place(std::shared_ptr<protocol::ConnectInfo> info);
 
+  // ---- ending ----
+  // The server ended the connection (DISCONNECT, refused CONNACK, WebSocket close) and its
+  // last bytes are written: close with a lingering close (close_socket()).
+  void finish_closing();
+  // A lingering close: the write side is shut down, and what the client still sends is read
+  // and discarded for at most kLingerTime or kLingerBytes before the socket closes, so that
+  // its unread bytes do not make the kernel send a reset that can destroy our last packet.
+  void linger_read();
+  void end_linger();
+
   // ---- writing ----
   void on_written(const std::error_code& ec, std::size_t bytes);
+  // What the client has not read yet: the protocol's output and what the transport holds
+  // (handshake answers, a pong, ciphertext). Reading stops at kMaxBacklogBytes.
+  std::size_t backlog() const noexcept {
+    return protocol_.backlog() + (transport_ ? transport_->queued_bytes() : 0);
+  }
   // Pending MQTT output, or bytes of the transport (handshakes, close frames).
   bool has_output() const noexcept {
     return protocol_.has_output() || (transport_ && transport_->has_output());
@@ -112,6 +127,9 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
   protocol::ClientProtocol protocol_;
   std::unique_ptr<Writing> writing_;
   std::unique_ptr<Transport> transport_;  // null: plain TCP
+  // Only while closing with a lingering close (its timer bounds it).
+  struct Linger;
+  std::unique_ptr<Linger> linger_;
   // shard_->sweeps (a 1 s clock) when the backlog last shrank or began, and at the last write.
   std::uint32_t output_moved_ = 0;
   std::uint32_t last_write_sweep_ = ~std::uint32_t{0};
@@ -121,6 +139,7 @@ class Connection final : public std::enable_shared_from_this<Connection>, public
   bool memory_paused_ = false;  // not read while the broker is over its memory bound
   bool write_active_ = false;
   bool dirty_ = false;
+  bool linger_on_close_ = false;  // close_socket() lingers (a server-initiated end)
 };
 
 }  // namespace brokerha::net

@@ -38,13 +38,14 @@ Shard::Shard(unsigned i, unsigned count, Runtime& runtime)
           registry::SessionRegistry::Context{i, runtime.router(), runtime.access(), counters,
                                              outbox, runtime.options().max_queued_messages,
                                              [this, &runtime] { runtime.schedule_flush(*this); }}),
-      context{i,        count, runtime.options(), runtime.router(), sessions, runtime.access(),
-              counters, outbox} {}
+      context{i,        count,  runtime.options(), runtime.router(), sessions, runtime.access(),
+              counters, outbox, runtime.limits} {}
 
 Runtime::Runtime(BrokerOptions options)
     : options_(std::move(options)),
       router_(router_options(options_)),
       access_(access::Rules::compile(options_.access)) {
+  limits.set(options_);
   unsigned n = options_.io_threads;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   shards_.reserve(n);
@@ -186,6 +187,11 @@ BrokerStats Runtime::stats() const {
     st.protocol_errors += get(c.protocol_errors);
     st.keepalive_timeouts += get(c.keepalive_timeouts);
     st.stuck_consumers_closed += get(c.stuck_consumers_closed);
+    st.accept_errors += get(c.accept_errors);
+    st.connections_refused += get(c.connections_refused);
+    st.connection_rate_refused += get(c.connection_rate_refused);
+    st.subscriptions_refused += get(c.subscriptions_refused);
+    st.publish_rate_limited += get(c.publish_rate_limited);
   }
   st.subscriptions = router_.routes().size();
   st.retained_messages = router_.retained_count();

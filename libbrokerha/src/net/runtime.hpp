@@ -118,6 +118,8 @@ class Runtime final : public registry::BrokerPort {
   /// (publishers are then read at most once per sweep: TCP back-pressure, not drops).
   bool memory_over() const noexcept;
 
+  /// The overload limits in force (Broker::set_limits() replaces them; any thread).
+  protocol::Limits limits;
   std::atomic<std::uint64_t> connection_count{0};
   std::atomic<bool> stopping{false};
   const Clock::time_point started_at = Clock::now();

@@ -486,12 +486,10 @@ Transport::Result Transport::ws_frames(char* data, std::size_t n, const Deliver&
 
 Transport::Result Transport::ws_control() {
   switch (opcode_) {
-    case 0x9: {  // ping -> pong with the same payload
-      std::string pong = frame_header(0xA, control_.size());
-      pong += control_;
-      emit(pong);
+    case 0x9:  // ping -> pong with the same payload, with the next flush (see pong_)
+      pong_ = control_;
+      pong_pending_ = true;
       return Result::ok;
-    }
     case 0xA:  // unsolicited pong: ignored
       return Result::ok;
     default: {  // close
@@ -523,6 +521,11 @@ void Transport::wrap(const std::vector<asio::const_buffer>& plain, std::string& 
                      std::vector<asio::const_buffer>& wire) {
   own.clear();
   wire.clear();
+  if (pong_pending_) {
+    pong_pending_ = false;
+    if (!close_sent_) emit(frame_header(0xA, pong_.size()) + pong_);
+    std::string().swap(pong_);
+  }
   std::size_t total = 0;
   for (const auto& b : plain) total += b.size();
   if (close_sent_) total = 0;  // nothing may follow a close frame or a fatal alert

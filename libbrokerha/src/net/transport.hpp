@@ -17,7 +17,8 @@
 // listener's context setup (certificates, client CA) and what the listener does with TLS.
 //
 // WebSocket (RFC 6455, server side): the HTTP upgrade (path, `mqtt` subprotocol), masked
-// binary frames, fragmentation, ping/pong, the close handshake. Frame payload is unmasked in
+// binary frames, fragmentation, ping/pong (a pong for the latest ping only), the close
+// handshake. Frame payload is unmasked in
 // place in the scratch buffer and streamed to the framer, so an MQTT packet may span frames
 // and a frame may carry several packets; no frame is buffered whole. Each flush of the
 // connection's output becomes one binary frame: a header of own bytes followed by the shared,
@@ -96,7 +97,10 @@ class Transport {
   Result input(char* scratch, std::size_t capacity, std::size_t n, const Deliver& deliver);
 
   /// True when there are bytes to write even without MQTT output.
-  bool has_output() const noexcept { return !out_.empty() || close_pending_; }
+  bool has_output() const noexcept { return !out_.empty() || pong_pending_ || close_pending_; }
+  /// Bytes this layer holds for the client beyond the MQTT output (handshake answers, the
+  /// pending pong, ciphertext): part of the connection's backlog.
+  std::size_t queued_bytes() const noexcept { return out_.size() + pong_.size(); }
   /// The wire form of `plain` (the MQTT bytes of one flush) in `wire`: views into `own` (bytes
   /// made here: handshake answers, frame headers, ciphertext) and into `plain`'s memory.
   void wrap(const std::vector<asio::const_buffer>& plain, std::string& own,
@@ -160,6 +164,11 @@ class Transport {
   std::uint64_t remaining_ = 0;
   std::uint64_t max_frame_ = 0;
   std::string control_;  // payload of the current control frame
+  // The answer to the latest ping, written with the next flush. Only the latest ping needs
+  // an answer (RFC 6455 5.5.3): a client that streams pings and never reads costs one pong,
+  // not one per ping.
+  std::string pong_;
+  bool pong_pending_ = false;
   std::uint16_t close_code_ = 0;
   bool close_pending_ = false;  // a close frame / close_notify goes after the queued output
   bool close_sent_ = false;

@@ -18,6 +18,7 @@
 #include <brokerha/hooks.hpp>
 #include <brokerha/options.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -37,6 +38,7 @@
 #include "router/router.hpp"
 #include "session/client_session.hpp"
 #include "util/ring.hpp"
+#include "util/token_bucket.hpp"
 
 namespace brokerha::protocol {
 
@@ -46,6 +48,24 @@ using message::MessagePtr;
 using session::ClientSessionPtr;
 
 /// The shard a protocol runs on: its services. Pure code, called directly.
+/// The overload limits in force (BrokerOptions' max_connections, max_connection_rate,
+/// max_subscriptions, max_publish_rate), replaced by Broker::set_limits() while connections
+/// read them: any thread, relaxed loads.
+struct Limits {
+  Limits() = default;
+  explicit Limits(const BrokerOptions& o) noexcept { set(o); }
+  void set(const BrokerOptions& o) noexcept {
+    max_connections.store(o.max_connections, std::memory_order_relaxed);
+    max_connection_rate.store(o.max_connection_rate, std::memory_order_relaxed);
+    max_subscriptions.store(o.max_subscriptions, std::memory_order_relaxed);
+    max_publish_rate.store(o.max_publish_rate, std::memory_order_relaxed);
+  }
+  std::atomic<std::uint32_t> max_connections{0};
+  std::atomic<std::uint32_t> max_connection_rate{0};
+  std::atomic<std::uint32_t> max_subscriptions{0};
+  std::atomic<std::uint32_t> max_publish_rate{0};
+};
+
 struct ShardContext {
   unsigned index = 0;
   unsigned shard_count = 1;
@@ -55,6 +75,7 @@ struct ShardContext {
   const access::Control& access;
   router::Counters& counters;
   router::Outbox& outbox;
+  const Limits& limits;
 };
 
 /// The shard whose sessions hold `client_id`.
@@ -300,6 +321,7 @@ class ClientProtocol final : public session::Attachment {
   std::uint16_t keep_alive_ = 0;
   std::uint16_t send_window_ = 0;       // min(our max_inflight, client Receive Maximum)
   std::uint16_t client_alias_max_ = 0;  // aliases we may send (client's maximum, v5)
+  util::TokenBucket publish_rate_;      // max_publish_rate
   State state_ = State::awaiting_connect;
   mqtt::ProtocolVersion version_ = mqtt::ProtocolVersion::v311;
   // Why the connection ends (event hooks): the client's DISCONNECT reason, or ours.

@@ -22,6 +22,18 @@ constexpr std::size_t kMaxAliasBytes = 1 << 20;
 mqtt::Status ClientProtocol::on_publish(mqtt::Publish& p) {
   ShardContext& shard = host_.shard();
   const BrokerOptions& opts = shard.options;
+  const auto now_ms = static_cast<std::uint32_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(last_activity_.time_since_epoch())
+          .count());
+  if (!publish_rate_.take(shard.limits.max_publish_rate.load(std::memory_order_relaxed), now_ms)) {
+    // Over max_publish_rate: the connection ends (v5 says why); the message is not routed.
+    constexpr const char* why = "PUBLISH rate above the broker's max_publish_rate";
+    counter(&router::Counters::publish_rate_limited);
+    close_reason_ = ReasonCode::message_rate_too_high;
+    if (version_ == ProtocolVersion::v5) send_disconnect(ReasonCode::message_rate_too_high, why);
+    close_after_write();
+    return {ReasonCode::message_rate_too_high, why};
+  }
   std::string_view topic = p.topic;
   if (version_ == ProtocolVersion::v5) {
     if (!p.properties.subscription_identifiers.empty()) {
@@ -255,6 +267,16 @@ bool ClientProtocol::finish_subscribe(PendingSubscribe& p) {
       ack.reason_codes.push_back(version_ == ProtocolVersion::v5 ? ReasonCode::not_authorized
                                                                  : ReasonCode::unspecified_error);
       add_problem(ack, "not authorized to subscribe to a filter", problem_info(),
+                  client_max_packet_);
+      continue;
+    }
+    const std::uint32_t max_subs = shard.limits.max_subscriptions.load(std::memory_order_relaxed);
+    auto& held = session_->state.subscriptions();
+    if (max_subs != 0 && held.size() >= max_subs && held.find(filter) == held.end()) {
+      counter(&router::Counters::subscriptions_refused);
+      ack.reason_codes.push_back(version_ == ProtocolVersion::v5 ? ReasonCode::quota_exceeded
+                                                                 : ReasonCode::unspecified_error);
+      add_problem(ack, "the session holds max_subscriptions subscriptions", problem_info(),
                   client_max_packet_);
       continue;
     }

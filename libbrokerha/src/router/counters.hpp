@@ -20,10 +20,15 @@ struct Counters {
   std::atomic<std::uint64_t> protocol_errors{0};
   std::atomic<std::uint64_t> keepalive_timeouts{0};
   std::atomic<std::uint64_t> stuck_consumers_closed{0};
-  std::atomic<std::uint64_t> clients_connected{0};  // gauge
-  std::atomic<std::uint64_t> sessions{0};           // gauge
-  std::atomic<std::uint64_t> inflight{0};           // gauge, refreshed by the sweep
-  std::atomic<std::int64_t> queued_bytes{0};        // session queues + write backlogs
+  std::atomic<std::uint64_t> accept_errors{0};  // failed accepts (EMFILE...), each then a back-off
+  std::atomic<std::uint64_t> connections_refused{0};      // over max_connections
+  std::atomic<std::uint64_t> connection_rate_refused{0};  // over max_connection_rate
+  std::atomic<std::uint64_t> subscriptions_refused{0};    // over max_subscriptions
+  std::atomic<std::uint64_t> publish_rate_limited{0};     // over max_publish_rate
+  std::atomic<std::uint64_t> clients_connected{0};        // gauge
+  std::atomic<std::uint64_t> sessions{0};                 // gauge
+  std::atomic<std::uint64_t> inflight{0};                 // gauge, refreshed by the sweep
+  std::atomic<std::int64_t> queued_bytes{0};              // session queues + write backlogs
 
   /// Adds `n` to a counter (its one writer only).
   static void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
