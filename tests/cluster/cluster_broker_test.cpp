@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/protocol.hpp"
 #include "support/broker_fixture.hpp"
 #include "support/broker_mqtt_client.hpp"
 #include "support/cluster_fixture.hpp"
@@ -628,7 +629,7 @@ TEST_CASE("cluster broker: nodes of this build speak the highest cluster protoco
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
   auto negotiated = [&](std::size_t i) {
     const ClusterInfo ci = c[i].cluster();
-    return ci.links.size() == 1 && ci.links[0].protocol == 2;
+    return ci.links.size() == 1 && ci.links[0].protocol == brokerha::cluster::kClusterProtocolMax;
   };
   CHECK(wait_until([&] { return negotiated(0) && negotiated(1); }, 5s));
   CHECK(c[0].cluster().incompatible_peers == 0);

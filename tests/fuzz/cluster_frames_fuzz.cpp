@@ -3,7 +3,7 @@
 // session export format a moved session travels in (session/export.hpp): what a peer sends
 // after the link handshake, decoded by every node.
 //
-// Input: one selector byte, then the body. selector % 22 picks the decoder; the body is
+// Input: one selector byte, then the body. selector % 23 picks the decoder; the body is
 // handed to it as a peer's frame would be.
 //
 // Oracles (a violation calls __builtin_trap()):
@@ -66,7 +66,7 @@ void session_export(std::string_view body) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size == 0) return 0;
-  const unsigned selector = data[0] % 22u;
+  const unsigned selector = data[0] % 23u;
   const std::string_view body(reinterpret_cast<const char*>(data + 1), size - 1);
   switch (selector) {
     case 0:
@@ -251,7 +251,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                    same(a.version, b.version);
           });
       break;
-    default:
+    case 22: {
+      struct Trail {
+        std::uint64_t request = 0;
+        std::string_view client_id;
+      };
+      round_trip<Trail>(
+          body,
+          [](std::string_view b, Trail& t) { return decode_trail_end(b, t.request, t.client_id); },
+          [](const Trail& t) { return encode_trail_end(t.request, t.client_id); },
+          [](const Trail& a, const Trail& b) {
+            return a.request == b.request && a.client_id == b.client_id;
+          });
+      break;
+    }
+    default:  // 18..21
       session_export(body);
       break;
   }

@@ -347,7 +347,9 @@ TEST_CASE("cluster protocol: capabilities: the highest version both speak") {
   CHECK(cl::common_version({1, 2}, {3, 4}) == 0);
 }
 
-TEST_CASE("cluster protocol: routes_part, session_part and take_ack round-trip and refuse junk") {
+TEST_CASE(
+    "cluster protocol: routes_part, session_part, take_ack and trail_end round-trip and refuse "
+    "junk") {
   namespace cl = brokerha::cluster;
   std::uint64_t number = 0;
   bool last = false;
@@ -383,6 +385,17 @@ TEST_CASE("cluster protocol: routes_part, session_part and take_ack round-trip a
   bad.back() = 2;
   CHECK_FALSE(cl::decode_take_ack(bad, a));
   CHECK_FALSE(cl::decode_take_ack(ack + "x", a));
+
+  // trail_end (version 3): request and client id, nothing else.
+  const std::string trail = cl::encode_trail_end(12, "mover");
+  std::string_view id;
+  REQUIRE(cl::decode_trail_end(trail, request, id));
+  CHECK(request == 12);
+  CHECK(id == "mover");
+  for (std::size_t n = 0; n < trail.size(); ++n) {
+    CHECK_FALSE(cl::decode_trail_end(trail.substr(0, n), request, id));
+  }
+  CHECK_FALSE(cl::decode_trail_end(trail + "x", request, id));
 
   // take_reply's version 2 outcome carries no session bytes (they came in session_parts).
   cl::TakeReply r;

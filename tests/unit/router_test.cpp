@@ -260,3 +260,45 @@ TEST_CASE(
   CHECK_FALSE(r.routes().local_filter_present("f/#"));
   CHECK(r.routes().local_filters() == std::vector<std::string>{"$share/g/f/#"});
 }
+
+TEST_CASE("router: a moved session's trail takes its place, then stops counting for the routes") {
+  Router r(clustered());
+  Outbox out(1);
+  auto s = std::make_shared<ClientSession>("mover", 0);
+  s->state.subscriptions()["a/#"] = opts(1);
+  s->state.subscriptions()["$share/g/b"] = opts(1);
+  std::vector<std::string> changes;
+  for (const auto& [f, o] : s->state.subscriptions()) r.routes().subscribe(s, f, o, &changes);
+  CHECK(changes.size() == 2);
+  changes.clear();
+
+  // The trail holds the plain filter in the session's place: one delivery, to the trail.
+  auto t = std::make_shared<ClientSession>("mover", 0);
+  t->state.subscriptions()["a/#"] = opts(1);
+  r.routes().hand_over(*s, t);
+  r.routes().unsubscribe_all(*s, &changes);  // the session leaves: its shared group only
+  CHECK(changes == std::vector<std::string>{"$share/g/b"});
+  changes.clear();
+  CHECK(r.routes().local_filter_present("a/#"));
+  r.route(msg("a/x"), out);
+  auto got = taken(out);
+  REQUIRE(got.size() == 1);
+  REQUIRE(out.deliveries[0].empty());
+  CHECK(r.routes().size() == 1);
+
+  // Uncounted: the filter is no longer announced, yet messages still reach the trail.
+  r.routes().uncount_all(*t, &changes);
+  CHECK(changes == std::vector<std::string>{"a/#"});
+  CHECK_FALSE(r.routes().local_filter_present("a/#"));
+  r.route(msg("a/y"), out);
+  CHECK(taken(out).size() == 1);
+  // Removing it changes no count (another subscriber of the filter keeps its route).
+  auto other = std::make_shared<ClientSession>("other", 0);
+  changes.clear();
+  r.routes().subscribe(other, "a/#", opts(1), &changes);
+  CHECK(changes == std::vector<std::string>{"a/#"});
+  changes.clear();
+  r.routes().unsubscribe_all(*t, &changes);
+  CHECK(changes.empty());
+  CHECK(r.routes().local_filter_present("a/#"));
+}

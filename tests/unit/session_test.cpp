@@ -514,3 +514,33 @@ TEST_CASE("session: merge_from takes the other session's subscriptions, messages
   CHECK(other.subscriptions().empty());
   CHECK(other.queued_bytes() == 0);
 }
+
+TEST_CASE("session: a trail goes in after what came with the session, before what came since") {
+  QueueLimits limits;
+  Session s("c");
+  s.enqueue(delivery("came-1", 1), limits);
+  s.enqueue(delivery("came-2", 1), limits);
+  s.enqueue(delivery("since-1", 1), limits);  // queued here while the trail was awaited
+  s.enqueue(delivery("since-2", 0), limits);
+  Session trail("c");
+  trail.enqueue(delivery("trail-1", 1), limits);
+  trail.enqueue(delivery("trail-2", 2), limits);
+  const std::size_t bytes = s.queued_bytes() + trail.queued_bytes();
+
+  s.splice_trail(2, trail);
+  CHECK(queued_names(s) ==
+        std::vector<std::string>{"came-1", "came-2", "trail-1", "trail-2", "since-1", "since-2"});
+  // What came since may repeat the trail: DUP, except at QoS 0 (never DUP).
+  std::vector<bool> dups;
+  for (const Delivery& d : s.queue()) dups.push_back(d.dup);
+  CHECK(dups == std::vector<bool>{false, false, false, false, true, false});
+  CHECK(s.queued_bytes() == bytes);
+  CHECK(trail.queued() == 0);
+  CHECK(trail.queued_bytes() == 0);
+
+  // An empty trail changes nothing.
+  Session empty("c");
+  s.splice_trail(0, empty);
+  CHECK(queued_names(s).front() == "came-1");
+  CHECK_FALSE(s.queue().front().dup);
+}

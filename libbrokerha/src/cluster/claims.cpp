@@ -146,8 +146,30 @@ void Claims::finish(std::uint64_t request) {
   result.version = p.version.value_or(ClaimVersion{});
   if (p.superseded) {
     counters_.claims_lost.fetch_add(1, std::memory_order_relaxed);
+    if (!p.move_peer.empty()) {
+      // The session is not taken after all: its old node keeps it.
+      send_(p.move_peer, Kind::take_ack,
+            encode_take_ack(TakeAck{p.move_request, p.client_id, false}));
+    }
   } else {
     result.session = std::move(p.session);
+    if (!p.move_peer.empty()) {
+      result.moved = [this, peer = p.move_peer, request = p.move_request, id = p.client_id](
+                         bool ok, std::function<void(std::string)> then) {
+        asio::post(ctx_, [this, peer, request, id, ok, then = std::move(then)]() mutable {
+          send_(peer, Kind::take_ack, encode_take_ack(TakeAck{request, id, ok}));
+          if (!ok) return;
+          TrailWait& w = trail_waits_[{peer, request}];
+          w.then = std::move(then);
+          // Bounded: the old node withdraws its routes (up to the route ack bound) first.
+          w.timer = std::make_unique<asio::steady_timer>(ctx_, 2 * timeout_);
+          w.timer->async_wait(
+              [this, key = std::make_pair(peer, request)](const std::error_code& ec) {
+                if (!ec) finish_trail_wait(key, {});
+              });
+        });
+      };
+    }
   }
   core_.on_shard(p.shard, [done = std::move(p.done), r = std::move(result)](
                               registry::ShardAccess&) mutable { done(std::move(r)); });
@@ -192,8 +214,49 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
       TakeAck a;
       if (!decode_take_ack(body, a)) return false;
       auto it = moving_.find({peer, a.request});
-      if (it == moving_.end() || it->second.client_id != a.client_id) return true;
+      if (it == moving_.end() || it->second.client_id != a.client_id) {
+        // Nothing moving (given back meanwhile): a claimant of version 3 waits for the trail.
+        if (a.ok && proto_of(peer) >= 3) {
+          send_(peer, Kind::trail_end, encode_trail_end(a.request, a.client_id));
+        }
+        return true;
+      }
+      const bool trail = it->second.trail;
+      const std::string client_id = it->second.client_id;
       forget_moving(it, !a.ok);
+      if (trail && a.ok) end_trail(peer, a.request, client_id);
+      return true;
+    }
+    case Kind::trail_end: {
+      std::uint64_t request = 0;
+      std::string_view id;
+      if (!decode_trail_end(body, request, id)) return false;
+      std::string bytes;
+      if (auto in = incoming_.find({peer, request}); in != incoming_.end()) {
+        bytes = std::move(in->second);
+        incoming_.erase(in);
+      }
+      if (auto w = trail_waits_.find({peer, request}); w != trail_waits_.end()) {
+        // Messages a peer sent here before it stopped sending to the old node may still be
+        // on their way (another link): once every peer acknowledged a route announcement
+        // made now, they are here, and all of them are queued after the trail (marked DUP).
+        if (w->second.timer) w->second.timer->cancel();
+        w->second.timer.reset();
+        routes_({}, [this, key = w->first, b = std::move(bytes)]() mutable {
+          asio::post(ctx_, [this, key, b = std::move(b)]() mutable {
+            after_shards(2, [this, key, b = std::move(b)]() mutable {
+              finish_trail_wait(key, std::move(b));
+            });
+          });
+        });
+      } else if (!bytes.empty()) {
+        // Late (the client was answered without it): what it holds goes after the rest.
+        std::string client_id(id);
+        core_.on_shard(core_.home_shard(client_id), [client_id, b = std::move(bytes)](
+                                                        registry::ShardAccess& shard) {
+          shard.sessions.splice_trail(client_id, b, SIZE_MAX, std::chrono::steady_clock::now());
+        });
+      }
       return true;
     }
     case Kind::session_handoff: {
@@ -279,41 +342,45 @@ void Claims::on_take_request(const std::string& peer, const TakeRequest& t) {
   }
   const unsigned home = core_.home_shard(client_id);
   const router::TakeMode mode = t.resume ? router::TakeMode::move : router::TakeMode::discard;
+  // Version 3: a moved session leaves a trail here, ended once the claimant has it.
+  const bool trail = mode == router::TakeMode::move && routes_ && proto_of(peer) >= 3;
   // The shard flushes right after: the DISCONNECT 0x8E and the withdrawn routes go out.
   core_.on_shard(home, [this, peer, client_id = std::move(client_id), version = t.version,
-                        request = t.request, mode](registry::ShardAccess& shard) {
+                        request = t.request, mode, trail](registry::ShardAccess& shard) {
     std::string exported;
-    const router::TakeResult r =
-        shard.sessions.take(client_id, version, mode, exported, std::chrono::steady_clock::now());
+    const router::TakeResult r = shard.sessions.take(client_id, version, mode, exported,
+                                                     std::chrono::steady_clock::now(), trail);
     if (r == router::TakeResult::moved || r == router::TakeResult::discarded) {
       counters_.taken_over.fetch_add(1, std::memory_order_relaxed);
     }
-    asio::post(ctx_, [this, peer, client_id, version, request, r, exported = std::move(exported)] {
-      TakeReply answer;
-      answer.request = request;
-      answer.client_id = client_id;
-      answer.version = version;
-      switch (r) {
-        case router::TakeResult::none:
-          answer.outcome = TakeOutcome::none;
-          break;
-        case router::TakeResult::moved:
-          counters_.sessions_moved_out.fetch_add(1, std::memory_order_relaxed);
-          send_moved(peer, answer, exported);
-          return;
-        case router::TakeResult::discarded:
-          answer.outcome = TakeOutcome::discarded;
-          break;
-        case router::TakeResult::newer_here:
-          answer.outcome = TakeOutcome::newer_here;
-          break;
-      }
-      send_(peer, Kind::take_reply, encode_take_reply(answer));
-    });
+    asio::post(ctx_,
+               [this, peer, client_id, version, request, r, trail, exported = std::move(exported)] {
+                 TakeReply answer;
+                 answer.request = request;
+                 answer.client_id = client_id;
+                 answer.version = version;
+                 switch (r) {
+                   case router::TakeResult::none:
+                     answer.outcome = TakeOutcome::none;
+                     break;
+                   case router::TakeResult::moved:
+                     counters_.sessions_moved_out.fetch_add(1, std::memory_order_relaxed);
+                     send_moved(peer, answer, exported, trail);
+                     return;
+                   case router::TakeResult::discarded:
+                     answer.outcome = TakeOutcome::discarded;
+                     break;
+                   case router::TakeResult::newer_here:
+                     answer.outcome = TakeOutcome::newer_here;
+                     break;
+                 }
+                 send_(peer, Kind::take_reply, encode_take_reply(answer));
+               });
   });
 }
 
-void Claims::send_moved(const std::string& peer, TakeReply& answer, const std::string& bytes) {
+void Claims::send_moved(const std::string& peer, TakeReply& answer, const std::string& bytes,
+                        bool trail) {
   std::uint8_t proto = 1;
   for (const PeerView& v : peers_()) {
     if (v.name == peer) proto = v.proto;
@@ -344,6 +411,7 @@ void Claims::send_moved(const std::string& peer, TakeReply& answer, const std::s
   m.client_id.assign(answer.client_id.data(), answer.client_id.size());
   m.version = answer.version;
   m.bytes = bytes;
+  m.trail = trail;
 }
 
 bool Claims::send_parts(const std::string& peer, std::uint64_t request, const std::string& bytes) {
@@ -434,6 +502,12 @@ void Claims::restore(std::string_view client_id, const ClaimVersion& version,
 }
 
 void Claims::on_gone(const std::string& peer) {
+  std::vector<std::pair<std::string, std::uint64_t>> waits;
+  for (auto it = trail_waits_.lower_bound({peer, 0});
+       it != trail_waits_.end() && it->first.first == peer; ++it) {
+    waits.push_back(it->first);
+  }
+  for (const auto& key : waits) finish_trail_wait(key, {});
   incoming_.erase(incoming_.lower_bound({peer, 0}), incoming_.lower_bound({peer + '\0', 0}));
   for (auto it = moving_.lower_bound({peer, 0}); it != moving_.end() && it->first.first == peer;) {
     it = forget_moving(it, true);
@@ -486,7 +560,11 @@ void Claims::on_take_reply(const std::string& peer, const TakeReply& r) {
       // and a sender of the second (in parts) keeps its copy.
       const bool keep = p.session.empty() && !p.superseded && !bytes.empty();
       if (keep) p.session.assign(bytes.data(), bytes.size());
-      if (in_parts) {
+      if (keep && in_parts && proto_of(peer) >= 3) {
+        // Version 3: acknowledged once installed with its routes known (ClaimResult::moved).
+        p.move_peer = peer;
+        p.move_request = r.request;
+      } else if (in_parts) {
         send_(peer, Kind::take_ack, encode_take_ack(TakeAck{r.request, r.client_id, keep}));
       }
       break;
@@ -554,6 +632,10 @@ void Claims::stop() {
   for (auto& [request, p] : pending_) {
     if (p.timer) p.timer->cancel();
   }
+  for (auto& [key, w] : trail_waits_) {
+    if (w.timer) w.timer->cancel();
+  }
+  trail_waits_.clear();
   pending_.clear();
   by_client_.clear();
 }
@@ -570,6 +652,75 @@ ClaimStats Claims::stats() const {
   s.moves_refused = counters_.moves_refused.load(std::memory_order_relaxed);
   s.moves_restored = counters_.moves_restored.load(std::memory_order_relaxed);
   return s;
+}
+
+std::uint8_t Claims::proto_of(const std::string& peer) const {
+  for (const PeerView& v : peers_()) {
+    if (v.name == peer) return v.proto;
+  }
+  return 1;
+}
+
+void Claims::end_trail(const std::string& peer, std::uint64_t request,
+                       const std::string& client_id) {
+  const unsigned home = core_.home_shard(client_id);
+  core_.on_shard(home, [this, peer, request, client_id, home](registry::ShardAccess& shard) {
+    std::vector<std::string> changes;
+    const bool held = shard.sessions.unroute_trail(client_id, changes);
+    asio::post(
+        ctx_, [this, peer, request, client_id, home, held, changes = std::move(changes)]() mutable {
+          auto send_trail = [this, peer, request, client_id](const std::string& bytes) {
+            const bool sent = send_parts(peer, request, bytes) &&
+                              send_(peer, Kind::trail_end, encode_trail_end(request, client_id));
+            if (!sent) counters_.moves_refused.fetch_add(1, std::memory_order_relaxed);
+          };
+          if (!held) {
+            send_trail({});
+            return;
+          }
+          // Once every peer acknowledged the withdrawal, nothing more is sent here for these
+          // filters; what was sent before reached this node first (links are ordered). Then one
+          // hop through this thread and two through the shards (a routed batch, then its flush)
+          // let those messages reach the trail before it ends.
+          routes_(std::move(changes), [this, home, client_id, send_trail] {
+            asio::post(ctx_, [this, home, client_id, send_trail] {
+              after_shards(2, [this, home, client_id, send_trail] {
+                core_.on_shard(home, [this, client_id, send_trail](registry::ShardAccess& at) {
+                  std::string bytes =
+                      at.sessions.end_trail(client_id, std::chrono::steady_clock::now());
+                  asio::post(ctx_, [send_trail, b = std::move(bytes)] { send_trail(b); });
+                });
+              });
+            });
+          });
+        });
+  });
+}
+
+void Claims::after_shards(int rounds, std::function<void()> then) {
+  if (rounds <= 0) {
+    then();
+    return;
+  }
+  auto left = std::make_shared<unsigned>(core_.shard_count());
+  auto next = std::make_shared<std::function<void()>>(std::move(then));
+  for (unsigned i = 0; i < core_.shard_count(); ++i) {
+    core_.on_shard(i, [this, left, next, rounds](registry::ShardAccess&) {
+      asio::post(ctx_, [this, left, next, rounds] {
+        if (--*left == 0) after_shards(rounds - 1, std::move(*next));
+      });
+    });
+  }
+}
+
+void Claims::finish_trail_wait(const std::pair<std::string, std::uint64_t>& key,
+                               std::string bytes) {
+  auto it = trail_waits_.find(key);
+  if (it == trail_waits_.end()) return;
+  TrailWait w = std::move(it->second);
+  trail_waits_.erase(it);
+  if (w.timer) w.timer->cancel();
+  if (w.then) w.then(std::move(bytes));
 }
 
 }  // namespace brokerha::cluster

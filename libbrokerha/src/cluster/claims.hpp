@@ -98,6 +98,12 @@ class Claims {
 
   /// The size moved sessions and claim lists are cut at (below the link's largest frame).
   void set_part_bytes(std::size_t bytes) { part_bytes_ = bytes; }
+  /// Announces route changes (an empty announcement when there are none) and runs `done`
+  /// (control thread) once every peer acknowledged it, so processed everything this node
+  /// sent it before, or the bound passed (Node::apply_route_changes). Without it no trail is
+  /// kept for moved sessions.
+  using Routes = std::function<void(std::vector<std::string> filters, std::function<void()> done)>;
+  void set_routes(Routes routes) { routes_ = std::move(routes); }
 
   /// Any thread.
   ClaimStats stats() const;
@@ -117,6 +123,8 @@ class Claims {
     std::optional<ClaimVersion> version;  // set once stamped
     std::set<std::string> waiting;        // peers yet to answer take_request
     std::string session;                  // moved here
+    std::string move_peer;                // ... by this peer (version 3: it keeps a trail)
+    std::uint64_t move_request = 0;       // ... answering this request
     bool superseded = false;              // a newer claim exists
     std::unique_ptr<asio::steady_timer> timer;
   };
@@ -128,7 +136,7 @@ class Claims {
   void send_held(const std::string& peer);
   /// Answers a take_request whose session moved: in the reply (version 1) or in parts with
   /// a copy kept until take_ack (version 2).
-  void send_moved(const std::string& peer, TakeReply& answer, const std::string& bytes);
+  void send_moved(const std::string& peer, TakeReply& answer, const std::string& bytes, bool trail);
   /// Installs a session that did not move after all as an offline session on its shard.
   void restore(std::string_view client_id, const ClaimVersion& version, const std::string& bytes);
 
@@ -149,6 +157,7 @@ class Claims {
     ClaimVersion version;
     std::string bytes;
     bool hand_off = false;  // drain: counted in hand_offs_pending_
+    bool trail = false;     // the shard keeps a trail for it (version 3)
   };
   /// Gives `h` to `peer` (version 2: session_parts and session_handoff, kept until take_ack;
   /// counted in hand_offs_pending_ when `drain`).
@@ -161,6 +170,22 @@ class Claims {
   std::atomic<bool> hand_offs_sent_{false};
   std::atomic<std::size_t> hand_offs_pending_{0};
   MovingMap moving_;
+  /// The old node's side of a trail: once the claimant acknowledged the session, withdraw
+  /// the trail's routes, wait until every peer applied that and what they sent before it
+  /// reached the shard, then send what the trail queued (session_parts and trail_end).
+  void end_trail(const std::string& peer, std::uint64_t request, const std::string& client_id);
+  /// Runs `then` on the control thread once every shard ran `rounds` handlers posted one
+  /// after the other (what was queued on a shard before is done).
+  void after_shards(int rounds, std::function<void()> then);
+  std::uint8_t proto_of(const std::string& peer) const;
+  /// The claimant's side: a moved session waiting for its old node's trail_end.
+  struct TrailWait {
+    std::function<void(std::string)> then;
+    std::unique_ptr<asio::steady_timer> timer;
+  };
+  std::map<std::pair<std::string, std::uint64_t>, TrailWait> trail_waits_;
+  void finish_trail_wait(const std::pair<std::string, std::uint64_t>& key, std::string bytes);
+  Routes routes_;
   // session_part slices received, by (sender, our request), until the take_reply.
   std::map<std::pair<std::string, std::uint64_t>, std::string> incoming_;
   // Written on the control thread and on shards, read by stats() on any thread.

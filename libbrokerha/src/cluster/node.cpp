@@ -90,6 +90,9 @@ void Node::start() {
         return v;
       });
   claims_->set_part_bytes(frame_target_);
+  claims_->set_routes([this](std::vector<std::string> filters, std::function<void()> done) {
+    apply_route_changes(filters, std::move(done), true);
+  });
 
   membership_ = std::make_unique<Membership>(options_.membership);
   membership_->set_event_callback(
@@ -507,6 +510,7 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
     case Kind::session_part:
     case Kind::take_ack:
     case Kind::session_handoff:
+    case Kind::trail_end:
       if (!claims_->on_frame(name, static_cast<Kind>(kind), body)) bad();
       return;
     case Kind::routes_full: {

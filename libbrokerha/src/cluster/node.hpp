@@ -164,7 +164,10 @@ class Node final : public router::ClusterPort {
   void arm_pump();
   void set_routes(Peer& p, std::set<std::string> routes);
   void send_batch(std::vector<router::RemoteSend>& batch);
-  void apply_route_changes(std::vector<std::string>& filters, std::function<void()> done);
+  /// With `barrier`, a delta goes out even when nothing changed (an empty one), so that
+  /// `done` means every peer processed everything this node sent it before the call.
+  void apply_route_changes(std::vector<std::string>& filters, std::function<void()> done,
+                           bool barrier = false);
   void ack_routes(Peer& p, std::uint64_t number);
   void finish_waiter(std::uint64_t key, bool timed_out);
   void deliver_incoming();

@@ -29,7 +29,8 @@ void Node::set_routes(Peer& p, std::set<std::string> routes) {
   p.routes = std::move(routes);
 }
 
-void Node::apply_route_changes(std::vector<std::string>& filters, std::function<void()> done) {
+void Node::apply_route_changes(std::vector<std::string>& filters, std::function<void()> done,
+                               bool barrier) {
   std::sort(filters.begin(), filters.end());
   filters.erase(std::unique(filters.begin(), filters.end()), filters.end());
   std::vector<RouteChange> delta;
@@ -43,6 +44,13 @@ void Node::apply_route_changes(std::vector<std::string>& filters, std::function<
       announced_.erase(f);
     }
     delta.push_back(RouteChange{present, std::move(f)});
+  }
+  if (barrier && delta.empty()) {
+    ++route_number_;
+    auto body = shared(encode_routes_delta(route_number_, {}));
+    for (auto& [name, p] : peers_) {
+      if (p.member || p.up || p.retained) send_control(p, Kind::routes_delta, body);
+    }
   }
   // Cut into deltas of about frame_target_, each numbered (a peer acknowledges the last).
   for (std::size_t i = 0; i < delta.size();) {

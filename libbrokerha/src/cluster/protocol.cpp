@@ -469,16 +469,26 @@ bool decode_take_reply(std::string_view body, TakeReply& out) {
   return r.empty();
 }
 
-std::string encode_session_part(std::uint64_t request, std::string_view slice) {
+namespace {
+// `u64 request`, `str s`: the body of session_part and of trail_end.
+std::string request_and_string(std::uint64_t request, std::string_view str) {
   std::string out;
   put_le(out, request, 8);
-  put_str(out, slice);
+  put_str(out, str);
   return out;
+}
+bool read_request_and_string(std::string_view body, std::uint64_t& request, std::string_view& str) {
+  Reader r(body);
+  return r.le(request, 8) && r.str(str) && r.empty();
+}
+}  // namespace
+
+std::string encode_session_part(std::uint64_t request, std::string_view slice) {
+  return request_and_string(request, slice);
 }
 
 bool decode_session_part(std::string_view body, std::uint64_t& request, std::string_view& slice) {
-  Reader r(body);
-  return r.le(request, 8) && r.str(slice) && r.empty();
+  return read_request_and_string(body, request, slice);
 }
 
 std::string encode_take_ack(const TakeAck& a) {
@@ -495,6 +505,14 @@ bool decode_take_ack(std::string_view body, TakeAck& out) {
   if (!r.le(out.request, 8) || !r.str(out.client_id) || !r.u8(ok) || ok > 1) return false;
   out.ok = ok == 1;
   return r.empty();
+}
+
+std::string encode_trail_end(std::uint64_t request, std::string_view client_id) {
+  return request_and_string(request, client_id);
+}
+
+bool decode_trail_end(std::string_view body, std::uint64_t& request, std::string_view& client_id) {
+  return read_request_and_string(body, request, client_id);
 }
 
 std::string encode_session_handoff(const HandOffFrame& h) {

@@ -50,13 +50,15 @@ enum class Kind : std::uint8_t {
   session_part = 22,     // a slice of a moved session's bytes (before its take_reply)
   take_ack = 23,         // the claimant installed (or refused) a session moved to it
   session_handoff = 24,  // a draining node hands a session (its session_parts) to its next owner
+  // Version 3.
+  trail_end = 25,  // what reached a moved session's old node after it left (its session_parts)
 };
 
 /// The cluster protocol versions this build speaks. Version 1 is what 0.1.0 spoke: a peer
 /// that never sends `capabilities` speaks it. Each side uses the highest version both speak;
 /// a kind or a field introduced in version N goes only to peers at N or above.
 inline constexpr std::uint8_t kClusterProtocolMin = 1;
-inline constexpr std::uint8_t kClusterProtocolMax = 2;
+inline constexpr std::uint8_t kClusterProtocolMax = 3;
 
 struct Capabilities {
   std::uint8_t min = 1;
@@ -208,6 +210,14 @@ struct TakeAck {
 };
 std::string encode_take_ack(const TakeAck& a);
 bool decode_take_ack(std::string_view body, TakeAck& out);
+
+/// trail_end (version 3): `u64 request`, `str client_id`: the messages the old node of a
+/// session moved for `request` received for it after the move (the session_part frames of
+/// `request` sent just before, an exported session holding them; none when empty). With
+/// version 3 the claimant sends take_ack only once its routes for the session are
+/// acknowledged by every peer, and answers CONNACK only after trail_end (or a bound).
+std::string encode_trail_end(std::uint64_t request, std::string_view client_id);
+bool decode_trail_end(std::string_view body, std::uint64_t& request, std::string_view& client_id);
 
 /// session_handoff (version 2): `u64 request`, `str client_id`, *version* (the claim the
 /// session is held under). The session's bytes are the session_part frames of `request`

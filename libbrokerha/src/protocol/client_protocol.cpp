@@ -370,6 +370,7 @@ void ClientProtocol::claim_settled(std::shared_ptr<ConnectInfo> info, router::Cl
   const auto now = Clock::now();
   if (!result.won || !shard.sessions.accept_claim(info->client_id, result.version, now)) {
     // A newer claim on this client id exists elsewhere: it won the race.
+    if (result.moved) result.moved(false, {});
     if (closed()) return;
     mqtt::Connack ack;
     ack.code = version_ == ProtocolVersion::v5
@@ -398,14 +399,39 @@ void ClientProtocol::claim_settled(std::shared_ptr<ConnectInfo> info, router::Cl
     if (imported && imported->session->client_id() == info->client_id) {
       std::vector<std::string> filters;
       for (const auto& entry : imported->session->subscriptions()) filters.push_back(entry.first);
-      if (!shard.sessions.install(std::move(*imported), now) &&
-          host_.await_routes(std::move(filters),
-                             [this, hold = host_.hold(), info] { attach(info); })) {
+      const std::size_t came = imported->session->queued();
+      if (!shard.sessions.install(std::move(*imported), now)) {
+        auto moved = std::move(result.moved);
+        if (host_.await_routes(std::move(filters), [this, hold = host_.hold(), info, moved, came] {
+              settle_move(info, moved, came);
+            })) {
+          return;
+        }
+        settle_move(std::move(info), std::move(moved), came);
         return;
       }
     }
+    if (result.moved) result.moved(false, {});
   }
   attach(std::move(info));
+}
+
+void ClientProtocol::settle_move(
+    std::shared_ptr<ConnectInfo> info,
+    const std::function<void(bool, std::function<void(std::string)>)>& moved, std::size_t came) {
+  if (!moved) {
+    attach(std::move(info));
+    return;
+  }
+  // The old node still queues what reaches it for the session (its trail) until every peer
+  // knows this node's routes. CONNACK waits for that trail, which goes in before what was
+  // queued here meanwhile: nothing is lost and each publisher's order holds.
+  moved(true, [this, hold = host_.hold(), info, came](std::string trail) mutable {
+    host_.post([this, hold, info, came, t = std::move(trail)]() mutable {
+      host_.shard().sessions.splice_trail(info->client_id, t, came, Clock::now());
+      attach(std::move(info));
+    });
+  });
 }
 
 void ClientProtocol::attach(std::shared_ptr<ConnectInfo> info) {

@@ -242,6 +242,12 @@ class ClientProtocol final : public session::Attachment {
   mqtt::Status on_connect(mqtt::Connect& c);
   void authenticated(std::shared_ptr<ConnectInfo> info, Decision decision);
   void claim_settled(std::shared_ptr<ConnectInfo> info, router::ClaimResult result);
+  /// A moved session is installed and its routes acknowledged: with a trail to wait for
+  /// (ClaimResult::moved), attach once it came and went in after the `came` deliveries that
+  /// came with the session; without, attach now.
+  void settle_move(std::shared_ptr<ConnectInfo> info,
+                   const std::function<void(bool, std::function<void(std::string)>)>& moved,
+                   std::size_t came);
   void attach(std::shared_ptr<ConnectInfo> info);
   void detach_session(bool publish_will);
 

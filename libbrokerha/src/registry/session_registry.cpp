@@ -8,6 +8,8 @@ namespace {
 // How long a shard remembers the claim on a client id it no longer holds: far longer than a
 // claim takes to cross the cluster (bounded by the route ack timeout, about a second).
 constexpr auto kClaimMemory = std::chrono::seconds(60);
+// A moved session's trail ends within a few round trips; one this old lost its new node.
+constexpr auto kTrailMemory = std::chrono::seconds(60);
 
 }  // namespace
 
@@ -151,6 +153,16 @@ std::error_code SessionRegistry::install(session::ImportedSession imported, Cloc
   for (const auto& [filter, options] : s->state.subscriptions()) {
     cx_.router.routes().subscribe(s, filter, options, route_changes());
   }
+  if (ClientSessionPtr t = drop_trail(id)) {
+    // The session comes back to the node it left (its move failed, or the client returned):
+    // what its trail queued meanwhile joins it, after what it holds.
+    std::vector<std::string> added;
+    s->state.merge_from(t->state, added);
+    for (const std::string& filter : added) {
+      cx_.router.routes().subscribe(s, filter, s->state.subscriptions().at(filter),
+                                    route_changes());
+    }
+  }
   cx_.counters.account(static_cast<std::int64_t>(s->state.queued_bytes()));
   table_.insert(std::move(s));
   router::Counters::add(cx_.counters.sessions);
@@ -158,8 +170,14 @@ std::error_code SessionRegistry::install(session::ImportedSession imported, Cloc
 }
 
 void SessionRegistry::deliver(router::Target& target) {
-  ClientSession& s = *target.session;
-  if (s.removed) return;
+  ClientSession* sp = target.session.get();
+  if (sp->removed) {
+    // Routed before its session moved away and left a trail: the trail takes it.
+    auto t = trails_.empty() ? trails_.end() : trails_.find(sp->state.client_id());
+    if (t == trails_.end() || t->second.session.get() == sp) return;
+    sp = t->second.session.get();
+  }
+  ClientSession& s = *sp;
   if (!cx_.access.deliveries_unchecked() &&
       !cx_.access.delivery_allowed(identity(s), target.delivery.message->topic)) {
     router::Counters::add(cx_.counters.acl_denials);
@@ -192,6 +210,16 @@ void SessionRegistry::sweep(Clock::time_point now, std::uint32_t sweeps) {
   });
   for (const message::MessagePtr& w : wills) publish_will(w);
   for (const auto& s : expired) discard(s);
+  for (auto it = trails_.begin(); it != trails_.end();) {
+    // A trail ends when its session's new node has it (end_trail) or it comes back
+    // (install): one older than kTrailMemory lost both (its peers are gone).
+    if (now - it->second.since > kTrailMemory) {
+      const std::string id = (it++)->first;
+      drop_trail(id);
+    } else {
+      ++it;
+    }
+  }
   if (sweeps % 16 == 0 && !claims_.empty()) {
     // A claim record outlives its session by kClaimMemory: long past any late claim.
     for (auto it = claims_.begin(); it != claims_.end();) {
@@ -216,7 +244,7 @@ bool SessionRegistry::accept_claim(const std::string& client_id, const ClaimVers
 
 router::TakeResult SessionRegistry::take(const std::string& client_id, const ClaimVersion& version,
                                          router::TakeMode mode, std::string& exported,
-                                         Clock::time_point now) {
+                                         Clock::time_point now, bool trail) {
   using router::TakeMode;
   using router::TakeResult;
   auto [it, inserted] = claims_.try_emplace(client_id);
@@ -236,8 +264,79 @@ router::TakeResult SessionRegistry::take(const std::string& client_id, const Cla
   // Moved to the claimant; or, yielding after a partition, handed to the newer holder to be
   // merged into its session.
   if (mode != TakeMode::discard) exported = export_of(*s, now);
+  if (mode == TakeMode::move && trail) {
+    // The trail subscribes before the session leaves: the filters stay announced, so what
+    // peers send here until they know the new node's routes is kept, not dropped.
+    ClientSessionPtr older = drop_trail(client_id);
+    auto t = std::make_shared<ClientSession>(client_id, cx_.shard);
+    t->username = s->username;
+    t->version = s->version;
+    const access::Identity who = identity(*s);
+    if (!who.remote_ip.empty()) {
+      t->last_peer = std::make_unique<session::LastPeer>(
+          session::LastPeer{std::string(who.remote_ip), who.remote_port});
+    }
+    for (const auto& [filter, options] : s->state.subscriptions()) {
+      if (router::split_shared(filter).first.empty()) {
+        t->state.subscriptions().emplace(filter, options);
+      }
+    }
+    // In the session's place in the tree (one lock): a message is routed to the session or
+    // to its trail, never to both. What was routed to the session before goes to the trail
+    // (deliver()).
+    cx_.router.routes().hand_over(*s, t);
+    if (older) {
+      // A trail of an earlier move that had not ended: what it queued stays first.
+      for (const session::Delivery& d : older->state.queue()) t->state.restore_queued(d);
+    }
+    cx_.counters.account(static_cast<std::int64_t>(t->state.queued_bytes()));
+    trails_[client_id] = Trail{std::move(t), now};
+  }
   discard(s);
   return mode == TakeMode::move ? TakeResult::moved : TakeResult::discarded;
+}
+
+ClientSessionPtr SessionRegistry::drop_trail(const std::string& id) {
+  auto it = trails_.find(id);
+  if (it == trails_.end()) return nullptr;
+  ClientSessionPtr t = std::move(it->second.session);
+  trails_.erase(it);
+  cx_.router.routes().unsubscribe_all(*t, route_changes());
+  t->removed = true;
+  cx_.counters.account(-static_cast<std::int64_t>(t->state.queued_bytes()));
+  return t;
+}
+
+bool SessionRegistry::unroute_trail(const std::string& client_id,
+                                    std::vector<std::string>& changes) {
+  auto it = trails_.find(client_id);
+  if (it == trails_.end()) return false;
+  cx_.router.routes().uncount_all(*it->second.session, &changes);
+  return true;
+}
+
+std::string SessionRegistry::end_trail(const std::string& client_id, Clock::time_point now) {
+  ClientSessionPtr t = drop_trail(client_id);
+  if (!t || t->state.queued() == 0) return {};
+  return export_of(*t, now);
+}
+
+bool SessionRegistry::splice_trail(const std::string& client_id, std::string_view bytes,
+                                   std::size_t at, Clock::time_point now) {
+  const ClientSessionPtr* found = table_.find(client_id);
+  if (found == nullptr) return false;
+  if (bytes.empty()) return true;
+  std::string error;
+  auto imported = session::import_session(bytes, now, error);
+  if (!imported || imported->session->client_id() != client_id) return false;
+  ClientSession& s = **found;
+  const std::size_t before = s.state.queued_bytes();
+  s.state.splice_trail(std::min(at, s.state.queued()), *imported->session);
+  cx_.counters.account(static_cast<std::int64_t>(s.state.queued_bytes()) -
+                       static_cast<std::int64_t>(before));
+  recheck(s);  // queued for the old node's identity of the client: checked again for this one
+  if (s.attached != nullptr) s.attached->pump();
+  return true;
 }
 
 bool SessionRegistry::adopt(const ClaimVersion& version, std::string_view bytes,

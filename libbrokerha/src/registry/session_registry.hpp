@@ -104,9 +104,27 @@ class SessionRegistry {
                     Clock::time_point now);
   /// Another node claims `client_id` with `version`: unless a newer claim is known here, the
   /// client is kicked (v5 DISCONNECT 0x8E) and the session moved into `exported`,
-  /// discarded, or yielded as `mode` says.
+  /// discarded, or yielded as `mode` says. With `trail` a moved session leaves a trail here:
+  /// its plain subscriptions stay, still announced, and queue what arrives for it until
+  /// end_trail() (or until the session comes back here: install() takes the trail in).
   router::TakeResult take(const std::string& client_id, const ClaimVersion& version,
-                          router::TakeMode mode, std::string& exported, Clock::time_point now);
+                          router::TakeMode mode, std::string& exported, Clock::time_point now,
+                          bool trail = false);
+
+  // ---- a moved session's trail (cluster protocol 3, docs/cluster.md "Session moves") ----
+  /// Stops announcing the trail's filters (those no other local subscriber keeps are appended
+  /// to `changes`); the trail still queues what arrives. False when `client_id` has no trail.
+  bool unroute_trail(const std::string& client_id, std::vector<std::string>& changes);
+  /// Ends the trail of `client_id`: the exported session holding what it queued, or empty
+  /// when it queued nothing (or there is none).
+  std::string end_trail(const std::string& client_id, Clock::time_point now);
+  /// The claimant's side: the trail `bytes` from the session's old node go into the session
+  /// after the first `at` queued deliveries (those that came with it), before what was
+  /// queued here since (marked DUP). False when the session is gone or the bytes do not
+  /// parse; empty bytes are a trail with nothing in it.
+  bool splice_trail(const std::string& client_id, std::string_view bytes, std::size_t at,
+                    Clock::time_point now);
+  std::size_t trails() const noexcept { return trails_.size(); }
   /// A moved session (export bytes) whose claim is `version`: when that claim is still the
   /// newest here, installed as an offline session, or merged into the session that holds the
   /// id (a late answer: the claim went ahead with a fresh one). False otherwise, or when the
@@ -150,6 +168,15 @@ class SessionRegistry {
   // Cluster mode: the newest claim known per client id of this shard; records of ids no
   // longer held here are dropped by the sweep after a while.
   std::unordered_map<std::string, ClaimRecord> claims_;
+  // Moved sessions' trails by client id: a session object outside the table whose plain
+  // subscriptions stay in the router (SessionRegistry::take with `trail`).
+  struct Trail {
+    ClientSessionPtr session;
+    Clock::time_point since;
+  };
+  std::unordered_map<std::string, Trail> trails_;
+  /// The trail of `id`, if any, leaves the router and the map (its queue's bytes uncounted).
+  ClientSessionPtr drop_trail(const std::string& id);
 };
 
 }  // namespace brokerha::registry

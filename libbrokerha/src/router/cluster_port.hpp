@@ -52,6 +52,12 @@ struct ClaimResult {
   bool won = true;       // false: a newer claim for the id exists elsewhere
   ClaimVersion version;  // this claim's version
   std::string session;   // a session moved here from another node (export bytes), or empty
+  /// Set when `session` came from a node that keeps a trail of what still reaches it there
+  /// (cluster protocol 3). Call it exactly once: moved(true, then) once the session is
+  /// installed and its routes acknowledged — `then` runs later, on a cluster thread, with
+  /// the trail's bytes (empty: nothing, or not within the bound) — or moved(false, {}) when
+  /// the session was not installed (the old node keeps it).
+  std::function<void(bool ok, std::function<void(std::string trail)> then)> moved;
 };
 
 /// What a claim from another node does to the id here (SessionRegistry::take).

@@ -17,7 +17,7 @@ bool RouteTable::subscribe(const ClientSessionPtr& session, const std::string& f
   const auto [group, filter] = split_shared(full_filter);
   std::unique_lock<std::shared_mutex> lock(mutex_);
   const bool replaced = local_.insert(filter, group, SubEntry{session.get(), session, options});
-  if (!replaced) note(full_filter, +1, changes);
+  if (!replaced && !session->uncounted) note(full_filter, +1, changes);
   return replaced;
 }
 
@@ -26,7 +26,7 @@ bool RouteTable::unsubscribe(const ClientSession& session, const std::string& fu
   const auto [group, filter] = split_shared(full_filter);
   std::unique_lock<std::shared_mutex> lock(mutex_);
   const bool erased = local_.erase(filter, group, &session);
-  if (erased) note(full_filter, -1, changes);
+  if (erased && !session.uncounted) note(full_filter, -1, changes);
   return erased;
 }
 
@@ -34,8 +34,17 @@ void RouteTable::unsubscribe_all(const ClientSession& session, std::vector<std::
   std::unique_lock<std::shared_mutex> lock(mutex_);
   for (const auto& entry : session.state.subscriptions()) {
     const auto [group, filter] = split_shared(entry.first);
-    if (local_.erase(filter, group, &session)) note(entry.first, -1, changes);
+    if (local_.erase(filter, group, &session) && !session.uncounted) {
+      note(entry.first, -1, changes);
+    }
   }
+}
+
+void RouteTable::uncount_all(ClientSession& session, std::vector<std::string>* changes) {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  if (session.uncounted) return;
+  session.uncounted = true;
+  for (const auto& entry : session.state.subscriptions()) note(entry.first, -1, changes);
 }
 
 void RouteTable::note(std::string_view filter, int delta, std::vector<std::string>* changes) {
@@ -53,6 +62,18 @@ void RouteTable::note(std::string_view filter, int delta, std::vector<std::strin
   if (--it->second == 0) {
     refs_.erase(it);
     if (changes != nullptr) changes->emplace_back(filter);
+  }
+}
+
+void RouteTable::hand_over(const ClientSession& from, const ClientSessionPtr& to) {
+  std::unique_lock<std::shared_mutex> lock(mutex_);
+  for (const auto& [full, options] : to->state.subscriptions()) {
+    const auto [group, filter] = split_shared(full);
+    if (local_.erase(filter, group, &from)) {
+      local_.insert(filter, group, SubEntry{to.get(), to, options});
+    } else if (!local_.insert(filter, group, SubEntry{to.get(), to, options}) && !to->uncounted) {
+      note(full, +1, nullptr);  // `from` did not hold it: `to` counts as a new subscriber
+    }
   }
 }
 

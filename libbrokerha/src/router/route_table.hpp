@@ -55,6 +55,13 @@ class RouteTable {
                    std::vector<std::string>* changes);
   /// Removes every subscription listed in the session's state, under one lock.
   void unsubscribe_all(const ClientSession& session, std::vector<std::string>* changes);
+  /// Keeps the session's subscriptions in the local tree (messages still match them) but no
+  /// longer counts them for the filters this node announces; `changes` as for subscribe().
+  /// Later subscribe/unsubscribe calls for the session do not count either.
+  void uncount_all(ClientSession& session, std::vector<std::string>* changes);
+  /// Puts `to` in the place of `from` for every filter in `to`'s state, under one lock and
+  /// with the counts unchanged: a message is routed to one of them, never to both.
+  void hand_over(const ClientSession& from, const ClientSessionPtr& to);
 
   /// True while some local session subscribes to `filter`: a plain filter counts its
   /// non-shared subscriptions, a "$share/g/f" the members of that group.

@@ -75,6 +75,10 @@ struct ClientSession {
   mqtt::ProtocolVersion version = mqtt::ProtocolVersion::v311;
   bool clean = true;
   bool removed = false;  // discarded: no longer registered
+  /// A moved session's trail on its old node (SessionRegistry): its subscriptions stay in
+  /// the local tree but no longer count for the routes this node announces. Written and
+  /// read under the route table's lock.
+  bool uncounted = false;
 };
 using ClientSessionPtr = std::shared_ptr<ClientSession>;
 

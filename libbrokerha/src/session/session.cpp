@@ -128,4 +128,25 @@ void Session::merge_from(Session& other, std::vector<std::string>& added) {
   other.incoming_qos2_.clear();
 }
 
+void Session::splice_trail(std::size_t at, Session& trail) {
+  if (trail.queue_.empty()) return;
+  std::vector<Delivery> all;
+  all.reserve(queue_.size());
+  while (!queue_.empty()) {
+    all.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  queued_bytes_ = 0;
+  for (std::size_t i = 0; i < at && i < all.size(); ++i) restore_queued(std::move(all[i]));
+  while (!trail.queue_.empty()) {
+    restore_queued(std::move(trail.queue_.front()));
+    trail.queue_.pop_front();
+  }
+  trail.queued_bytes_ = 0;
+  for (std::size_t i = at; i < all.size(); ++i) {
+    if (all[i].qos > 0) all[i].dup = true;  // DUP is never set on QoS 0
+    restore_queued(std::move(all[i]));
+  }
+}
+
 }  // namespace brokerha::session

@@ -122,6 +122,11 @@ class Session {
   /// queued deliveries (after this one's), and its incoming QoS 2 packet ids. `other` is left
   /// empty.
   void merge_from(Session& other, std::vector<std::string>& added);
+  /// Takes in the queue of `trail` (what this session's old node received for it after the
+  /// session left) after the first `at` queued deliveries, which came with the session:
+  /// before the deliveries queued here since, which are marked DUP (the trail may hold the
+  /// same messages). `trail` is left empty.
+  void splice_trail(std::size_t at, Session& trail);
 
   // ---- restoring an imported session (session/export.hpp) ----
   void restore_inflight(Inflight f) { inflight_.push_back(std::move(f)); }
