@@ -120,7 +120,12 @@ void Session::merge_from(Session& other, std::vector<std::string>& added) {
     restore_queued(std::move(f.delivery));
   }
   while (!other.queue_.empty()) {
-    restore_queued(std::move(other.queue_.front()));
+    // Both sessions were subscribed meanwhile (two sides of a partition, a claim that went
+    // ahead, a client back before its hand-off): a peer may have sent it to both. DUP, as
+    // MQTT means it: may have been delivered before (never on QoS 0).
+    Delivery& d = other.queue_.front();
+    if (d.qos > 0) d.dup = true;
+    restore_queued(std::move(d));
     other.queue_.pop_front();
   }
   other.queued_bytes_ = 0;

@@ -119,8 +119,9 @@ class Session {
   /// Takes in what `other` (the same client's session from another node, older) holds:
   /// the subscriptions this one lacks (their filters appended to `added`), its in-flight
   /// deliveries not yet acknowledged (queued again with DUP: the client may have them), its
-  /// queued deliveries (after this one's), and its incoming QoS 2 packet ids. `other` is left
-  /// empty.
+  /// queued deliveries (after this one's, with DUP too: both sessions were subscribed, so the
+  /// same message may have reached this one), and its incoming QoS 2 packet ids. `other` is
+  /// left empty.
   void merge_from(Session& other, std::vector<std::string>& added);
   /// Takes in the queue of `trail` (what this session's old node received for it after the
   /// session left) after the first `at` queued deliveries, which came with the session:
