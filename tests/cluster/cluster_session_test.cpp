@@ -47,6 +47,16 @@ mqtt::Connect resuming(ProtocolVersion v, std::string_view id, std::uint32_t exp
   return c;
 }
 
+/// A persistent session for `id` on the node at `port`, subscribed to `filter` at QoS 1 and
+/// left offline (the client disconnects cleanly).
+void leave_offline(std::uint16_t port, const std::string& id, const std::string& filter,
+                   ProtocolVersion v = ProtocolVersion::v5) {
+  MqttClient first(v);
+  REQUIRE(first.open_and_connect(port, resuming(v, id)) == 0);
+  REQUIRE(first.subscribe(filter, 1));
+  first.disconnect();
+}
+
 /// The session `id` as node `i` reports it, if it holds one.
 std::optional<brokerha::ClientInfo> session_on(TestCluster& c, std::size_t i,
                                                const std::string& id) {
@@ -309,12 +319,7 @@ TEST_CASE("cluster sessions: a session larger than a frame and the link queue mo
   TestCluster c(2, {}, false, tune);
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
   const std::string id = "big-session";
-  {
-    MqttClient first(ProtocolVersion::v5);
-    REQUIRE(first.open_and_connect(c.port(0), resuming(ProtocolVersion::v5, id)) == 0);
-    REQUIRE(first.subscribe("big/#", 1));
-    first.disconnect();
-  }
+  leave_offline(c.port(0), id, "big/#");
   auto pub = publisher(c.port(0), "big-pub");
   constexpr int kQueued = 400;
   const std::string payload(8 * 1024, 'q');
@@ -355,12 +360,7 @@ TEST_CASE("cluster sessions: a drain hands offline persistent sessions to the ne
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
   const std::vector<std::pair<std::string, ProtocolVersion>> clients = {
       {"drained-v5", ProtocolVersion::v5}, {"drained-v3", ProtocolVersion::v311}};
-  for (const auto& [id, v] : clients) {
-    MqttClient first(v);
-    REQUIRE(first.open_and_connect(c.port(0), resuming(v, id)) == 0);
-    REQUIRE(first.subscribe("drain/" + id, 1));
-    first.disconnect();
-  }
+  for (const auto& [id, v] : clients) leave_offline(c.port(0), id, "drain/" + id, v);
   auto pub = publisher(c.port(1), "drain-pub");
   for (const auto& [id, v] : clients) {
     for (int i = 0; i < 5; ++i) {
@@ -419,12 +419,7 @@ TEST_CASE("cluster sessions: after a partition the older session is merged, not 
   TestCluster c(3, {}, true, fast_failure_detection);
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
   const std::string id = "merge-me";
-  {
-    MqttClient first(ProtocolVersion::v5);
-    REQUIRE(first.open_and_connect(c.port(0), resuming(ProtocolVersion::v5, id)) == 0);
-    REQUIRE(first.subscribe("merge/old", 1));
-    first.disconnect();
-  }
+  leave_offline(c.port(0), id, "merge/old");
   for (std::size_t a : {0u, 1u}) {
     brokerha::testing::set_cluster_partition(c[a], c.address(2), true);
     brokerha::testing::set_cluster_partition(c[2], c.address(a), true);
@@ -498,12 +493,7 @@ TEST_CASE("cluster sessions: a session that arrives after the claim went ahead i
   TestCluster c(2, {}, true, tune);
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
   const std::string id = "late-reply";
-  {
-    MqttClient first(ProtocolVersion::v5);
-    REQUIRE(first.open_and_connect(c.port(0), resuming(ProtocolVersion::v5, id)) == 0);
-    REQUIRE(first.subscribe("late/t", 1));
-    first.disconnect();
-  }
+  leave_offline(c.port(0), id, "late/t");
   auto pub = publisher(c.port(0), "late-pub");
   for (int i = 0; i < 5; ++i) {
     REQUIRE(pub->publish(make_publish("late/t", "queued-" + std::to_string(i), 1)));
