@@ -749,3 +749,36 @@ TEST_CASE("cluster broker: a route set larger than a link frame reaches a joinin
   CHECK(got == sent);
   CHECK(c[0].cluster().oversized_frames == 0);
 }
+
+TEST_CASE("cluster broker: a joining node is caught up only once every member's routes arrived") {
+  // A node that joined but has not yet received a member's route set would acknowledge what
+  // its clients publish and not forward it: it reports itself not caught up (and /ready 503)
+  // until the link to every member is up with its routes and a retained snapshot is in.
+  TestCluster c(2, {}, true);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto sub = subscriber(c.port(0), "caught-sub", "caught/#", 1);
+  // n1 refuses the data-plane link of the node about to join (its membership still hears it).
+  brokerha::testing::set_cluster_link_blocked(c[0], c.address(2), true);
+  c.add();
+  REQUIRE_MESSAGE(wait_until(
+                      [&] {
+                        const ClusterInfo ci = c[2].cluster();
+                        std::size_t up = 0;
+                        for (const auto& l : ci.links) up += l.connected ? 1 : 0;
+                        return ci.members.size() == 3 && up == 1 && ci.retained_synced;
+                      },
+                      kFormTimeout),
+                  describe(c));
+  std::this_thread::sleep_for(500ms);
+  CHECK_FALSE(c[2].cluster().caught_up);  // n1's routes are missing
+  CHECK(c[0].cluster().caught_up);        // the others were caught up already and stay so
+  CHECK(c[1].cluster().caught_up);
+  brokerha::testing::set_cluster_link_blocked(c[0], c.address(2), false);
+  REQUIRE_MESSAGE(wait_until([&] { return c[2].cluster().caught_up; }, 10s), describe(c));
+  // Caught up means routed: a message published on n3 reaches n1's subscriber.
+  auto pub = publisher(c.port(2), "caught-pub");
+  REQUIRE(pub->publish(make_publish("caught/t", "hello", 1)));
+  auto got = sub->await<mqtt::Publish>(5s);
+  REQUIRE(got);
+  CHECK(got->as<mqtt::Publish>()->payload == "hello");
+}

@@ -307,6 +307,59 @@ TEST_CASE("cluster sessions: takeover during a partition and after it heals") {
   CHECK(during.wait_closed(5s).has_value());
 }
 
+TEST_CASE("cluster sessions: a claim waits for a member whose link is not up yet") {
+  // Just after a partition heals (or a node restarts) membership sees a member alive while
+  // its link is still down, waiting out a reconnect backoff. A client resuming then on the
+  // other side used to get a fresh session (session present 0): the claim asked only peers
+  // with a link up, and the old session surfaced later, merged. Now the claim asks such a
+  // member as soon as its link comes up, within the claim's bound.
+  TestCluster c(3, {}, true);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  const std::string id = "link-late";
+  leave_offline(c.port(0), id, "linklate/t");
+  auto pub = publisher(c.port(1), "linklate-pub");
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(pub->publish(make_publish("linklate/t", "queued-" + std::to_string(i), 1)));
+  }
+  REQUIRE(
+      wait_until([&] { return session_on(c, 0, id) && session_on(c, 0, id)->queued == 3; }, 5s));
+  auto cut = [&](bool blocked) {
+    brokerha::testing::set_cluster_link_blocked(c[0], c.address(2), blocked);
+    brokerha::testing::set_cluster_link_blocked(c[2], c.address(0), blocked);
+  };
+  auto links_up = [&](std::size_t i) {
+    std::size_t up = 0;
+    for (const auto& l : c[i].cluster().links) up += l.connected ? 1 : 0;
+    return up;
+  };
+  cut(true);
+  REQUIRE_MESSAGE(wait_until([&] { return links_up(0) == 1 && links_up(2) == 1; }, 30s),
+                  describe(c));
+  REQUIRE(c[2].cluster().members.size() == 3);  // n1 is alive to n3, its link down
+
+  // The link comes back 300 ms into the claim (the bound is 2 s).
+  std::thread heal([&] {
+    std::this_thread::sleep_for(300ms);
+    cut(false);
+  });
+  MqttClient back(ProtocolVersion::v5);
+  REQUIRE(back.open(c.port(2)));
+  auto ack = back.connect(resuming(ProtocolVersion::v5, id));
+  heal.join();
+  REQUIRE(ack);
+  CHECK(ack->as<mqtt::Connack>()->code == 0);
+  CHECK(ack->as<mqtt::Connack>()->session_present);
+  std::vector<std::string> got;
+  while (got.size() < 3) {
+    auto r = back.await<mqtt::Publish>(5s);
+    if (!r) break;
+    back.acknowledge(*r->as<mqtt::Publish>());
+    got.emplace_back(r->as<mqtt::Publish>()->payload);
+  }
+  CHECK(got == std::vector<std::string>{"queued-0", "queued-1", "queued-2"});
+  CHECK(wait_until([&] { return !session_on(c, 0, id).has_value(); }, 5s));
+}
+
 TEST_CASE("cluster sessions: a session larger than a frame and the link queue moves whole") {
   // 400 queued QoS 1 messages of 8 KiB (3.2 MiB) with max_packet_size 64 KiB (a link frame
   // holds at most 128 KiB) and link queues of 1 MiB. Before, the whole session was one

@@ -165,13 +165,14 @@ class Node {
     });
   }
 
-  // A plain TCP listener (port 0) that reads the first bytes and hands the socket over.
-  void listen_plain() {
+  // A plain TCP listener (on `port`, 0: any) that reads the first bytes and hands the socket
+  // over.
+  void listen_plain(std::uint16_t port = 0) {
     acceptor_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(acceptor_fd_ >= 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
-    a.sin_port = 0;
+    a.sin_port = htons(port);
     ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
     REQUIRE(::bind(acceptor_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
     REQUIRE(::listen(acceptor_fd_, 16) == 0);
@@ -544,6 +545,39 @@ TEST_CASE("link: a partition mid-stream then reconnect keeps once and in order")
     CHECK(p.a->ups().size() >= 2);
     CHECK(wait_until([&] { return p.a->stats_of("node-b").queue_frames == 0; }, 10s));
   }
+}
+
+TEST_CASE("link: redial skips the backoff when the peer is known to be back") {
+  // A dialler whose dials failed waits out a growing backoff; membership seeing the peer
+  // rejoin (a restart, a healed partition) makes it dial at once. Dials at about 0, 0.4, 1.2
+  // and 2.8 s (+-25 %) fail; the next one would come at 4.5 s or later.
+  LinkOptions o = test_options();
+  o.reconnect_min = 400ms;
+  o.reconnect_max = 20s;
+  std::uint16_t port = 0;
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    ::inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    socklen_t len = sizeof sa;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0);
+    port = ntohs(sa.sin_port);
+    ::close(fd);  // nothing listens there now: dials are refused
+  }
+  const auto start = std::chrono::steady_clock::now();
+  Node a("node-a", o);
+  a.add_peer("node-b", port);
+  std::this_thread::sleep_until(start + 3600ms);
+  CHECK(a.stats_of("node-b").failures >= 3);
+  Node b("node-b", o);
+  b.listen_plain(port);
+  b.add_peer("node-a", 1);
+  CHECK_FALSE(a.connected("node-b"));
+  a.run([&] { a.links().redial("node-b"); });
+  CHECK(wait_until([&] { return a.connected("node-b") && b.connected("node-a"); }, 700ms));
 }
 
 TEST_CASE("link: re-sent frames are delivered once and counted as duplicates") {

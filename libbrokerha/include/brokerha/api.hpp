@@ -65,6 +65,9 @@ struct ClusterHealth {
   std::optional<std::string> cluster_error;
   /// `liveness_member_in_cluster`: set when this node is not a member of its cluster.
   std::optional<std::string> member_error;
+  /// `readiness_cluster_health` only: joined, but the peers' route sets or the retained
+  /// snapshot have not all arrived yet (ClusterInfo::caught_up).
+  std::optional<std::string> catching_up;
   /// Members this node knows (itself included), for `liveness_cluster_discovered_members`.
   std::size_t discovered_members = 1;
 };

@@ -153,6 +153,10 @@ struct ClusterInfo {
   bool provably_alone = false;
   /// This node has received a retained snapshot from a peer (or never had a peer).
   bool retained_synced = false;
+  /// Joined and caught up: every member's link was up with its route set received and a
+  /// retained snapshot was in (or 30 s passed since it joined, or it is provably alone).
+  /// Latched; /ready waits for it, so clients reach a node that can route what they publish.
+  bool caught_up = false;
   // Data plane.
   std::vector<ClusterLinkInfo> links;
   std::uint64_t messages_forwarded = 0;  // message copies queued to peers

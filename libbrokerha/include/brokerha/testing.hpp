@@ -22,6 +22,12 @@ namespace testing {
 /// from it, on the membership and the data plane alike. No effect on a single node.
 BROKERHA_API void set_cluster_partition(Broker& broker, const std::string& address, bool blocked);
 
+/// While `address` is blocked, `broker`'s data-plane link to it is cut (no frame either way,
+/// no new connection) while membership still hears it: the member is alive, its link down, as
+/// just after a partition heals and before the link has re-dialled.
+BROKERHA_API void set_cluster_link_blocked(Broker& broker, const std::string& address,
+                                           bool blocked);
+
 /// While `address` (numeric IP) is blocked, `membership` sends nothing to it and hears
 /// nothing from it (UDP and TCP).
 BROKERHA_API void set_membership_blocked(Membership& membership, const std::string& address,

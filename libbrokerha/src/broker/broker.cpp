@@ -531,6 +531,12 @@ void testing::set_cluster_partition(Broker& broker, const std::string& address, 
   if (d.node) d.node->set_partition(address, blocked);
 }
 
+void testing::set_cluster_link_blocked(Broker& broker, const std::string& address, bool blocked) {
+  auto& d = detail::BrokerAccess::impl(broker);
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  if (d.node) d.node->set_partition(address, blocked, false);
+}
+
 std::vector<Endpoint> Broker::listen_endpoints() const {
   std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
   return impl_->endpoints;

@@ -109,9 +109,18 @@ void Claims::stamp(std::uint64_t request, std::uint64_t hlc) {
   t.resume = p.resume;
   std::string body;
   for (const PeerView& v : peers_()) {
-    // Only connected peers: a request queued for a peer cut off would arrive after the claim
-    // is settled; claims_held settles the id with that peer when the link comes back.
-    if (!v.up) continue;
+    // A member whose link is down (just restarted, or back from a partition while its link
+    // waits out a backoff) may hold the session: it is asked when its link comes up (on_up)
+    // within the same bound. Nothing is queued for it now: a request that waits in a queue
+    // for a peer cut off would arrive after the claim is settled; claims_held settles the id
+    // with that peer when the link comes back.
+    if (!v.up) {
+      if (v.member) {
+        p.waiting.insert(v.name);
+        p.unasked.insert(v.name);
+      }
+      continue;
+    }
     if (body.empty()) body = encode_take_request(t);
     p.waiting.insert(v.name);
     send_(v.name, Kind::take_request, body);
@@ -579,15 +588,29 @@ void Claims::on_take_reply(const std::string& peer, const TakeReply& r) {
   if (p.waiting.empty()) finish(r.request);
 }
 
-void Claims::on_up(const std::string& peer) { send_held(peer); }
+void Claims::on_up(const std::string& peer) {
+  // Claims stamped while its link was down ask it now (before claims_held, which only
+  // settles ids already held).
+  for (auto& [request, p] : pending_) {
+    if (!p.version || p.unasked.erase(peer) == 0) continue;
+    TakeRequest t;
+    t.request = request;
+    t.client_id = p.client_id;
+    t.version = *p.version;
+    t.resume = p.resume;
+    send_(peer, Kind::take_request, encode_take_request(t));
+  }
+  send_held(peer);
+}
 
 void Claims::on_down(const std::string& peer) {
   std::vector<std::uint64_t> ready, restamp;
   for (auto& [request, p] : pending_) {
     if (p.arbiter == peer && !p.version) {
       restamp.push_back(request);
-    } else if (p.waiting.erase(peer) != 0 && p.waiting.empty()) {
-      ready.push_back(request);
+    } else {
+      p.unasked.erase(peer);  // it failed before its link came back: not waited for
+      if (p.waiting.erase(peer) != 0 && p.waiting.empty()) ready.push_back(request);
     }
   }
   for (std::uint64_t r : restamp) {

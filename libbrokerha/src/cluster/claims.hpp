@@ -11,7 +11,8 @@
 //     of its hybrid logical clock (claim_grant). The claim's version is (that reading, B).
 //     Claims stamped by one arbiter are ordered as they reached it; every node orders claims
 //     by version, so concurrent claims end with exactly one winner: the newest.
-//  2. B sends take_request to every connected peer. A peer that holds or is making a newer
+//  2. B sends take_request to every connected peer, and to every other alive member when
+//     its link comes up (within the bound below). A peer that holds or is making a newer
 //     claim answers newer_here (B's connect loses: CONNACK 0x89); otherwise it closes the
 //     connection, moves (resume) or ends (clean start) the session and answers take_reply.
 //  3. After every reply (or the bound: twice the route ack timeout), B's home shard installs
@@ -122,6 +123,7 @@ class Claims {
     std::string arbiter;                  // asked for a stamp (empty once stamped)
     std::optional<ClaimVersion> version;  // set once stamped
     std::set<std::string> waiting;        // peers yet to answer take_request
+    std::set<std::string> unasked;        // ... of which not asked yet: their link is down
     std::string session;                  // moved here
     std::string move_peer;                // ... by this peer (version 3: it keeps a trail)
     std::uint64_t move_request = 0;       // ... answering this request

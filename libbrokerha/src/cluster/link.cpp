@@ -270,6 +270,15 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
 
   // ---- dialling ---------------------------------------------------------------------------------
 
+  void redial(const std::string& name) {
+    auto p = find(name);
+    if (!p || stopped || p->removed || p->blocked || !p->dialer || p->conn) return;
+    p->dial_timer.cancel();
+    p->dial_pending = false;
+    p->backoff = opt.reconnect_min;
+    dial(p);
+  }
+
   void schedule_dial(const std::shared_ptr<Peer>& p) {
     if (stopped || p->removed || !p->dialer || p->conn || p->dial_pending) return;
     p->dial_pending = true;
@@ -652,6 +661,8 @@ void LinkManager::add_peer(const std::string& peer, const std::string& address,
 }
 
 void LinkManager::remove_peer(const std::string& peer) { impl_->remove_peer(peer); }
+
+void LinkManager::redial(const std::string& peer) { impl_->redial(peer); }
 
 bool LinkManager::send(const std::string& peer, std::uint8_t kind,
                        std::shared_ptr<const std::string> body) {

@@ -90,6 +90,9 @@ class LinkManager {
   /// Forgets a peer: closes its link and drops its queue. Its sequence numbers are kept
   /// (bounded), so adding it again within our epoch continues them.
   void remove_peer(const std::string& peer);
+  /// The peer is known to be reachable again (membership saw it rejoin): when this side dials
+  /// and the link is down, it dials now instead of after its backoff, which starts over.
+  void redial(const std::string& peer);
 
   /// Queues a frame for `peer` (reliable, ordered). False when the peer is unknown or its
   /// queue is full (counted in `dropped`). `body` is shared, not copied, by every link it is

@@ -18,6 +18,10 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
+// A joined node reports itself caught up (ready) at the latest this long after it joined,
+// whatever a silent member has not sent it.
+constexpr std::chrono::seconds kCatchUpBound{30};
+
 std::shared_ptr<const std::string> shared(std::string s) {
   return std::make_shared<const std::string>(std::move(s));
 }
@@ -146,6 +150,7 @@ void Node::stop(bool leave) noexcept {
     if (links_) links_->stop();
     repair_timer_.cancel();
     pump_timer_.cancel();
+    catch_up_timer_.cancel();
     // SUBACKs waiting for peers go out now.
     std::vector<std::uint64_t> keys;
     for (const auto& [k, w] : waiters_) keys.push_back(k);
@@ -197,9 +202,9 @@ void Node::leave(std::chrono::milliseconds timeout) noexcept {
   membership_->leave(timeout);
 }
 
-void Node::set_partition(const std::string& address, bool blocked) {
+void Node::set_partition(const std::string& address, bool blocked, bool membership) {
   if (!membership_) return;
-  testing::set_membership_blocked(*membership_, address, blocked);
+  if (membership) testing::set_membership_blocked(*membership_, address, blocked);
   asio::post(ctx_, [this, address, blocked] {
     if (blocked) {
       partitioned_.insert(address);
@@ -276,6 +281,9 @@ void Node::on_member_event(const MemberEvent& e) {
       if (moved || joined) {
         links_->add_peer(p.name, p.address, p.port);
         if (partitioned_.count(p.address) != 0) links_->set_blocked(p.name, true);
+        // Back after a failure or a restart: its link may be waiting out a long backoff
+        // (dials failed during the split); claims and routes need it now.
+        if (!moved) links_->redial(p.name);
       }
       update_peer_count();
       if (was_retained && links_->connected(p.name)) {
@@ -286,6 +294,13 @@ void Node::on_member_event(const MemberEvent& e) {
         resync(p);
       }
       if (joined) members_joined_.fetch_add(1, std::memory_order_relaxed);
+      if (!joined_at_) {
+        joined_at_ = SteadyClock::now();
+        catch_up_timer_.expires_after(kCatchUpBound);
+        catch_up_timer_.async_wait([this](const std::error_code& ec) {
+          if (!ec) check_caught_up();
+        });
+      }
       if (joined && new_member_.active()) {
         std::string json;
         bus::append_json_string(json, endpoint_text(p.address, p.port));
@@ -303,6 +318,7 @@ void Node::on_member_event(const MemberEvent& e) {
       if (Peer* p = find_peer(e.member.name)) retain_peer(*p);
       break;
   }
+  check_caught_up();  // a member gone may have been the last one it waited for
 }
 
 void Node::forget_peer(Peer& p) {
@@ -421,6 +437,7 @@ void Node::on_up(const std::string& name, std::uint64_t epoch) {
     set_routes(p, {});
     p.acked_routes = 0;
     p.routes_incoming.clear();
+    p.routes_known = false;
     p.backlog.clear();  // addressed to the incarnation that is gone, as the link's queue was
     claims_->on_gone(p.name);
   }
@@ -446,6 +463,15 @@ void Node::resync(Peer& p) {
   } else if (synced_.load()) {
     send_control(p, Kind::digest, shared(encode_digest(digest())));
   }
+}
+
+void Node::check_caught_up() {
+  if (caught_up_.load() || !joined_at_) return;
+  bool all = synced_.load();
+  for (const auto& [name, p] : peers_) {
+    if (p.member && (!p.up || !p.routes_known)) all = false;
+  }
+  if (all || SteadyClock::now() - *joined_at_ >= kCatchUpBound) caught_up_.store(true);
 }
 
 void Node::set_protocol(Peer& p, std::uint8_t version) {
@@ -524,6 +550,8 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
       p.routes_incoming.clear();
       set_routes(p, std::move(routes));
       send_control(p, Kind::routes_ack, shared(encode_u64(number)));
+      p.routes_known = true;
+      check_caught_up();
       return;
     }
     case Kind::routes_part: {
@@ -538,6 +566,8 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
       set_routes(p, std::move(p.routes_incoming));
       p.routes_incoming.clear();
       send_control(p, Kind::routes_ack, shared(encode_u64(number)));
+      p.routes_known = true;
+      check_caught_up();
       return;
     }
     case Kind::routes_delta: {
@@ -572,6 +602,7 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
       if (snapshot_peer_ == name) {
         snapshot_peer_.clear();
         synced_.store(true);
+        check_caught_up();
       }
       return;
     case Kind::digest: {
@@ -687,6 +718,8 @@ ClusterInfo Node::info() const {
     }
   }
   info.retained_synced = synced_.load();
+  if (info.provably_alone) caught_up_.store(true);  // nobody to catch up with
+  info.caught_up = caught_up_.load();
   if (links_) {
     for (const LinkStats& s : links_->stats()) {
       ClusterLinkInfo l;

@@ -84,8 +84,9 @@ class Node final : public router::ClusterPort {
   /// The bound membership (and data-plane) port.
   std::uint16_t port() const noexcept;
   ClusterInfo info() const;
-  /// Broker::set_cluster_partition (any thread).
-  void set_partition(const std::string& address, bool blocked);
+  /// Broker::set_cluster_partition, and set_cluster_link_blocked without `membership`
+  /// (any thread).
+  void set_partition(const std::string& address, bool blocked, bool membership = true);
 
   // router::ClusterPort (shard threads).
   void forward(std::vector<router::RemoteSend>&& batch) override;
@@ -122,6 +123,7 @@ class Node final : public router::ClusterPort {
     std::set<std::string> routes;           // its filters, mirrored in the router's remote tree
     std::deque<Outgoing> backlog;           // control frames waiting for room on the link, in order
     std::set<std::string> routes_incoming;  // routes_part frames received until the last
+    bool routes_known = false;              // its full route set arrived (this incarnation)
   };
   struct RouteWaiter {
     std::uint64_t number = 0;
@@ -197,6 +199,14 @@ class Node final : public router::ClusterPort {
   std::unique_ptr<Claims> claims_;  // cluster-wide client ids (control thread)
   asio::steady_timer repair_timer_{ctx_};
   asio::steady_timer pump_timer_{ctx_};
+  /// Caught up (ClusterInfo::caught_up): latched once, after joining, every member's link is
+  /// up with its route set received and a retained snapshot is in, or kCatchUpBound after the
+  /// first join, or when provably alone. Until then /ready says the node is catching up, so
+  /// that clients are not sent to a node that would drop what it cannot route yet.
+  mutable std::atomic<bool> caught_up_{false};  // info() latches it when provably alone
+  std::optional<std::chrono::steady_clock::time_point> joined_at_;
+  asio::steady_timer catch_up_timer_{ctx_};
+  void check_caught_up();
   bool pump_armed_ = false;
   std::size_t max_body_ = 0;      // the largest frame body a link carries
   std::size_t frame_target_ = 0;  // what route sets, snapshots and sessions are cut at

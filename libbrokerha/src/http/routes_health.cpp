@@ -53,6 +53,11 @@ ClusterHealth cluster_health(const ClusterInfo& ci) {
     h.cluster_error = why;
   }
   if (ci.port == 0) h.member_error = "the cluster port is not bound";
+  if (joined && !ci.caught_up) {
+    h.catching_up =
+        "joined; catching up: the route sets of its peers and the retained "
+        "messages have not all arrived yet";
+  }
   return h;
 }
 
@@ -78,7 +83,8 @@ Reply health(const ApiOptions& options, Broker& broker, bool liveness) {
     checks.emplace_back("liveness_cluster_discovered_members", alone);
     checks.emplace_back("liveness_member_in_cluster", h.member_error);
   } else {
-    checks.emplace_back("readiness_cluster_health", h.cluster_error);
+    checks.emplace_back("readiness_cluster_health",
+                        h.cluster_error ? h.cluster_error : h.catching_up);
   }
   const std::string now = rfc3339_now();
   bool up = true;
