@@ -834,6 +834,26 @@ TEST_CASE_FIXTURE(Linked, "link session: acknowledgements are cumulative and coa
   CHECK(p.a_fault == LinkFault::bad_ack);
 }
 
+TEST_CASE_FIXTURE(Linked, "link session: an acknowledgement of a frame not written ends the link") {
+  // Numbered and queued but not yet written on this connection: a peer cannot have received
+  // them, and taking its word would drop them from the queue unsent.
+  CHECK(a.send(0, 3) == 3);
+  p.b2a = frame(0, 2, "\x01");
+  CHECK_FALSE(p.to_a());
+  CHECK(p.a_fault == LinkFault::bad_ack);
+  CHECK(a.stats().frames_acked == 0);
+}
+
+TEST_CASE_FIXTURE(Linked, "link session: a gap in the peer's numbering is delivered and counted") {
+  // The sender dropped frames it had numbered (its queue for us ran out of time or room and
+  // was dropped, counted there): what follows is delivered, the gap counted here.
+  p.a2b = frame(kind_of(0), 1, *body_of(0)) + frame(kind_of(3), 4, *body_of(3));
+  REQUIRE(p.to_b());
+  CHECK(b.got == std::vector<std::uint64_t>{0, 3});
+  CHECK(b.stats().missing == 2);
+  CHECK(b.stats().duplicates == 0);
+}
+
 TEST_CASE("link session: acknowledgements are immediate with ack_delay 0") {
   Side a("node-a", kEpochA, "node-b");
   LinkSessionOptions o = options("node-b", kEpochB);

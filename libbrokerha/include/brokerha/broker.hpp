@@ -121,6 +121,7 @@ struct ClusterLinkInfo {
   std::uint64_t frames_acked = 0;
   std::uint64_t frames_received = 0;
   std::uint64_t duplicates = 0;  // re-sent frames not delivered twice
+  std::uint64_t missing = 0;     // gaps in the peer's numbering: frames it dropped (counted there)
   std::uint64_t dropped =
       0;  // refused (the queue was full), or queued for an incarnation that restarted
   std::uint64_t failures = 0;  // failed connects, lost links, refused handshakes

@@ -315,6 +315,7 @@ bool LinkSession::on_frame(const LinkFrame& f, TimePoint now, Events& events) {
     ++duplicates_;
     return true;
   }
+  missing_ += f.seq - rx_seq_ - 1;  // frames the peer dropped before they reached us
   rx_seq_ = f.seq;
   ++frames_received_;
   events.link_frame(f.kind, f.body);
@@ -359,7 +360,8 @@ bool LinkSession::on_hello(const LinkHello& h, TimePoint now, Events& events) {
 }
 
 bool LinkSession::on_ack(std::uint64_t seq) {
-  if (seq >= next_seq_) return fail(LinkFault::bad_ack);  // acknowledges what was never sent
+  // Acknowledges what was never written on this connection (or never numbered).
+  if (seq >= write_seq_) return fail(LinkFault::bad_ack);
   if (seq <= acked_) return true;
   frames_acked_ += seq - acked_;
   acked_ = seq;
@@ -478,6 +480,7 @@ void LinkSession::fill(LinkStats& s) const {
   s.frames_acked = frames_acked_;
   s.frames_received = frames_received_;
   s.duplicates = duplicates_;
+  s.missing = missing_;
   s.dropped = dropped_;
   s.queue_frames = queue_.size();
   s.queue_bytes = queue_bytes_;

@@ -76,6 +76,7 @@ struct LinkStats {
   std::uint64_t frames_acked = 0;
   std::uint64_t frames_received = 0;  // delivered to on_frame
   std::uint64_t duplicates = 0;       // received again after a reconnect and not delivered
+  std::uint64_t missing = 0;          // numbered by the peer, never received: gaps (dropped there)
   std::uint64_t dropped = 0;          // refused by send(): queue full (or frame too large)
   std::uint64_t failures = 0;         // connects that failed, links lost, handshakes refused
   std::uint64_t bytes_sent = 0;
@@ -317,6 +318,7 @@ class LinkSession {
   std::uint64_t frames_acked_ = 0;
   std::uint64_t frames_received_ = 0;
   std::uint64_t duplicates_ = 0;
+  std::uint64_t missing_ = 0;
   std::uint64_t dropped_ = 0;
   std::array<std::uint64_t, 8> rtt_buckets_{};
   std::uint64_t rtt_count_ = 0;

@@ -730,6 +730,7 @@ ClusterInfo Node::info() const {
       l.frames_acked = s.frames_acked;
       l.frames_received = s.frames_received;
       l.duplicates = s.duplicates;
+      l.missing = s.missing;
       l.dropped = s.dropped;
       l.failures = s.failures;
       l.bytes_sent = s.bytes_sent;
