@@ -623,6 +623,8 @@ const std::vector<Key>& keys() {
     v.push_back(string_key(BROKERHA_KEY(cluster.advertise)));
     v.push_back(string_key(BROKERHA_KEY(cluster.node_name)));
     v.push_back(uint_key(BROKERHA_KEY(cluster.link_retain), 0, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.max_clock_skew), 1000, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.max_inbound_links), 1, 1'000'000));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.tcp_timeout), 1, kMaxMs));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.indirect_checks), 0, 64));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.retransmit_mult), 1, 64));
@@ -1039,6 +1041,8 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
     const MemberlistConfig& k = c.config;
     ClusterOptions co;
     co.link_retain = std::chrono::milliseconds(c.link_retain);
+    co.max_clock_skew = std::chrono::milliseconds(c.max_clock_skew);
+    co.max_inbound_links = c.max_inbound_links;
     MembershipOptions& m = co.membership;
     m.name = c.node_name;
     m.bind_address = c.bind;

@@ -120,7 +120,9 @@ struct ClusterConfig {
   std::uint16_t port = 7946;
   std::string advertise;  // empty = the bind address (0.0.0.0: first non-loopback address)
   std::string node_name;  // the loader fills in the hostname when left empty
-  std::uint32_t link_retain = 60000;  // ms a failed peer's link and queue are kept
+  std::uint32_t link_retain = 60000;      // ms a failed peer's link and queue are kept
+  std::uint32_t max_clock_skew = 60000;   // ms a peer's version may be ahead of the wall clock
+  std::uint32_t max_inbound_links = 256;  // inbound link connections not yet authenticated
   MemberlistConfig config;
 };
 

@@ -103,6 +103,13 @@ struct ClusterOptions {
   /// it comes back. 0: forget a failed peer at once. A peer that leaves is forgotten at once.
   std::chrono::milliseconds link_retain{60000};
   std::size_t max_tombstones = 100000;  // retained deletes remembered (oldest go first)
+  /// A version (hybrid logical clock) from a peer further ahead of this node's wall clock is
+  /// refused: a retained entry is not stored, a claim is treated as not newer. At least 1 s.
+  std::chrono::milliseconds max_clock_skew{60000};
+  /// Inbound data-plane link connections on the cluster port that have not yet proved the key
+  /// (TLS handshake and hello, each bounded by the link's 1 s connect timeout) at once; one
+  /// beyond it is closed at once and counted (ClusterInfo::inbound_links_refused).
+  std::size_t max_inbound_links = 256;
 };
 
 /// Broker settings; defaults are the `mqtt.*` defaults of the server's config.

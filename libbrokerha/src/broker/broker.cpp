@@ -531,6 +531,13 @@ void testing::set_cluster_partition(Broker& broker, const std::string& address, 
   if (d.node) d.node->set_partition(address, blocked);
 }
 
+void testing::inject_cluster_frame(Broker& broker, const std::string& peer, std::uint8_t kind,
+                                   const std::string& body) {
+  auto& d = detail::BrokerAccess::impl(broker);
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  if (d.node) d.node->inject_frame(peer, kind, body);
+}
+
 std::vector<Endpoint> Broker::listen_endpoints() const {
   std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
   return impl_->endpoints;

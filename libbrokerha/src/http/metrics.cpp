@@ -252,6 +252,13 @@ const Family
             {"broker_cluster_retained_applied_total", "counter", kCluster,
              "Replicated retained entries that were newer than the local copy.",
              [](const Snapshot& s, Samples& o) { o.add(s.cluster.retained_applied); }},
+            {"broker_cluster_refused_total", "counter", kCluster,
+             "Frames or entries from peers refused: versions too far ahead of the wall clock "
+             "(cluster.max_clock_skew), answers to no open request.",
+             [](const Snapshot& s, Samples& o) {
+               o.add(s.cluster.clock_skew_refused, {{"reason", "clock_skew"}});
+               o.add(s.cluster.unsolicited_refused, {{"reason", "unsolicited"}});
+             }},
             {"broker_cluster_claims_total", "counter", kCluster,
              "Connects on this node that claimed their client id cluster-wide.",
              [](const Snapshot& s, Samples& o) { o.add(s.cluster.claims); }},

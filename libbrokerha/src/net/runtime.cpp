@@ -23,6 +23,7 @@ router::Router::Options router_options(const BrokerOptions& o) {
     // and two rounds of discovery (docs/cluster.md, "Retained messages").
     r.tombstone_ttl = c.membership.gossip_to_the_dead_time + 2 * c.discovery.refresh_interval;
     r.max_tombstones = c.max_tombstones;
+    r.max_clock_skew = c.max_clock_skew;
   }
   return r;
 }
