@@ -64,6 +64,7 @@ void Node::start() {
   lo.boot_epoch = boot_epoch_;
   lo.secret_key = options_.membership.secret_key;
   lo.max_queue_bytes = options_.link_queue_bytes;
+  lo.max_pending_inbound = options_.max_inbound_links;
   lo.max_frame_bytes = std::size_t{core_.max_packet_size()} + 65536;
   max_body_ = lo.max_frame_bytes - kLinkMinLength;
   // Large transfers are cut into frames of about this size: 256 KiB, or less when the
@@ -749,8 +750,9 @@ ClusterInfo Node::info() const {
     info.clock_skew_refused = c.clock_skew_refused;
     info.unsolicited_refused = c.unsolicited;
   }
-  info.clock_skew_refused += core_.router().retained_refused_skew();
   info.unsolicited_refused += unsolicited_.load();
+  if (links_) info.inbound_links_refused = links_->inbound_over_limit();
+  info.clock_skew_refused += core_.router().retained_refused_skew();
   info.shared_dropped = shared_dropped_.load();
   info.members_joined = members_joined_.load();
   info.members_left = members_left_.load();
