@@ -575,6 +575,7 @@ Key listeners_key() {
 constexpr std::uint64_t kU16 = 65535;
 constexpr std::uint64_t kU32 = 4'294'967'295u;
 constexpr std::uint64_t kMaxMs = 2'147'483'647;  // about 24 days
+constexpr std::uint64_t kMaxBytes = 1ull << 40;  // 1 TiB
 
 // Every key, grouped by section (render_config relies on the grouping).
 const std::vector<Key>& keys() {
@@ -611,6 +612,7 @@ const std::vector<Key>& keys() {
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_connection_rate), 0, 1'000'000));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_subscriptions), 0, kU32));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_publish_rate), 0, 1'000'000));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_session_queued_bytes), 0, kMaxBytes));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_keepalive), 1, kU16));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_session_expiry), 0, kU32));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_message_expiry), 0, kU32));
@@ -1024,6 +1026,7 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
   o.max_connection_rate = q.max_connection_rate;
   o.max_subscriptions = q.max_subscriptions;
   o.max_publish_rate = q.max_publish_rate;
+  o.max_session_queued_bytes = q.max_session_queued_bytes;
   o.max_keepalive = q.max_keepalive;
   o.max_session_expiry = q.max_session_expiry;
   o.max_message_expiry = q.max_message_expiry;

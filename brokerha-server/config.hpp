@@ -75,9 +75,10 @@ struct MqttConfig {
   std::uint16_t topic_alias_maximum = 65535;
   std::uint32_t max_queued_messages = 1000;
   std::uint32_t max_connections = default_max_connections();  // 0 = unlimited
-  std::uint32_t max_connection_rate = 0;  // per listener, per second; 0 = unlimited
-  std::uint32_t max_subscriptions = 0;    // per session; 0 = unlimited
-  std::uint32_t max_publish_rate = 0;     // per client, per second; 0 = unlimited
+  std::uint32_t max_connection_rate = 0;       // per listener, per second; 0 = unlimited
+  std::uint32_t max_subscriptions = 0;         // per session; 0 = unlimited
+  std::uint32_t max_publish_rate = 0;          // per client, per second; 0 = unlimited
+  std::uint64_t max_session_queued_bytes = 0;  // per session; 0 = unlimited
   std::uint16_t max_keepalive = 65535;
   std::uint32_t max_session_expiry = 4'294'967'295u;
   std::uint32_t max_message_expiry = 0;

@@ -89,8 +89,8 @@ void check_with_library(const brokerha::BrokerOptions& options) {
 }
 
 // SIGHUP: re-reads the configuration and replaces the access rules and the overload limits
-// (mqtt.max_connections, max_connection_rate, max_subscriptions, max_publish_rate); the old
-// ones stay on any error.
+// (mqtt.max_connections, max_connection_rate, max_subscriptions, max_publish_rate,
+// max_session_queued_bytes); the old ones stay on any error.
 void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
   try {
     const server::ServerConfig config = server::load_config(load, server::process_environment());
@@ -113,7 +113,8 @@ void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
                      std::to_string(options.max_connections) + ", max_connection_rate " +
                      std::to_string(options.max_connection_rate) + ", max_subscriptions " +
                      std::to_string(options.max_subscriptions) + ", max_publish_rate " +
-                     std::to_string(options.max_publish_rate) +
+                     std::to_string(options.max_publish_rate) + ", max_session_queued_bytes " +
+                     std::to_string(options.max_session_queued_bytes) +
                      "); other changes take effect at the next restart");
   } catch (const std::exception& e) {
     server::log_error(std::string("SIGHUP: config error: ") + e.what() +

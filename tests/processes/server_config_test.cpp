@@ -231,6 +231,7 @@ std::vector<KeyCase> key_cases() {
       same("mqtt.max_connection_rate", "50"),
       same("mqtt.max_subscriptions", "200"),
       same("mqtt.max_publish_rate", "1000"),
+      same("mqtt.max_session_queued_bytes", "1048576"),
       same("mqtt.max_keepalive", "60"),
       same("mqtt.max_session_expiry", "3600"),
       same("mqtt.max_message_expiry", "60"),

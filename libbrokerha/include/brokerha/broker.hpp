@@ -102,6 +102,7 @@ struct BrokerStats {
   std::uint64_t connection_rate_refused = 0;  // over max_connection_rate
   std::uint64_t subscriptions_refused = 0;    // over max_subscriptions (per filter refused)
   std::uint64_t publish_rate_limited = 0;     // connections ended over max_publish_rate
+  std::uint64_t session_bytes_dropped = 0;    // deliveries dropped over max_session_queued_bytes
   std::chrono::seconds uptime{0};
 };
 

@@ -139,6 +139,10 @@ struct BrokerOptions {
   /// Beyond it the connection ends: v5 DISCONNECT 0x96 (Message rate too high), v3 a close.
   /// 0 = unlimited.
   std::uint32_t max_publish_rate = 0;
+  /// Bytes (topic + payload) one session may queue beyond in flight; beyond it the oldest
+  /// QoS 0 deliveries make room, else the new delivery is dropped (as for
+  /// max_queued_messages), counted in BrokerStats::session_bytes_dropped. 0 = unlimited.
+  std::uint64_t max_session_queued_bytes = 0;
   std::uint16_t max_keepalive = 65535;                // seconds; larger client values are lowered
   std::uint32_t max_session_expiry = 4'294'967'295u;  // seconds
   std::uint32_t max_message_expiry = 0;               // seconds, 0 = none

@@ -689,6 +689,7 @@ void Broker::set_limits(const BrokerOptions& options) {
   d.options.max_connection_rate = options.max_connection_rate;
   d.options.max_subscriptions = options.max_subscriptions;
   d.options.max_publish_rate = options.max_publish_rate;
+  d.options.max_session_queued_bytes = options.max_session_queued_bytes;
   if (d.core) d.core->limits.set(d.options);
 }
 

@@ -193,6 +193,8 @@ const Family
                o.add(s.broker.connection_rate_refused, {{"limit", "max_connection_rate"}});
                o.add(s.broker.subscriptions_refused, {{"limit", "max_subscriptions"}});
                o.add(s.broker.publish_rate_limited, {{"limit", "max_publish_rate"}});
+               o.add(s.broker.session_bytes_dropped, {{"limit", "max_session_queued_bytes"}});
+               o.add(s.cluster.inbound_links_refused, {{"limit", "cluster_inbound_links"}});
              }},
             {"broker_draining", "gauge", kAll,
              "1 while the broker drains before stopping (SIGTERM).",
