@@ -575,6 +575,7 @@ Key listeners_key() {
 constexpr std::uint64_t kU16 = 65535;
 constexpr std::uint64_t kU32 = 4'294'967'295u;
 constexpr std::uint64_t kMaxMs = 2'147'483'647;  // about 24 days
+constexpr std::uint64_t kMaxBytes = 1ull << 40;  // 1 TiB
 
 // Every key, grouped by section (render_config relies on the grouping).
 const std::vector<Key>& keys() {
@@ -611,6 +612,7 @@ const std::vector<Key>& keys() {
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_connection_rate), 0, 1'000'000));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_subscriptions), 0, kU32));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_publish_rate), 0, 1'000'000));
+    v.push_back(uint_key(BROKERHA_KEY(mqtt.max_session_queued_bytes), 0, kMaxBytes));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_keepalive), 1, kU16));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_session_expiry), 0, kU32));
     v.push_back(uint_key(BROKERHA_KEY(mqtt.max_message_expiry), 0, kU32));
@@ -623,6 +625,8 @@ const std::vector<Key>& keys() {
     v.push_back(string_key(BROKERHA_KEY(cluster.advertise)));
     v.push_back(string_key(BROKERHA_KEY(cluster.node_name)));
     v.push_back(uint_key(BROKERHA_KEY(cluster.link_retain), 0, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.max_clock_skew), 1000, kMaxMs));
+    v.push_back(uint_key(BROKERHA_KEY(cluster.max_inbound_links), 1, 1'000'000));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.tcp_timeout), 1, kMaxMs));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.indirect_checks), 0, 64));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.retransmit_mult), 1, 64));
@@ -1022,6 +1026,7 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
   o.max_connection_rate = q.max_connection_rate;
   o.max_subscriptions = q.max_subscriptions;
   o.max_publish_rate = q.max_publish_rate;
+  o.max_session_queued_bytes = q.max_session_queued_bytes;
   o.max_keepalive = q.max_keepalive;
   o.max_session_expiry = q.max_session_expiry;
   o.max_message_expiry = q.max_message_expiry;
@@ -1039,6 +1044,8 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
     const MemberlistConfig& k = c.config;
     ClusterOptions co;
     co.link_retain = std::chrono::milliseconds(c.link_retain);
+    co.max_clock_skew = std::chrono::milliseconds(c.max_clock_skew);
+    co.max_inbound_links = c.max_inbound_links;
     MembershipOptions& m = co.membership;
     m.name = c.node_name;
     m.bind_address = c.bind;

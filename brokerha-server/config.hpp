@@ -75,9 +75,10 @@ struct MqttConfig {
   std::uint16_t topic_alias_maximum = 65535;
   std::uint32_t max_queued_messages = 1000;
   std::uint32_t max_connections = default_max_connections();  // 0 = unlimited
-  std::uint32_t max_connection_rate = 0;  // per listener, per second; 0 = unlimited
-  std::uint32_t max_subscriptions = 0;    // per session; 0 = unlimited
-  std::uint32_t max_publish_rate = 0;     // per client, per second; 0 = unlimited
+  std::uint32_t max_connection_rate = 0;       // per listener, per second; 0 = unlimited
+  std::uint32_t max_subscriptions = 0;         // per session; 0 = unlimited
+  std::uint32_t max_publish_rate = 0;          // per client, per second; 0 = unlimited
+  std::uint64_t max_session_queued_bytes = 0;  // per session; 0 = unlimited
   std::uint16_t max_keepalive = 65535;
   std::uint32_t max_session_expiry = 4'294'967'295u;
   std::uint32_t max_message_expiry = 0;
@@ -120,7 +121,9 @@ struct ClusterConfig {
   std::uint16_t port = 7946;
   std::string advertise;  // empty = the bind address (0.0.0.0: first non-loopback address)
   std::string node_name;  // the loader fills in the hostname when left empty
-  std::uint32_t link_retain = 60000;  // ms a failed peer's link and queue are kept
+  std::uint32_t link_retain = 60000;      // ms a failed peer's link and queue are kept
+  std::uint32_t max_clock_skew = 60000;   // ms a peer's version may be ahead of the wall clock
+  std::uint32_t max_inbound_links = 256;  // inbound link connections not yet authenticated
   MemberlistConfig config;
 };
 

@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -88,8 +89,8 @@ void check_with_library(const brokerha::BrokerOptions& options) {
 }
 
 // SIGHUP: re-reads the configuration and replaces the access rules and the overload limits
-// (mqtt.max_connections, max_connection_rate, max_subscriptions, max_publish_rate); the old
-// ones stay on any error.
+// (mqtt.max_connections, max_connection_rate, max_subscriptions, max_publish_rate,
+// max_session_queued_bytes); the old ones stay on any error.
 void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
   try {
     const server::ServerConfig config = server::load_config(load, server::process_environment());
@@ -112,12 +113,37 @@ void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
                      std::to_string(options.max_connections) + ", max_connection_rate " +
                      std::to_string(options.max_connection_rate) + ", max_subscriptions " +
                      std::to_string(options.max_subscriptions) + ", max_publish_rate " +
-                     std::to_string(options.max_publish_rate) +
+                     std::to_string(options.max_publish_rate) + ", max_session_queued_bytes " +
+                     std::to_string(options.max_session_queued_bytes) +
                      "); other changes take effect at the next restart");
   } catch (const std::exception& e) {
     server::log_error(std::string("SIGHUP: config error: ") + e.what() +
                       "; the previous auth/ACL rules stay in force, and the previous limits");
   }
+}
+
+// Frames and entries refused from peers, logged at most once per wait of the signal loop
+// (10 s) so that a peer sending many of them cannot flood the log.
+struct Refused {
+  std::uint64_t clock_skew = 0;
+  std::uint64_t unsolicited = 0;
+};
+
+void warn_refused(brokerha::Broker& broker, Refused& seen) {
+  const brokerha::ClusterInfo ci = broker.cluster();
+  if (!ci.enabled) return;
+  if (ci.clock_skew_refused > seen.clock_skew) {
+    server::log_warn("cluster: " + std::to_string(ci.clock_skew_refused - seen.clock_skew) +
+                     " retained entries or claims from peers refused: their versions are more "
+                     "than cluster.max_clock_skew ahead of this node's clock (check NTP on the "
+                     "members; broker_cluster_refused_total{reason=\"clock_skew\"})");
+  }
+  if (ci.unsolicited_refused > seen.unsolicited) {
+    server::log_warn("cluster: " + std::to_string(ci.unsolicited_refused - seen.unsolicited) +
+                     " answers from peers to no open request dropped "
+                     "(broker_cluster_refused_total{reason=\"unsolicited\"})");
+  }
+  seen = {ci.clock_skew_refused, ci.unsolicited_refused};
 }
 
 }  // namespace
@@ -236,8 +262,14 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int sig = 0;
+  Refused refused_seen;
   while (true) {
-    if (sigwait(&signals, &sig) != 0) continue;
+    const timespec tick{10, 0};
+    sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig < 0) {
+      warn_refused(broker, refused_seen);
+      continue;
+    }
     if (sig != SIGHUP) break;
     reload(broker, reload_load);
   }

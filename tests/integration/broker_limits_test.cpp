@@ -57,6 +57,20 @@ BrokerOptions with(const std::function<void(BrokerOptions&)>& f) {
   return o;
 }
 
+/// A persistent session `id` (via `c`) subscribed to `filter` at QoS 1, left offline; the
+/// CONNECT that resumes it.
+mqtt::Connect leave_offline(TestBroker& tb, MqttClient& c, const std::string& id,
+                            const std::string& filter) {
+  const ProtocolVersion v = c.version();
+  mqtt::Connect conn = make_connect(v, id, false);
+  if (v == ProtocolVersion::v5) conn.properties.session_expiry_interval = 300;
+  REQUIRE(c.open_and_connect(tb.port, conn) == 0);
+  REQUIRE(c.subscribe(filter, 1));
+  c.disconnect();
+  REQUIRE(wait_until([&] { return !brokerha::test::is_connected(tb.broker, id); }, kWait));
+  return conn;
+}
+
 }  // namespace
 
 TEST_CASE("max_packet_size: a larger PUBLISH closes the connection (MQTT 5.0: DISCONNECT 0x95)") {
@@ -298,12 +312,7 @@ TEST_CASE("max_queued_messages: offline QoS 1 beyond the limit is dropped and co
     SUBCASE(brokerha::test::version_name(v).c_str()) {
       const std::string id = "mq-" + suffix(v);
       MqttClient c(v);
-      mqtt::Connect conn = make_connect(v, id, false);
-      if (v == ProtocolVersion::v5) conn.properties.session_expiry_interval = 300;
-      REQUIRE(c.open_and_connect(tb.port, conn) == 0);
-      REQUIRE(c.subscribe("mq/t", 1));
-      c.disconnect();
-      REQUIRE(wait_until([&] { return !brokerha::test::is_connected(tb.broker, id); }, kWait));
+      const mqtt::Connect conn = leave_offline(tb, c, id, "mq/t");
 
       const auto dropped = tb.broker.stats().messages_dropped;
       MqttClient pubc(v);
@@ -329,6 +338,46 @@ TEST_CASE("max_queued_messages: offline QoS 1 beyond the limit is dropped and co
       REQUIRE(rest);
       CHECK(publishes(*rest).empty());
       CHECK(payloads == std::vector<std::string>{"m0", "m1", "m2", "m3", "m4"});
+      c.disconnect();
+    }
+  }
+}
+
+TEST_CASE("max_session_queued_bytes: an offline session's queue stays under the byte cap") {
+  // Each message costs 1,004 bytes (a 1,000-byte payload and the topic "mb/t"): 10 fit.
+  const std::string payload(1000, 'p');
+  const std::uint64_t cap = 10 * (1000 + 4);
+  TestBroker tb(with([&](BrokerOptions& o) { o.max_session_queued_bytes = cap; }));
+  for (ProtocolVersion v : kAllVersions) {
+    SUBCASE(brokerha::test::version_name(v).c_str()) {
+      const std::string id = "mb-" + suffix(v);
+      MqttClient c(v);
+      const mqtt::Connect conn = leave_offline(tb, c, id, "mb/t");
+
+      const auto before = tb.broker.stats();
+      MqttClient pubc(v);
+      REQUIRE(pubc.open_and_connect(tb.port, make_connect(v, id + "-pub")) == 0);
+      for (int i = 0; i < 30; ++i) REQUIRE(pubc.publish(make_publish("mb/t", payload, 1)));
+      CHECK(wait_until(
+          [&] {
+            return tb.broker.stats().session_bytes_dropped == before.session_bytes_dropped + 20;
+          },
+          kWait));
+      CHECK(tb.broker.stats().messages_dropped == before.messages_dropped + 20);
+      CHECK(brokerha::test::pending_deliveries(tb.broker, id) == 10);  // 10 x 1,004 bytes
+
+      // Reloaded while running (as SIGHUP does): unlimited now, the next ones are queued.
+      BrokerOptions limits;
+      limits.max_session_queued_bytes = 0;
+      tb.broker.set_limits(limits);
+      for (int i = 0; i < 5; ++i) REQUIRE(pubc.publish(make_publish("mb/t", payload, 1)));
+      CHECK(wait_until([&] { return brokerha::test::pending_deliveries(tb.broker, id) == 15; },
+                       kWait));
+      CHECK(tb.broker.stats().session_bytes_dropped == before.session_bytes_dropped + 20);
+      limits.max_session_queued_bytes = cap;
+      tb.broker.set_limits(limits);
+      REQUIRE(c.open(tb.port));
+      REQUIRE(c.connect(conn));
       c.disconnect();
     }
   }

@@ -37,9 +37,9 @@ class ProtocolBroker {
         access(access::Rules::compile(options.access)),
         outbox(1),
         limits(options),
-        sessions(registry::SessionRegistry::Context{0, router, access, counters, outbox,
-                                                    options.max_queued_messages,
-                                                    [this] { flush_wanted = true; }}),
+        sessions(registry::SessionRegistry::Context{
+            0, router, access, counters, outbox, options.max_queued_messages,
+            [this] { flush_wanted = true; }, &limits.max_session_queued_bytes}),
         context{0, 1, options, router, sessions, access, counters, outbox, limits} {}
 
   /// Delivers what routing queued (the runtime's flush on one shard).

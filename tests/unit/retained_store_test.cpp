@@ -119,8 +119,9 @@ TEST_CASE("retained store: size() counts live entries only, tombstones excluded"
   store.write(msg("t/1", "back"), "n");
   CHECK(store.size() == 7);
   CHECK(payload_of(store, "t/1") == "back");
-  // apply() with a null message deletes too.
-  CHECK(store.apply("t/5", nullptr, {std::uint64_t{1} << 62, "n"}));
+  // apply() with a null message deletes too (a version newer than the local write's, within
+  // the max clock skew).
+  CHECK(store.apply("t/5", nullptr, {(wall_ms() + 1000) << 16, "n"}));
   CHECK(store.size() == 6);
   CHECK(store.matching("t/5").empty());
 }
@@ -264,10 +265,11 @@ TEST_CASE("retained store: an older write neither overwrites nor resurrects (tom
 }
 
 TEST_CASE("retained store: a local write after observing a newer version still wins") {
-  // A node whose clock is behind receives a write from the future; its next local write must
-  // get a newer version (the clock observed the remote one) and replace it.
+  // A node whose clock is behind receives a write from the future (within the max clock
+  // skew); its next local write must get a newer version (the clock observed the remote one)
+  // and replace it.
   Store store(std::chrono::minutes(1));
-  const std::uint64_t future = (wall_ms() + 3'600'000) << 16;
+  const std::uint64_t future = (wall_ms() + 30'000) << 16;
   REQUIRE(store.apply("t", msg("t", "remote"), {future, "zzz"}));
   const Version local = store.write(msg("t", "local"), "aaa");
   CHECK(local.hlc > future);
@@ -334,7 +336,7 @@ TEST_CASE("hybrid clock: strictly increasing, near wall time, moved forward by o
   }
 
   // Observing a reading from the future moves the clock past it.
-  const std::uint64_t future = (wall_ms() + 60'000) << 16;
+  const std::uint64_t future = (wall_ms() + 30'000) << 16;
   clock.observe(future);
   const std::uint64_t after = clock.now();
   CHECK(after > future);
@@ -349,6 +351,50 @@ TEST_CASE("hybrid clock: strictly increasing, near wall time, moved forward by o
   const std::uint64_t t1 = other.now();
   other.observe(t1);
   CHECK(other.now() > t1);
+}
+
+TEST_CASE("hybrid clock: a reading beyond the max skew neither moves nor wraps the clock") {
+  hlc::Clock clock;
+  CHECK(clock.max_skew() == hlc::kDefaultMaxSkew);
+  // UINT64_MAX used to be taken as is: the next now() wrapped to 0.
+  CHECK_FALSE(clock.observe(UINT64_MAX));
+  std::uint64_t t = clock.now();
+  CHECK((t >> 16) >= wall_ms() - 1000);
+  CHECK((t >> 16) <= wall_ms() + 1000);
+  // Just beyond the bound: refused; within it: taken.
+  clock.set_max_skew(milliseconds(5000));
+  CHECK_FALSE(clock.observe((wall_ms() + 10'000) << 16));
+  CHECK((clock.now() >> 16) <= wall_ms() + 1000);
+  const std::uint64_t near = (wall_ms() + 2000) << 16;
+  CHECK(clock.acceptable(near));
+  CHECK(clock.observe(near));
+  CHECK(clock.now() > near);
+}
+
+TEST_CASE("retained store: a replicated version far in the future is refused and counted") {
+  Store store(std::chrono::hours(1));
+  // A peer's entry with the largest reading: before the bound it was stored, the store's
+  // clock wrapped, and this node's next write of the topic got a version (0) every replica
+  // took as older, so the topic could never be overwritten again in the cluster.
+  CHECK_FALSE(store.apply("t", msg("t", "from the future"), {UINT64_MAX, "evil"}));
+  CHECK(store.refused_skew() == 1);
+  CHECK(store.matching("t").empty());
+  const Version mine = store.write(msg("t", "local"), "n1");
+  CHECK((mine.hlc >> 16) >= wall_ms() - 1000);
+  CHECK((mine.hlc >> 16) <= wall_ms() + 1000);
+  CHECK(payload_of(store, "t") == "local");
+  // A peer's later write (within the bound) replaces it, as before.
+  CHECK(store.apply("t", msg("t", "peer"), {mine.hlc + 1, "n2"}));
+  CHECK(payload_of(store, "t") == "peer");
+  // A delete from the future is refused too: the message stays.
+  CHECK_FALSE(store.apply("t", nullptr, {(wall_ms() + 3'600'000) << 16, "evil"}));
+  CHECK(store.refused_skew() == 2);
+  CHECK(payload_of(store, "t") == "peer");
+  // The bound is configurable.
+  store.set_max_clock_skew(std::chrono::hours(2));
+  CHECK(store.apply("t", nullptr, {(wall_ms() + 3'600'000) << 16, "n3"}));
+  CHECK(store.matching("t").empty());
+  CHECK(store.refused_skew() == 2);
 }
 
 TEST_CASE("retained store: beyond max_tombstones the oldest tombstones go first") {

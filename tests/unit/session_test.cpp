@@ -144,6 +144,52 @@ TEST_CASE("session: a zero queue limit keeps nothing") {
   CHECK(s.queued() == 0);
 }
 
+TEST_CASE("session: max_bytes drops the oldest QoS 0 deliveries first, then the new one") {
+  Session s("c");
+  // Each delivery "xN" costs 6 bytes ("t/xN" + "xN"); room for 4 of them.
+  const QueueLimits limits{1000, 24};
+  std::size_t over = 0;
+  CHECK(s.enqueue(delivery("a1", 1), limits, &over) == 0);
+  CHECK(s.enqueue(delivery("b0", 0), limits, &over) == 0);
+  CHECK(s.enqueue(delivery("c0", 0), limits, &over) == 0);
+  CHECK(s.enqueue(delivery("d1", 1), limits, &over) == 0);
+  CHECK(s.queued_bytes() == 24);
+  CHECK(over == 0);
+  // Full: a QoS 1 delivery takes the place of the oldest QoS 0.
+  CHECK(s.enqueue(delivery("e1", 1), limits, &over) == 1);
+  CHECK(queued_names(s) == std::vector<std::string>{"a1", "c0", "d1", "e1"});
+  CHECK(over == 1);
+  // A larger delivery (10 bytes) needs more room than the one QoS 0 left can make: dropped.
+  auto big = delivery("ffff", 1);
+  CHECK(s.enqueue(std::move(big), limits, &over) == 1);
+  CHECK(queued_names(s) == std::vector<std::string>{"a1", "c0", "d1", "e1"});
+  CHECK(over == 2);
+  CHECK(s.enqueue(delivery("g0", 0), limits, &over) == 1);  // replaces c0
+  CHECK(queued_names(s) == std::vector<std::string>{"a1", "d1", "e1", "g0"});
+  CHECK(over == 3);
+  // All QoS 1/2 but the newest: a QoS 1 goes in place of g0, then nothing fits.
+  CHECK(s.enqueue(delivery("h1", 1), limits, &over) == 1);
+  CHECK(s.enqueue(delivery("i1", 1), limits, &over) == 1);
+  CHECK(queued_names(s) == std::vector<std::string>{"a1", "d1", "e1", "h1"});
+  CHECK(over == 5);
+  CHECK(s.queued_bytes() <= 24);
+  // A delivery larger than the limit alone is dropped whatever the queue holds.
+  Session empty("e");
+  CHECK(empty.enqueue(delivery(std::string(30, 'z'), 1), limits, &over) == 1);
+  CHECK(empty.queued() == 0);
+  CHECK(over == 6);
+}
+
+TEST_CASE("session: max_bytes 0 is unlimited and the message limit still counts apart") {
+  Session s("c");
+  const QueueLimits limits{2, 0};
+  std::size_t over = 0;
+  CHECK(s.enqueue(delivery(std::string(100000, 'a'), 1), limits, &over) == 0);
+  CHECK(s.enqueue(delivery(std::string(100000, 'b'), 1), limits, &over) == 0);
+  CHECK(s.enqueue(delivery("c", 1), limits, &over) == 1);  // max_queued, not bytes
+  CHECK(over == 0);
+}
+
 TEST_CASE("session: next() sends QoS 0 at once and QoS 1/2 within the in-flight window") {
   Session s("c");
   const QueueLimits limits{100};

@@ -102,6 +102,7 @@ struct BrokerStats {
   std::uint64_t connection_rate_refused = 0;  // over max_connection_rate
   std::uint64_t subscriptions_refused = 0;    // over max_subscriptions (per filter refused)
   std::uint64_t publish_rate_limited = 0;     // connections ended over max_publish_rate
+  std::uint64_t session_bytes_dropped = 0;    // deliveries dropped over max_session_queued_bytes
   std::chrono::seconds uptime{0};
 };
 
@@ -173,6 +174,14 @@ struct ClusterInfo {
   std::uint64_t incompatible_peers = 0;
   std::uint64_t route_ack_timeouts = 0;  // SUBACKs sent before every peer acknowledged
   std::uint64_t retained_applied = 0;    // replicated retained entries that were newer
+  /// Retained entries and claim versions from peers refused for being further ahead of this
+  /// node's wall clock than ClusterOptions::max_clock_skew.
+  std::uint64_t clock_skew_refused = 0;
+  /// Answers from peers (take replies, retained entries, route acknowledgements) that no open
+  /// request of this node asked for: dropped.
+  std::uint64_t unsolicited_refused = 0;
+  /// Inbound link connections closed at once: ClusterOptions::max_inbound_links were pending.
+  std::uint64_t inbound_links_refused = 0;
   // Cluster-wide client ids (a connect claims its id; docs/cluster.md).
   std::uint64_t claims = 0;               // connects here that claimed their client id
   std::uint64_t claims_lost = 0;          // ... and lost to a newer claim (CONNACK 0x89)

@@ -103,6 +103,13 @@ struct ClusterOptions {
   /// it comes back. 0: forget a failed peer at once. A peer that leaves is forgotten at once.
   std::chrono::milliseconds link_retain{60000};
   std::size_t max_tombstones = 100000;  // retained deletes remembered (oldest go first)
+  /// A version (hybrid logical clock) from a peer further ahead of this node's wall clock is
+  /// refused: a retained entry is not stored, a claim is treated as not newer. At least 1 s.
+  std::chrono::milliseconds max_clock_skew{60000};
+  /// Inbound data-plane link connections on the cluster port that have not yet proved the key
+  /// (TLS handshake and hello, each bounded by the link's 1 s connect timeout) at once; one
+  /// beyond it is closed at once and counted (ClusterInfo::inbound_links_refused).
+  std::size_t max_inbound_links = 256;
 };
 
 /// Broker settings; defaults are the `mqtt.*` defaults of the server's config.
@@ -132,6 +139,10 @@ struct BrokerOptions {
   /// Beyond it the connection ends: v5 DISCONNECT 0x96 (Message rate too high), v3 a close.
   /// 0 = unlimited.
   std::uint32_t max_publish_rate = 0;
+  /// Bytes (topic + payload) one session may queue beyond in flight; beyond it the oldest
+  /// QoS 0 deliveries make room, else the new delivery is dropped (as for
+  /// max_queued_messages), counted in BrokerStats::session_bytes_dropped. 0 = unlimited.
+  std::uint64_t max_session_queued_bytes = 0;
   std::uint16_t max_keepalive = 65535;                // seconds; larger client values are lowered
   std::uint32_t max_session_expiry = 4'294'967'295u;  // seconds
   std::uint32_t max_message_expiry = 0;               // seconds, 0 = none

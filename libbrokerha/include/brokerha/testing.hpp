@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 // Fault injection, for tests only: cut a node off from a peer as a network partition would,
-// without touching the network. brokerha's own cluster tests use it; a program embedding the
-// library can use it in its tests. Never in production: nothing here is needed to run a
-// broker, and a blocked peer looks exactly like a partitioned one.
+// without touching the network, or feed it a frame a misbehaving peer could send. brokerha's own
+// cluster tests use it; a program embedding the library can use it in its tests. Never in
+// production: nothing here is needed to run a broker, and a blocked peer looks exactly like a
+// partitioned one.
 //
-// Thread safety: both functions may be called from any thread while the object runs.
+// Thread safety: the functions may be called from any thread while the object runs.
 
 #include <brokerha/export.hpp>
 
+#include <cstdint>
 #include <string>
 
 namespace brokerha {
@@ -32,6 +34,12 @@ BROKERHA_API void set_cluster_link_blocked(Broker& broker, const std::string& ad
 /// nothing from it (UDP and TCP).
 BROKERHA_API void set_membership_blocked(Membership& membership, const std::string& address,
                                          bool blocked);
+
+/// Hands `broker`'s cluster node a data-plane frame (`kind` and `body` as in
+/// docs/cluster-protocol.md) as if it had arrived on the link from `peer`: a misbehaving
+/// member. No effect on a single node.
+BROKERHA_API void inject_cluster_frame(Broker& broker, const std::string& peer, std::uint8_t kind,
+                                       const std::string& body);
 
 }  // namespace testing
 }  // namespace brokerha

@@ -537,6 +537,13 @@ void testing::set_cluster_link_blocked(Broker& broker, const std::string& addres
   if (d.node) d.node->set_partition(address, blocked, false);
 }
 
+void testing::inject_cluster_frame(Broker& broker, const std::string& peer, std::uint8_t kind,
+                                   const std::string& body) {
+  auto& d = detail::BrokerAccess::impl(broker);
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  if (d.node) d.node->inject_frame(peer, kind, body);
+}
+
 std::vector<Endpoint> Broker::listen_endpoints() const {
   std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
   return impl_->endpoints;
@@ -688,6 +695,7 @@ void Broker::set_limits(const BrokerOptions& options) {
   d.options.max_connection_rate = options.max_connection_rate;
   d.options.max_subscriptions = options.max_subscriptions;
   d.options.max_publish_rate = options.max_publish_rate;
+  d.options.max_session_queued_bytes = options.max_session_queued_bytes;
   if (d.core) d.core->limits.set(d.options);
 }
 

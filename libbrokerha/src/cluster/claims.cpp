@@ -11,6 +11,9 @@ namespace {
 // part_bytes_ (client ids may be long).
 constexpr std::size_t kHeldPerFrame = 4096;
 
+// Claims that went ahead without a peer's answer, remembered to take that late answer.
+constexpr std::size_t kMaxLate = 4096;
+
 std::uint64_t rendezvous_hash(std::string_view member, std::string_view client_id) noexcept {
   // FNV-1a over "member \0 client id", then a 64-bit finalizer (splitmix64) so that members
   // whose names differ in one character still spread evenly.
@@ -143,6 +146,7 @@ void Claims::finish(std::uint64_t request) {
   if (it == pending_.end()) return;
   Pending p = std::move(it->second);
   pending_.erase(it);
+  for (const std::string& peer : p.waiting) remember_late(peer, request);
   for (auto [b, e] = by_client_.equal_range(p.client_id); b != e; ++b) {
     if (b->second == request) {
       by_client_.erase(b);
@@ -196,6 +200,8 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
     case Kind::claim_grant: {
       std::uint64_t request = 0, hlc = 0;
       if (!decode_claim_grant(body, request, hlc)) return false;
+      // A stamp too far in the future is ignored: the claim is stamped here at the bound.
+      if (!skew_ok(hlc)) return true;
       auto it = pending_.find(request);
       if (it != pending_.end() && it->second.arbiter == peer) stamp(request, hlc);
       return true;
@@ -276,7 +282,12 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
         bytes = std::move(in->second);
         incoming_.erase(in);
       }
-      clock_.observe(h.version.hlc);
+      if (!clock_.observe(h.version.hlc)) {
+        // Refused: the sender keeps the session.
+        counters_.clock_skew_refused.fetch_add(1, std::memory_order_relaxed);
+        send_(peer, Kind::take_ack, encode_take_ack(TakeAck{h.request, h.client_id, false}));
+        return true;
+      }
       std::string client_id(h.client_id);
       core_.on_shard(core_.home_shard(client_id), [this, peer, request = h.request, client_id,
                                                    version = h.version, b = std::move(bytes)](
@@ -296,7 +307,11 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
       // Grouped per home shard: one post each.
       std::vector<std::vector<HeldClaim>> per_shard(core_.shard_count());
       for (HeldClaim& h : held) {
-        clock_.observe(h.version.hlc);
+        if (!clock_.observe(h.version.hlc)) {
+          // Not newer than what is held here: nothing yields to it.
+          counters_.clock_skew_refused.fetch_add(1, std::memory_order_relaxed);
+          continue;
+        }
         per_shard[core_.home_shard(h.client_id)].push_back(std::move(h));
       }
       for (unsigned i = 0; i < per_shard.size(); ++i) {
@@ -333,12 +348,19 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
 }
 
 void Claims::on_take_request(const std::string& peer, const TakeRequest& t) {
-  clock_.observe(t.version.hlc);
   std::string client_id(t.client_id);
   TakeReply reply;
   reply.request = t.request;
   reply.client_id = client_id;
   reply.version = t.version;
+  if (!clock_.observe(t.version.hlc)) {
+    // A claim stamped too far in the future is not newer than anything: the claimant's
+    // connect is refused (CONNACK 0x89) and nothing here is taken.
+    counters_.clock_skew_refused.fetch_add(1, std::memory_order_relaxed);
+    reply.outcome = TakeOutcome::newer_here;
+    send_(peer, Kind::take_reply, encode_take_reply(reply));
+    return;
+  }
   for (auto [b, e] = by_client_.equal_range(client_id); b != e; ++b) {
     Pending& mine = pending_.at(b->second);
     if (!mine.version) continue;  // not stamped yet: its stamp will be newer than this one's
@@ -518,6 +540,7 @@ void Claims::on_gone(const std::string& peer) {
   }
   for (const auto& key : waits) finish_trail_wait(key, {});
   incoming_.erase(incoming_.lower_bound({peer, 0}), incoming_.lower_bound({peer + '\0', 0}));
+  late_.erase(late_.lower_bound({peer, 0}), late_.lower_bound({peer + '\0', 0}));
   for (auto it = moving_.lower_bound({peer, 0}); it != moving_.end() && it->first.first == peer;) {
     it = forget_moving(it, true);
   }
@@ -539,10 +562,23 @@ void Claims::on_take_reply(const std::string& peer, const TakeReply& r) {
     }
   }
   const std::string_view bytes = in_parts ? std::string_view(parts) : r.session;
+  if (!ours && late_.erase({peer, r.request}) == 0) {
+    // Answers no request of this node (none open with that peer, or answered already):
+    // dropped. A sender of a session in parts is told, and keeps it.
+    counters_.unsolicited.fetch_add(1, std::memory_order_relaxed);
+    if (in_parts)
+      send_(peer, Kind::take_ack, encode_take_ack(TakeAck{r.request, r.client_id, false}));
+    return;
+  }
   if (!ours) {
     // A late answer (the claim went ahead without it). A session in it is not thrown away:
     // it is installed as an offline session if its claim still holds the id; if it cannot
     // be (in parts), the sender is told and keeps it.
+    if ((r.outcome == TakeOutcome::moved || in_parts) && !skew_ok(r.version.hlc)) {
+      if (in_parts)
+        send_(peer, Kind::take_ack, encode_take_ack(TakeAck{r.request, r.client_id, false}));
+      return;
+    }
     if (r.outcome == TakeOutcome::moved || in_parts) {
       counters_.sessions_moved_in.fetch_add(1, std::memory_order_relaxed);
       std::string client_id(r.client_id);
@@ -609,8 +645,14 @@ void Claims::on_down(const std::string& peer) {
     if (p.arbiter == peer && !p.version) {
       restamp.push_back(request);
     } else {
-      p.unasked.erase(peer);  // it failed before its link came back: not waited for
-      if (p.waiting.erase(peer) != 0 && p.waiting.empty()) ready.push_back(request);
+      // A member whose link was down when the claim was stamped and that failed before it
+      // came back was never asked: not waited for, and no answer is expected from it.
+      const bool asked = p.unasked.erase(peer) == 0;
+      if (p.waiting.erase(peer) != 0) {
+        // The link re-sends what it did not deliver: the answer may still come, late.
+        if (asked) remember_late(peer, request);
+        if (p.waiting.empty()) ready.push_back(request);
+      }
     }
   }
   for (std::uint64_t r : restamp) {
@@ -674,7 +716,21 @@ ClaimStats Claims::stats() const {
   s.taken_over = counters_.taken_over.load(std::memory_order_relaxed);
   s.moves_refused = counters_.moves_refused.load(std::memory_order_relaxed);
   s.moves_restored = counters_.moves_restored.load(std::memory_order_relaxed);
+  s.clock_skew_refused = counters_.clock_skew_refused.load(std::memory_order_relaxed);
+  s.unsolicited = counters_.unsolicited.load(std::memory_order_relaxed);
   return s;
+}
+
+void Claims::remember_late(const std::string& peer, std::uint64_t request) {
+  // Bounded: peers that never answer do not grow it for ever.
+  if (late_.size() >= kMaxLate) late_.erase(late_.begin());
+  late_.emplace(peer, request);
+}
+
+bool Claims::skew_ok(std::uint64_t hlc) {
+  if (clock_.acceptable(hlc)) return true;
+  counters_.clock_skew_refused.fetch_add(1, std::memory_order_relaxed);
+  return false;
 }
 
 std::uint8_t Claims::proto_of(const std::string& peer) const {

@@ -52,9 +52,11 @@ struct ClaimStats {
   std::uint64_t take_timeouts = 0;      // went ahead without every peer's answer
   std::uint64_t sessions_moved_in = 0;  // sessions received from peers
   std::uint64_t sessions_moved_out = 0;
-  std::uint64_t taken_over = 0;      // local sessions ended or moved for a claim elsewhere
-  std::uint64_t moves_refused = 0;   // moved sessions the link could not carry (kept here)
-  std::uint64_t moves_restored = 0;  // moved sessions given back to this node's shard
+  std::uint64_t taken_over = 0;          // local sessions ended or moved for a claim elsewhere
+  std::uint64_t moves_refused = 0;       // moved sessions the link could not carry (kept here)
+  std::uint64_t moves_restored = 0;      // moved sessions given back to this node's shard
+  std::uint64_t clock_skew_refused = 0;  // claim versions too far ahead of the wall clock
+  std::uint64_t unsolicited = 0;         // take replies to no request of this node: dropped
 };
 
 class Claims {
@@ -96,6 +98,10 @@ class Claims {
   /// Any thread: true once hand_off_all() has gathered and sent every session and each was
   /// answered (or its peer is gone).
   bool hand_offs_done() const { return hand_offs_sent_.load() && hand_offs_pending_.load() == 0; }
+
+  /// cluster.max_clock_skew: a claim version further ahead of this node's wall clock is
+  /// refused (counted in ClaimStats::clock_skew_refused) and never moves the claims' clock.
+  void set_max_clock_skew(std::chrono::milliseconds skew) { clock_.set_max_skew(skew); }
 
   /// The size moved sessions and claim lists are cut at (below the link's largest frame).
   void set_part_bytes(std::size_t bytes) { part_bytes_ = bytes; }
@@ -180,6 +186,10 @@ class Claims {
   /// after the other (what was queued on a shard before is done).
   void after_shards(int rounds, std::function<void()> then);
   std::uint8_t proto_of(const std::string& peer) const;
+  /// False (counted) when `hlc` is further ahead of the wall clock than the max skew.
+  bool skew_ok(std::uint64_t hlc);
+  /// `peer` may still answer `request` after the claim stopped waiting for it.
+  void remember_late(const std::string& peer, std::uint64_t request);
   /// The claimant's side: a moved session waiting for its old node's trail_end.
   struct TrailWait {
     std::function<void(std::string)> then;
@@ -188,13 +198,16 @@ class Claims {
   std::map<std::pair<std::string, std::uint64_t>, TrailWait> trail_waits_;
   void finish_trail_wait(const std::pair<std::string, std::uint64_t>& key, std::string bytes);
   Routes routes_;
+  // (peer, request) of claims that went ahead without that peer's take_reply: its late answer
+  // is still taken (a session in it installed); any other reply to no open request is dropped.
+  std::set<std::pair<std::string, std::uint64_t>> late_;
   // session_part slices received, by (sender, our request), until the take_reply.
   std::map<std::pair<std::string, std::uint64_t>, std::string> incoming_;
   // Written on the control thread and on shards, read by stats() on any thread.
   struct Counters {
     std::atomic<std::uint64_t> claims{0}, claims_lost{0}, arbiter_timeouts{0}, take_timeouts{0},
         sessions_moved_in{0}, sessions_moved_out{0}, taken_over{0}, moves_refused{0},
-        moves_restored{0};
+        moves_restored{0}, clock_skew_refused{0}, unsolicited{0};
   };
   Counters counters_;
 };

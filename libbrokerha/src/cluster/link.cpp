@@ -158,6 +158,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
   std::set<std::shared_ptr<Conn>> pending;             // inbound, peer not known yet
   mutable std::mutex mu;
   std::uint64_t refused = 0;            // under mu
+  std::uint64_t over_limit = 0;         // under mu: closed at accept, max_pending_inbound pending
   std::set<std::string> blocked_names;  // set_blocked() also applies to peers added later
   // Numbering of removed peers, so that adding one again in our epoch goes on where it
   // stopped (bounded: beyond kMaxRetired names, one is forgotten).
@@ -341,6 +342,14 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
   void on_accept(int fd, const std::string& first) {
     if (stopped) {
       ::close(fd);
+      return;
+    }
+    if (opt.max_pending_inbound != 0 && pending.size() >= opt.max_pending_inbound) {
+      // Each pending stream holds a read buffer before it proves the key: a flood of them is
+      // closed at once, and the ones pending end at their connect timeout.
+      ::close(fd);
+      std::lock_guard<std::mutex> lock(mu);
+      ++over_limit;
       return;
     }
     sockaddr_storage ss{};
@@ -725,6 +734,11 @@ std::vector<LinkStats> LinkManager::stats() const {
 std::uint64_t LinkManager::refused_streams() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->refused;
+}
+
+std::uint64_t LinkManager::inbound_over_limit() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->over_limit;
 }
 
 void LinkManager::stop() {

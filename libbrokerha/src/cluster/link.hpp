@@ -63,6 +63,9 @@ struct LinkOptions : LinkSessionOptions {
   std::chrono::milliseconds connect_timeout{1000};  // TCP connect + TLS + hello
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5000};
+  /// Inbound streams that have not named a known peer yet (TLS handshake, hello), at once;
+  /// one beyond it is closed at once and counted (inbound_over_limit()). 0 = unlimited.
+  std::size_t max_pending_inbound = 256;
 };
 
 class LinkManager {
@@ -125,6 +128,8 @@ class LinkManager {
   /// (wrong key, plaintext to a node with a key or the reverse), garbage, an unknown or
   /// blocked peer, a peer that should have waited for us to dial (any thread).
   std::uint64_t refused_streams() const;
+  /// Inbound streams closed at once because max_pending_inbound were pending (any thread).
+  std::uint64_t inbound_over_limit() const;
 
   /// Closes every link and stops reconnecting. Idempotent.
   void stop();

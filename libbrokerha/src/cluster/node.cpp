@@ -68,6 +68,7 @@ void Node::start() {
   lo.boot_epoch = boot_epoch_;
   lo.secret_key = options_.membership.secret_key;
   lo.max_queue_bytes = options_.link_queue_bytes;
+  lo.max_pending_inbound = options_.max_inbound_links;
   lo.max_frame_bytes = std::size_t{core_.max_packet_size()} + 65536;
   max_body_ = lo.max_frame_bytes - kLinkMinLength;
   // Large transfers are cut into frames of about this size: 256 KiB, or less when the
@@ -94,6 +95,7 @@ void Node::start() {
         return v;
       });
   claims_->set_part_bytes(frame_target_);
+  claims_->set_max_clock_skew(options_.max_clock_skew);
   claims_->set_routes([this](std::vector<std::string> filters, std::function<void()> done) {
     apply_route_changes(filters, std::move(done), true);
   });
@@ -200,6 +202,10 @@ bool Node::hand_off_sessions(std::chrono::steady_clock::time_point deadline,
 void Node::leave(std::chrono::milliseconds timeout) noexcept {
   if (!started_.load() || stopped_.load() || !membership_ || left_.exchange(true)) return;
   membership_->leave(timeout);
+}
+
+void Node::inject_frame(const std::string& peer, std::uint8_t kind, const std::string& body) {
+  asio::post(ctx_, [this, peer, kind, body] { on_frame(peer, kind, body); });
 }
 
 void Node::set_partition(const std::string& address, bool blocked, bool membership) {
@@ -590,6 +596,12 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
     case Kind::routes_ack: {
       std::uint64_t number;
       if (!decode_u64(body, number)) return bad();
+      if (number > route_number_) {
+        // Acknowledges a route number this node never sent: taking it would let later SUBACKs
+        // go out before the peer has the routes.
+        unsolicited_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
       ack_routes(p, number);
       return;
     }
@@ -597,6 +609,7 @@ void Node::on_frame(const std::string& name, std::uint8_t kind, std::string_view
       send_entries(name, nullptr, true);
       return;
     case Kind::retained_entries:
+      if (!entries_wanted(p)) return;
       return apply_entries(body);
     case Kind::snapshot_end:
       if (snapshot_peer_ == name) {
@@ -768,7 +781,12 @@ ClusterInfo Node::info() const {
     info.sessions_moved_out = c.sessions_moved_out;
     info.sessions_taken_over = c.taken_over;
     info.sessions_restored = c.moves_restored;
+    info.clock_skew_refused = c.clock_skew_refused;
+    info.unsolicited_refused = c.unsolicited;
   }
+  info.unsolicited_refused += unsolicited_.load();
+  if (links_) info.inbound_links_refused = links_->inbound_over_limit();
+  info.clock_skew_refused += core_.router().retained_refused_skew();
   info.shared_dropped = shared_dropped_.load();
   info.members_joined = members_joined_.load();
   info.members_left = members_left_.load();

@@ -87,6 +87,8 @@ class Node final : public router::ClusterPort {
   /// Broker::set_cluster_partition, and set_cluster_link_blocked without `membership`
   /// (any thread).
   void set_partition(const std::string& address, bool blocked, bool membership = true);
+  /// testing::inject_cluster_frame (any thread): `body` handled as a frame from `peer`.
+  void inject_frame(const std::string& peer, std::uint8_t kind, const std::string& body);
 
   // router::ClusterPort (shard threads).
   void forward(std::vector<router::RemoteSend>&& batch) override;
@@ -124,6 +126,9 @@ class Node final : public router::ClusterPort {
     std::deque<Outgoing> backlog;           // control frames waiting for room on the link, in order
     std::set<std::string> routes_incoming;  // routes_part frames received until the last
     bool routes_known = false;              // its full route set arrived (this incarnation)
+    /// Retained entries from it are accepted until then: this node asked it for them (a
+    /// snapshot_request, a digest or a bucket_request), renewed by each frame that comes.
+    std::chrono::steady_clock::time_point entries_until{};
   };
   struct RouteWaiter {
     std::uint64_t number = 0;
@@ -135,6 +140,8 @@ class Node final : public router::ClusterPort {
   // Control thread.
   void on_member_event(const MemberEvent& e);
   void on_frame(const std::string& peer, std::uint8_t kind, std::string_view body);
+  /// True when retained entries from `p` answer a request of this node; else counted.
+  bool entries_wanted(Peer& p);
   void on_up(const std::string& peer, std::uint64_t epoch);
   void on_down(const std::string& peer);
   void on_discovery(const DiscoveryResult& r);
@@ -247,6 +254,8 @@ class Node final : public router::ClusterPort {
   std::atomic<bool> synced_{false};
   std::atomic<std::uint64_t> forwarded_{0}, received_{0}, forward_dropped_{0}, malformed_{0},
       ack_timeouts_{0}, retained_applied_{0};
+  // Answers (routes_ack, retained entries) no request of this node asked for: dropped.
+  std::atomic<std::uint64_t> unsolicited_{0};
   // Peers whose protocol versions do not meet ours (capabilities): spoken to in version 1.
   std::atomic<std::uint64_t> incompatible_peers_{0};
   // Frames still queued for a failed peer when link_retain ran out: lost.

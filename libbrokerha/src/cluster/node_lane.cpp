@@ -13,6 +13,10 @@ namespace {
 // at about this pace (they are coalesced for a few milliseconds).
 constexpr std::chrono::milliseconds kPumpInterval{5};
 
+// How long after a request for retained entries (or the last entries frame received) a peer's
+// entries are accepted.
+constexpr std::chrono::seconds kEntriesWindow{30};
+
 }  // namespace
 
 bool Node::send_control(const std::string& peer, Kind kind,
@@ -27,8 +31,21 @@ bool Node::send_control(Peer& p, Kind kind, std::shared_ptr<const std::string> b
     oversized_.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
+  if (kind == Kind::snapshot_request || kind == Kind::digest || kind == Kind::bucket_request) {
+    p.entries_until = std::chrono::steady_clock::now() + kEntriesWindow;  // answered by entries
+  }
   p.backlog.push_back(Outgoing{static_cast<std::uint8_t>(kind), std::move(body), nullptr});
   pump(p);
+  return true;
+}
+
+bool Node::entries_wanted(Peer& p) {
+  const auto now = std::chrono::steady_clock::now();
+  if (snapshot_peer_ != p.name && now >= p.entries_until) {
+    unsolicited_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  p.entries_until = now + kEntriesWindow;
   return true;
 }
 

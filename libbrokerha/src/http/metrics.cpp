@@ -193,6 +193,8 @@ const Family
                o.add(s.broker.connection_rate_refused, {{"limit", "max_connection_rate"}});
                o.add(s.broker.subscriptions_refused, {{"limit", "max_subscriptions"}});
                o.add(s.broker.publish_rate_limited, {{"limit", "max_publish_rate"}});
+               o.add(s.broker.session_bytes_dropped, {{"limit", "max_session_queued_bytes"}});
+               o.add(s.cluster.inbound_links_refused, {{"limit", "cluster_inbound_links"}});
              }},
             {"broker_draining", "gauge", kAll,
              "1 while the broker drains before stopping (SIGTERM).",
@@ -252,6 +254,13 @@ const Family
             {"broker_cluster_retained_applied_total", "counter", kCluster,
              "Replicated retained entries that were newer than the local copy.",
              [](const Snapshot& s, Samples& o) { o.add(s.cluster.retained_applied); }},
+            {"broker_cluster_refused_total", "counter", kCluster,
+             "Frames or entries from peers refused: versions too far ahead of the wall clock "
+             "(cluster.max_clock_skew), answers to no open request.",
+             [](const Snapshot& s, Samples& o) {
+               o.add(s.cluster.clock_skew_refused, {{"reason", "clock_skew"}});
+               o.add(s.cluster.unsolicited_refused, {{"reason", "unsolicited"}});
+             }},
             {"broker_cluster_claims_total", "counter", kCluster,
              "Connects on this node that claimed their client id cluster-wide.",
              [](const Snapshot& s, Samples& o) { o.add(s.cluster.claims); }},

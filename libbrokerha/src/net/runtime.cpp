@@ -23,6 +23,7 @@ router::Router::Options router_options(const BrokerOptions& o) {
     // and two rounds of discovery (docs/cluster.md, "Retained messages").
     r.tombstone_ttl = c.membership.gossip_to_the_dead_time + 2 * c.discovery.refresh_interval;
     r.max_tombstones = c.max_tombstones;
+    r.max_clock_skew = c.max_clock_skew;
   }
   return r;
 }
@@ -37,7 +38,8 @@ Shard::Shard(unsigned i, unsigned count, Runtime& runtime)
       sessions(
           registry::SessionRegistry::Context{i, runtime.router(), runtime.access(), counters,
                                              outbox, runtime.options().max_queued_messages,
-                                             [this, &runtime] { runtime.schedule_flush(*this); }}),
+                                             [this, &runtime] { runtime.schedule_flush(*this); },
+                                             &runtime.limits.max_session_queued_bytes}),
       context{i,        count,  runtime.options(), runtime.router(), sessions, runtime.access(),
               counters, outbox, runtime.limits} {}
 
@@ -192,6 +194,7 @@ BrokerStats Runtime::stats() const {
     st.connection_rate_refused += get(c.connection_rate_refused);
     st.subscriptions_refused += get(c.subscriptions_refused);
     st.publish_rate_limited += get(c.publish_rate_limited);
+    st.session_bytes_dropped += get(c.session_bytes_dropped);
   }
   st.subscriptions = router_.routes().size();
   st.retained_messages = router_.retained_count();

@@ -49,8 +49,8 @@ using session::ClientSessionPtr;
 
 /// The shard a protocol runs on: its services. Pure code, called directly.
 /// The overload limits in force (BrokerOptions' max_connections, max_connection_rate,
-/// max_subscriptions, max_publish_rate), replaced by Broker::set_limits() while connections
-/// read them: any thread, relaxed loads.
+/// max_subscriptions, max_publish_rate, max_session_queued_bytes), replaced by Broker::set_limits()
+/// while connections read them: any thread, relaxed loads.
 struct Limits {
   Limits() = default;
   explicit Limits(const BrokerOptions& o) noexcept { set(o); }
@@ -59,11 +59,13 @@ struct Limits {
     max_connection_rate.store(o.max_connection_rate, std::memory_order_relaxed);
     max_subscriptions.store(o.max_subscriptions, std::memory_order_relaxed);
     max_publish_rate.store(o.max_publish_rate, std::memory_order_relaxed);
+    max_session_queued_bytes.store(o.max_session_queued_bytes, std::memory_order_relaxed);
   }
   std::atomic<std::uint32_t> max_connections{0};
   std::atomic<std::uint32_t> max_connection_rate{0};
   std::atomic<std::uint32_t> max_subscriptions{0};
   std::atomic<std::uint32_t> max_publish_rate{0};
+  std::atomic<std::uint64_t> max_session_queued_bytes{0};
 };
 
 struct ShardContext {

@@ -327,10 +327,15 @@ void ClientProtocol::complete_subscribe(const mqtt::Suback& ack,
                                         std::vector<session::Delivery>& retained) {
   ShardContext& shard = host_.shard();
   send(ack);
-  session::QueueLimits limits{shard.options.max_queued_messages};
+  session::QueueLimits limits{
+      shard.options.max_queued_messages,
+      shard.limits.max_session_queued_bytes.load(std::memory_order_relaxed)};
   const std::size_t before = session_->state.queued_bytes();
   for (session::Delivery& rd : retained) {
-    counter(&router::Counters::messages_dropped, session_->state.enqueue(std::move(rd), limits));
+    std::size_t over_bytes = 0;
+    counter(&router::Counters::messages_dropped,
+            session_->state.enqueue(std::move(rd), limits, &over_bytes));
+    counter(&router::Counters::session_bytes_dropped, over_bytes);
   }
   shard.counters.account(static_cast<std::int64_t>(session_->state.queued_bytes()) -
                          static_cast<std::int64_t>(before));

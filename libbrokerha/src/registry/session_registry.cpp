@@ -185,11 +185,16 @@ void SessionRegistry::deliver(router::Target& target) {
   }
   if (s.attached == nullptr && target.delivery.qos == 0) return;  // offline: QoS 1/2 only
   const std::size_t before = s.state.queued_bytes();
-  const std::size_t dropped =
-      s.state.enqueue(std::move(target.delivery), {cx_.max_queued_messages});
+  session::QueueLimits limits{cx_.max_queued_messages};
+  if (cx_.max_queued_bytes != nullptr) {
+    limits.max_bytes = cx_.max_queued_bytes->load(std::memory_order_relaxed);
+  }
+  std::size_t over_bytes = 0;
+  const std::size_t dropped = s.state.enqueue(std::move(target.delivery), limits, &over_bytes);
   cx_.counters.account(static_cast<std::int64_t>(s.state.queued_bytes()) -
                        static_cast<std::int64_t>(before));
   if (dropped != 0) router::Counters::add(cx_.counters.messages_dropped, dropped);
+  if (over_bytes != 0) router::Counters::add(cx_.counters.session_bytes_dropped, over_bytes);
   if (s.attached != nullptr) s.attached->pump();
 }
 

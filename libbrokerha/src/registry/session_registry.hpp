@@ -9,6 +9,7 @@
 // Thread: one registry per shard; only that shard's thread calls it. Routing a will or a
 // session's subscriptions goes through the shared Router, which is thread-safe.
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -67,6 +68,9 @@ class SessionRegistry {
     std::size_t max_queued_messages = 1000;
     /// Makes sure the shard flushes its outbox after the current handler.
     std::function<void()> schedule_flush;
+    /// Per session (BrokerOptions::max_session_queued_bytes, reloaded while running); null
+    /// or 0: unlimited.
+    const std::atomic<std::uint64_t>* max_queued_bytes = nullptr;
   };
   explicit SessionRegistry(Context context) : cx_(std::move(context)) {}
 

@@ -15,7 +15,10 @@ hlc::Version Store::write(const MessagePtr& message, std::string_view node) {
 
 bool Store::apply(const std::string& topic, const MessagePtr& message,
                   const hlc::Version& version) {
-  clock_.observe(version.hlc);
+  if (!clock_.observe(version.hlc)) {
+    ++refused_skew_;
+    return false;
+  }
   auto it = entries_.find(topic);
   if (it != entries_.end() && !version.newer_than(it->second.version)) return false;
   set(topic, message, version);

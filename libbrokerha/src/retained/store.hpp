@@ -45,8 +45,15 @@ class Store {
   hlc::Version write(const MessagePtr& message, std::string_view node);
 
   /// A replicated write: applies it only if `version` is newer than what is held. Returns
-  /// true when applied. `message` null or with an empty payload deletes.
+  /// true when applied. `message` null or with an empty payload deletes. A version further
+  /// ahead of the wall clock than the clock's max skew is refused (not stored, counted in
+  /// refused_skew()) and does not move the clock.
   bool apply(const std::string& topic, const MessagePtr& message, const hlc::Version& version);
+
+  /// cluster.max_clock_skew: how far ahead of the wall clock a replicated version may be.
+  void set_max_clock_skew(std::chrono::milliseconds skew) noexcept { clock_.set_max_skew(skew); }
+  /// Replicated writes refused for a version too far in the future.
+  std::uint64_t refused_skew() const noexcept { return refused_skew_; }
 
   /// The live messages whose topic matches `filter`.
   std::vector<MessagePtr> matching(std::string_view filter) const;
@@ -74,6 +81,7 @@ class Store {
   std::chrono::milliseconds tombstone_ttl_;
   std::size_t max_tombstones_ = 100000;
   hlc::Clock clock_;
+  std::uint64_t refused_skew_ = 0;
 };
 
 }  // namespace brokerha::retained

@@ -25,6 +25,7 @@ struct Counters {
   std::atomic<std::uint64_t> connection_rate_refused{0};  // over max_connection_rate
   std::atomic<std::uint64_t> subscriptions_refused{0};    // over max_subscriptions
   std::atomic<std::uint64_t> publish_rate_limited{0};     // over max_publish_rate
+  std::atomic<std::uint64_t> session_bytes_dropped{0};    // over max_session_queued_bytes
   std::atomic<std::uint64_t> clients_connected{0};        // gauge
   std::atomic<std::uint64_t> sessions{0};                 // gauge
   std::atomic<std::uint64_t> inflight{0};                 // gauge, refreshed by the sweep

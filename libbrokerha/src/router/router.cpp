@@ -10,6 +10,7 @@ namespace brokerha::router {
 Router::Router(Options options) : options_(std::move(options)) {
   retained_.set_tombstone_ttl(options_.tombstone_ttl);
   if (options_.max_tombstones) retained_.set_max_tombstones(*options_.max_tombstones);
+  retained_.set_max_clock_skew(options_.max_clock_skew);
 }
 
 template <class Pick>
@@ -193,6 +194,11 @@ std::size_t Router::retained_count() const {
 void Router::prune_retained(retained::Store::Clock::time_point now) {
   std::lock_guard<std::mutex> lock(retained_mutex_);
   retained_.prune(now);
+}
+
+std::uint64_t Router::retained_refused_skew() const {
+  std::lock_guard<std::mutex> lock(retained_mutex_);
+  return retained_.refused_skew();
 }
 
 }  // namespace brokerha::router

@@ -73,6 +73,8 @@ class Router {
     std::string node_name;   // part of every retained version written here ("" single node)
     std::chrono::milliseconds tombstone_ttl{0};
     std::optional<std::size_t> max_tombstones;  // unset: the store's default
+    /// Replicated retained versions further ahead of the wall clock are refused.
+    std::chrono::milliseconds max_clock_skew = hlc::kDefaultMaxSkew;
   };
   explicit Router(Options options);
 
@@ -108,6 +110,8 @@ class Router {
   std::size_t retained_count() const;
   /// Drops expired messages and old tombstones.
   void prune_retained(retained::Store::Clock::time_point now);
+  /// Replicated retained writes refused for a version too far ahead of the wall clock.
+  std::uint64_t retained_refused_skew() const;
 
  private:
   /// The local part of routing, with the route table read-locked: matches the local tree and

@@ -5,20 +5,41 @@
 
 namespace brokerha::session {
 
-std::size_t Session::enqueue(Delivery d, const QueueLimits& limits) {
+std::size_t Session::enqueue(Delivery d, const QueueLimits& limits, std::size_t* over_bytes) {
+  std::size_t dropped = 0;
   if (queue_.size() >= limits.max_queued) {
     auto oldest_qos0 =
         std::find_if(queue_.begin(), queue_.end(), [](const Delivery& q) { return q.qos == 0; });
     if (oldest_qos0 == queue_.end()) return 1;  // all QoS 1/2: drop the new one
     queued_bytes_ -= size_of(*oldest_qos0);
     queue_.erase(oldest_qos0);
-    queued_bytes_ += size_of(d);
-    queue_.push_back(std::move(d));
-    return 1;
+    dropped = 1;
   }
-  queued_bytes_ += size_of(d);
+  const std::size_t size = size_of(d);
+  if (limits.max_bytes != 0 && queued_bytes_ + size > limits.max_bytes) {
+    // The oldest QoS 0 deliveries make room if together they can; else the new one goes.
+    std::size_t qos0_bytes = 0;
+    for (const Delivery& q : queue_) {
+      if (q.qos == 0) qos0_bytes += size_of(q);
+    }
+    if (size > limits.max_bytes || queued_bytes_ - qos0_bytes + size > limits.max_bytes) {
+      if (over_bytes != nullptr) ++*over_bytes;
+      return dropped + 1;
+    }
+    for (auto it = queue_.begin(); queued_bytes_ + size > limits.max_bytes;) {
+      if (it->qos != 0) {
+        ++it;
+        continue;
+      }
+      queued_bytes_ -= size_of(*it);
+      it = queue_.erase(it);
+      ++dropped;
+      if (over_bytes != nullptr) ++*over_bytes;
+    }
+  }
+  queued_bytes_ += size;
   queue_.push_back(std::move(d));
-  return 0;
+  return dropped;
 }
 
 bool Session::next(std::uint16_t window, std::chrono::steady_clock::time_point now,

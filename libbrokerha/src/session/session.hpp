@@ -53,6 +53,7 @@ struct Inflight {
 
 struct QueueLimits {
   std::size_t max_queued = 1000;  // deliveries queued beyond in flight
+  std::uint64_t max_bytes = 0;    // bytes (size_of) queued beyond in flight; 0 = unlimited
 };
 
 class Session {
@@ -69,9 +70,11 @@ class Session {
 
   // ---- outgoing deliveries ----
 
-  /// Queues a delivery. When the queue is full, drops the oldest QoS 0 delivery, else the
-  /// new one. Returns the number of deliveries dropped (0 or 1).
-  std::size_t enqueue(Delivery d, const QueueLimits& limits);
+  /// Queues a delivery. When the queue is full (max_queued), drops the oldest QoS 0 delivery,
+  /// else the new one. When it would hold more than max_bytes, drops the oldest QoS 0
+  /// deliveries until the new one fits, else the new one. Returns the number of deliveries
+  /// dropped; those dropped for max_bytes are also added to `*over_bytes`.
+  std::size_t enqueue(Delivery d, const QueueLimits& limits, std::size_t* over_bytes = nullptr);
 
   /// Takes the next queued delivery that may be sent now: a QoS 0 one, or a QoS 1/2 one
   /// while fewer than `window` are in flight (it then gets a packet id and is recorded as in
