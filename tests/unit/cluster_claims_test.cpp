@@ -229,3 +229,35 @@ TEST_CASE("claims: a late take_reply after the claim went ahead is still taken, 
   CHECK(h.port.shard_calls == after_finish + 1);
   CHECK(h.claims.stats().unsolicited == 1);
 }
+
+TEST_CASE("claims: a session arriving in parts keeps the claim waiting while the parts come") {
+  // A large session moving in parts can take longer than the claim's bound (2 x 50 ms here):
+  // before, the claim went ahead at the bound with a fresh session (session present 0) while
+  // the parts were still arriving. The bound now counts silence: each part renews it.
+  Harness h;
+  const std::string id = id_arbitrated_by_arb();
+  h.claims.claim(id, true, 0, [](router::ClaimResult) {});
+  const auto asked = h.take(Kind::claim_request);
+  REQUIRE(asked.size() == 1);
+  cluster::ClaimRequest req;
+  REQUIRE(cluster::decode_claim_request(asked[0].body, req));
+  const std::uint64_t stamp = wall_ms() << 16;
+  REQUIRE(
+      h.claims.on_frame("arb", Kind::claim_grant, cluster::encode_claim_grant(req.request, stamp)));
+  const auto takes = h.take(Kind::take_request);
+  REQUIRE(takes.size() == 1);
+  cluster::TakeRequest t;
+  REQUIRE(cluster::decode_take_request(takes[0].body, t));
+  for (int i = 0; i < 6; ++i) {  // 6 x 70 ms = 420 ms, a part every 70 ms
+    h.ctx.run_for(70ms);
+    REQUIRE(h.claims.on_frame("arb", Kind::session_part,
+                              cluster::encode_session_part(t.request, std::string(10, 'x'))));
+  }
+  CHECK(h.claims.stats().take_timeouts == 0);
+  CHECK(h.port.shard_calls == 0);  // still waiting: nothing handed to the shard
+
+  // Silence: the bound runs out again, and the claim goes ahead.
+  h.ctx.run_for(300ms);
+  CHECK(h.claims.stats().take_timeouts == 1);
+  CHECK(h.port.shard_calls == 1);
+}

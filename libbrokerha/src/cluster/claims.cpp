@@ -132,7 +132,15 @@ void Claims::stamp(std::uint64_t request, std::uint64_t hlc) {
     finish(request);
     return;
   }
-  p.timer = std::make_unique<asio::steady_timer>(ctx_, 2 * timeout_);
+  p.take_cap = std::chrono::steady_clock::now() + kTakeWaitCap * timeout_;
+  arm_take_wait(request);
+}
+
+void Claims::arm_take_wait(std::uint64_t request) {
+  Pending& p = pending_.at(request);
+  const auto until = std::min(std::chrono::steady_clock::now() + 2 * timeout_, p.take_cap);
+  if (!p.timer) p.timer = std::make_unique<asio::steady_timer>(ctx_);
+  p.timer->expires_at(until);  // a wait armed before ends with operation_aborted
   p.timer->async_wait([this, request](const std::error_code& ec) {
     if (ec) return;
     if (pending_.count(request) == 0) return;
@@ -175,11 +183,7 @@ void Claims::finish(std::uint64_t request) {
           TrailWait& w = trail_waits_[{peer, request}];
           w.then = std::move(then);
           // Bounded: the old node withdraws its routes (up to the route ack bound) first.
-          w.timer = std::make_unique<asio::steady_timer>(ctx_, 2 * timeout_);
-          w.timer->async_wait(
-              [this, key = std::make_pair(peer, request)](const std::error_code& ec) {
-                if (!ec) finish_trail_wait(key, {});
-              });
+          arm_trail_wait({peer, request});
         });
       };
     }
@@ -223,6 +227,15 @@ bool Claims::on_frame(const std::string& peer, Kind kind, std::string_view body)
       std::string_view slice;
       if (!decode_session_part(body, request, slice)) return false;
       incoming_[{peer, request}].append(slice.data(), slice.size());
+      // A session on its way to a claim of ours: its parts are progress, the wait goes on.
+      if (auto it = pending_.find(request);
+          it != pending_.end() && it->second.version && it->second.waiting.count(peer) != 0) {
+        arm_take_wait(request);
+      }
+      // ... or the trail of a session that moved here: the wait for its end goes on too.
+      if (auto w = trail_waits_.find({peer, request}); w != trail_waits_.end() && w->second.timer) {
+        arm_trail_wait(w->first);
+      }
       return true;
     }
     case Kind::take_ack: {
@@ -790,6 +803,15 @@ void Claims::after_shards(int rounds, std::function<void()> then) {
       });
     });
   }
+}
+
+void Claims::arm_trail_wait(const std::pair<std::string, std::uint64_t>& key) {
+  TrailWait& w = trail_waits_.at(key);
+  if (!w.timer) w.timer = std::make_unique<asio::steady_timer>(ctx_);
+  w.timer->expires_after(2 * timeout_);  // a wait armed before ends with operation_aborted
+  w.timer->async_wait([this, key](const std::error_code& ec) {
+    if (!ec) finish_trail_wait(key, {});
+  });
 }
 
 void Claims::finish_trail_wait(const std::pair<std::string, std::uint64_t>& key,

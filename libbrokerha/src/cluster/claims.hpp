@@ -15,7 +15,8 @@
 //     its link comes up (within the bound below). A peer that holds or is making a newer
 //     claim answers newer_here (B's connect loses: CONNACK 0x89); otherwise it closes the
 //     connection, moves (resume) or ends (clean start) the session and answers take_reply.
-//  3. After every reply (or the bound: twice the route ack timeout), B's home shard installs
+//  3. After every reply (or the bound: twice the route ack timeout of silence, renewed by each
+//     slice of a session on its way, 20 timeouts at most), B's home shard installs
 //     the moved session and attaches the connection.
 //  When the arbiter is unreachable B stamps the claim itself after the bound, so during a
 //  partition each side arbitrates for itself. When a link comes (back) up each side sends
@@ -130,14 +131,21 @@ class Claims {
     std::optional<ClaimVersion> version;  // set once stamped
     std::set<std::string> waiting;        // peers yet to answer take_request
     std::set<std::string> unasked;        // ... of which not asked yet: their link is down
-    std::string session;                  // moved here
-    std::string move_peer;                // ... by this peer (version 3: it keeps a trail)
-    std::uint64_t move_request = 0;       // ... answering this request
-    bool superseded = false;              // a newer claim exists
+    std::chrono::steady_clock::time_point take_cap;  // the wait for answers ends by then
+    std::string session;                             // moved here
+    std::string move_peer;           // ... by this peer (version 3: it keeps a trail)
+    std::uint64_t move_request = 0;  // ... answering this request
+    bool superseded = false;         // a newer claim exists
     std::unique_ptr<asio::steady_timer> timer;
   };
 
   void stamp(std::uint64_t request, std::uint64_t hlc);
+  /// (Re)arms the wait for take_reply answers: 2 x timeout from now, never past take_cap.
+  /// Each session_part of a moving session renews it: a large session is not cut off by the
+  /// bound while it arrives.
+  void arm_take_wait(std::uint64_t request);
+  /// The wait for answers never exceeds this many timeouts (20 s with the default 1 s).
+  static constexpr int kTakeWaitCap = 20;
   void finish(std::uint64_t request);
   void on_take_request(const std::string& peer, const TakeRequest& t);
   void on_take_reply(const std::string& peer, const TakeReply& r);
@@ -197,6 +205,8 @@ class Claims {
   };
   std::map<std::pair<std::string, std::uint64_t>, TrailWait> trail_waits_;
   void finish_trail_wait(const std::pair<std::string, std::uint64_t>& key, std::string bytes);
+  /// (Re)arms a trail wait: 2 x timeout from now; each session_part of the trail renews it.
+  void arm_trail_wait(const std::pair<std::string, std::uint64_t>& key);
   Routes routes_;
   // (peer, request) of claims that went ahead without that peer's take_reply: its late answer
   // is still taken (a session in it installed); any other reply to no open request is dropped.
