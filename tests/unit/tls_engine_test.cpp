@@ -127,7 +127,7 @@ CtxPtr context(bool server, const Identity* self, const Identity* trusted) {
 }  // namespace
 
 TEST_CASE("tls engine: TLS 1.3 with the links' pre-shared key") {
-  const LinkTlsContexts contexts("0123456789abcdef");
+  const LinkTlsContexts contexts(std::vector<std::string>{"0123456789abcdef"});
   Duo d(contexts.client(), contexts.server());
   CHECK(d.c == Status::ok);
   CHECK(d.s == Status::ok);
@@ -138,8 +138,8 @@ TEST_CASE("tls engine: TLS 1.3 with the links' pre-shared key") {
 }
 
 TEST_CASE("tls engine: a wrong pre-shared key fails the handshake on both sides") {
-  const LinkTlsContexts ours("0123456789abcdef");
-  const LinkTlsContexts theirs("fedcba9876543210");
+  const LinkTlsContexts ours(std::vector<std::string>{"0123456789abcdef"});
+  const LinkTlsContexts theirs(std::vector<std::string>{"fedcba9876543210"});
   Duo d(ours.client(), theirs.server());
   CHECK(d.s == Status::failed);
   CHECK(d.c == Status::failed);  // the server's alert reached it

@@ -289,6 +289,15 @@ class BROKERHA_API Broker {
   /// Exports a client's session (subscriptions, queued and in-flight messages, packet-id
   /// state) in the format of docs/session-format.md, to move it to another broker. Nullopt
   /// when there is no such session.
+  /// Replaces the cluster's keyring (SIGHUP reload, key rotation; docs/operations.md):
+  /// `keys[0]` encrypts membership packets and is the PSK this node offers on the links it
+  /// opens; every key decrypts and is accepted from peers. The membership applies it on its
+  /// thread and the links on the cluster's control thread; the call returns once both have.
+  /// Open links stay up. Any thread. Throws std::invalid_argument (a key not 16, 24 or 32
+  /// bytes, no key, or a cluster started without a key) and then keeps the old keyring;
+  /// std::system_error (errc::not_started) without a running cluster.
+  void set_cluster_keys(const std::vector<std::string>& keys);
+
   std::optional<std::string> export_session(const std::string& client_id) const;
 
   /// Installs an exported session as an offline session that its client can resume. Errors:

@@ -530,6 +530,16 @@ void testing::set_cluster_partition(Broker& broker, const std::string& address, 
   std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
   if (d.node) d.node->set_partition(address, blocked);
 }
+void Broker::set_cluster_keys(const std::vector<std::string>& keys) {
+  // Under the lifecycle lock, so that the node is not stopped meanwhile; the control and
+  // membership threads never take it.
+  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
+  if (!impl_->node) {
+    throw std::system_error(make_error_code(errc::not_started), "brokerha::Broker: no cluster");
+  }
+  impl_->node->set_keys(keys);
+}
+
 
 std::vector<Endpoint> Broker::listen_endpoints() const {
   std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
