@@ -105,6 +105,9 @@ struct MemberlistConfig {
   bool gossip_verify_outgoing = true;
   bool enable_compression = true;
   std::string secret_key;  // empty or 16/24/32 bytes
+  /// More keys (rotation): after secret_key; the first key of all encrypts, every key
+  /// decrypts and is accepted on the links.
+  std::vector<std::string> secret_keys;
   std::uint32_t delegate_protocol_min = 0;
   std::uint32_t delegate_protocol_max = 0;
   std::uint32_t delegate_protocol_version = 0;
@@ -121,6 +124,9 @@ struct ClusterConfig {
   std::string advertise;  // empty = the bind address (0.0.0.0: first non-loopback address)
   std::string node_name;  // the loader fills in the hostname when left empty
   std::uint32_t link_retain = 60000;  // ms a failed peer's link and queue are kept
+  /// Run a cluster without secret_key (or with gossip verification off): anyone who reaches
+  /// the cluster port can join. Refused at start unless set.
+  bool insecure = false;
   MemberlistConfig config;
 };
 

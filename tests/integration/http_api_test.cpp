@@ -208,14 +208,26 @@ TEST_CASE("http api: metrics have the broker-ha gauges and pass promtool") {
   REQUIRE(r);
   CHECK(r->status == 200);
   CHECK(r->get_header_value("Content-Type").rfind("text/plain", 0) == 0);
-  for (const char* name :
-       {"broker_clients_connected 1\n", "broker_cluster_members 1\n",
-        "broker_cluster_member_health", "broker_retained_messages", "broker_subscriptions",
-        "broker_uptime", "broker_messages_recv", "broker_messages_sent", "broker_messages_dropped",
-        "broker_inflight_messages", "broker_received_bytes_total", "broker_auth_failures_total",
-        "broker_acl_denials_total", "broker_protocol_errors_total",
-        "broker_bus_dropped_total{channel=\"cluster:message_to\"} 0", "process_cpu_seconds_total",
-        "process_resident_memory_bytes", "process_open_fds", "process_threads"}) {
+  for (const char* name : {"broker_clients_connected 1\n",
+                           "broker_cluster_members 1\n",
+                           "broker_cluster_insecure 0\n",
+                           "broker_cluster_member_health",
+                           "broker_retained_messages",
+                           "broker_subscriptions",
+                           "broker_uptime",
+                           "broker_messages_recv",
+                           "broker_messages_sent",
+                           "broker_messages_dropped",
+                           "broker_inflight_messages",
+                           "broker_received_bytes_total",
+                           "broker_auth_failures_total",
+                           "broker_acl_denials_total",
+                           "broker_protocol_errors_total",
+                           "broker_bus_dropped_total{channel=\"cluster:message_to\"} 0",
+                           "process_cpu_seconds_total",
+                           "process_resident_memory_bytes",
+                           "process_open_fds",
+                           "process_threads"}) {
     INFO(name);
     CHECK(r->body.find(name) != std::string::npos);
   }

@@ -140,6 +140,9 @@ struct ClusterLinkInfo {
 /// The cluster as this node sees it (Broker::cluster()). `enabled` is false on a single node.
 struct ClusterInfo {
   bool enabled = false;
+  /// The members are not authenticated: no secret key, or plaintext gossip accepted
+  /// (allowed only with ClusterOptions::insecure).
+  bool insecure = false;
   std::string node_name;
   std::uint16_t port = 0;       // bound membership and data-plane port
   std::vector<Member> members;  // alive and suspect, this node included
@@ -286,9 +289,6 @@ class BROKERHA_API Broker {
   /// naming the file on error, and then keeps the old material of every listener.
   void reload_tls();
 
-  /// Exports a client's session (subscriptions, queued and in-flight messages, packet-id
-  /// state) in the format of docs/session-format.md, to move it to another broker. Nullopt
-  /// when there is no such session.
   /// Replaces the cluster's keyring (SIGHUP reload, key rotation; docs/operations.md):
   /// `keys[0]` encrypts membership packets and is the PSK this node offers on the links it
   /// opens; every key decrypts and is accepted from peers. The membership applies it on its
@@ -298,6 +298,9 @@ class BROKERHA_API Broker {
   /// std::system_error (errc::not_started) without a running cluster.
   void set_cluster_keys(const std::vector<std::string>& keys);
 
+  /// Exports a client's session (subscriptions, queued and in-flight messages, packet-id
+  /// state) in the format of docs/session-format.md, to move it to another broker. Nullopt
+  /// when there is no such session.
   std::optional<std::string> export_session(const std::string& client_id) const;
 
   /// Installs an exported session as an offline session that its client can resume. Errors:

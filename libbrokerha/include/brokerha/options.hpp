@@ -103,6 +103,12 @@ struct ClusterOptions {
   /// it comes back. 0: forget a failed peer at once. A peer that leaves is forgotten at once.
   std::chrono::milliseconds link_retain{60000};
   std::size_t max_tombstones = 100000;  // retained deletes remembered (oldest go first)
+  /// Run without authenticating the members: Broker::start() refuses a cluster whose
+  /// `membership.secret_key` is empty or whose `membership.gossip_verify_incoming` is false
+  /// unless this is true (the server's `cluster.insecure`). Anyone who reaches the cluster
+  /// port of such a cluster can join it; ClusterInfo::insecure and the
+  /// `broker_cluster_insecure` gauge say that it runs so.
+  bool insecure = false;
 };
 
 /// Broker settings; defaults are the `mqtt.*` defaults of the server's config.

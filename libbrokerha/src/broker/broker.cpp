@@ -55,6 +55,20 @@ void BrokerOptions::validate() const {
     if (ec) fail("listeners.bind", "not an IP address");
   }
 }
+  // A cluster authenticates its members unless the embedder says otherwise (docs/security.md).
+  if (cluster && !cluster->insecure) {
+    const MembershipOptions& m = cluster->membership;
+    if (m.keyring().empty()) {
+      fail("cluster.membership.secret_key",
+           "required in cluster mode: 16, 24 or 32 bytes shared by every member (or set "
+           "cluster.insecure to run a cluster that anyone reaching its port can join)");
+    }
+    if (!m.gossip_verify_incoming) {
+      fail("cluster.membership.secret_key",
+           "gossip_verify_incoming is false, so members are not authenticated (set "
+           "cluster.insecure to run so)");
+    }
+  }
 
 namespace {
 

@@ -710,6 +710,8 @@ void Node::joiner_loop() {
 ClusterInfo Node::info() const {
   ClusterInfo info;
   info.enabled = true;
+  info.insecure =
+      options_.membership.keyring().empty() || !options_.membership.gossip_verify_incoming;
   info.node_name = options_.membership.name;
   info.port = port();
   if (membership_) {
