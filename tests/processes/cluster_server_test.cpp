@@ -271,6 +271,11 @@ TEST_CASE("cluster server: cluster.insecure runs without a key and says so") {
       [&](const std::string&) { return contains(c.nodes[0]->process.err(), "cluster.insecure"); },
       2s);
   CHECK(contains(c.nodes[0]->process.err(), "cluster.insecure: the cluster does not authenticate"));
+  // /proxy answers for this node only, and says why for the other.
+  std::string proxy;
+  REQUIRE(c.nodes[0]->get("/proxy/api/mqtt/clients", &proxy) == 200);
+  CHECK(contains(proxy, "\"node1\":["));
+  CHECK(contains(proxy, "\"node2\":{\"error\":\"not asked: the cluster runs without a key"));
 }
 
 TEST_CASE("cluster server: a cluster without a key is refused at start, naming the key") {

@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "broker/cluster_keys.hpp"
 #include "cluster/node.hpp"
 #include "net/connection.hpp"
 #include "net/runtime.hpp"
@@ -54,7 +55,6 @@ void BrokerOptions::validate() const {
     asio::ip::make_address(l.bind, ec);
     if (ec) fail("listeners.bind", "not an IP address");
   }
-}
   // A cluster authenticates its members unless the embedder says otherwise (docs/security.md).
   if (cluster && !cluster->insecure) {
     const MembershipOptions& m = cluster->membership;
@@ -69,6 +69,7 @@ void BrokerOptions::validate() const {
            "cluster.insecure to run so)");
     }
   }
+}
 
 namespace {
 
@@ -529,21 +530,6 @@ void Broker::wait() noexcept {
   d.wait_cv.wait(lock, [&] { return d.finished; });
 }
 
-ClusterInfo Broker::cluster() const {
-  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
-  if (!impl_->node) return {};
-  return impl_->node->info();
-}
-
-struct detail::BrokerAccess {
-  static Broker::Impl& impl(Broker& b) noexcept { return *b.impl_; }
-};
-
-void testing::set_cluster_partition(Broker& broker, const std::string& address, bool blocked) {
-  auto& d = detail::BrokerAccess::impl(broker);
-  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
-  if (d.node) d.node->set_partition(address, blocked);
-}
 void Broker::set_cluster_keys(const std::vector<std::string>& keys) {
   // Under the lifecycle lock, so that the node is not stopped meanwhile; the control and
   // membership threads never take it.
@@ -554,6 +540,27 @@ void Broker::set_cluster_keys(const std::vector<std::string>& keys) {
   impl_->node->set_keys(keys);
 }
 
+ClusterInfo Broker::cluster() const {
+  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
+  if (!impl_->node) return {};
+  return impl_->node->info();
+}
+
+struct detail::BrokerAccess {
+  static Broker::Impl& impl(Broker& b) noexcept { return *b.impl_; }
+};
+
+std::vector<std::string> detail::cluster_keys(const Broker& broker) {
+  auto& d = detail::BrokerAccess::impl(const_cast<Broker&>(broker));
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  return d.node ? d.node->keys() : std::vector<std::string>{};
+}
+
+void testing::set_cluster_partition(Broker& broker, const std::string& address, bool blocked) {
+  auto& d = detail::BrokerAccess::impl(broker);
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  if (d.node) d.node->set_partition(address, blocked);
+}
 
 std::vector<Endpoint> Broker::listen_endpoints() const {
   std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
