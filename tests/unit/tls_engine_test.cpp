@@ -151,6 +151,46 @@ TEST_CASE("tls engine: a wrong pre-shared key fails the handshake on both sides"
   CHECK(n == 0);
 }
 
+TEST_CASE("tls engine: link keyrings link at every step of a key rotation, and only then") {
+  const std::string o(32, 'o'), n(32, 'n'), x(32, 'x');
+  using Ring = std::vector<std::string>;
+  // Every ring a node holds during the three steps, from before to after.
+  const std::vector<Ring> rings{{o}, {o, n}, {n, o}, {n}};
+  // Neighbouring steps meet while the nodes move one by one: they must link both ways.
+  for (std::size_t i = 0; i < rings.size(); ++i) {
+    for (std::size_t j = i; j < rings.size() && j <= i + 1; ++j) {
+      CAPTURE(i);
+      CAPTURE(j);
+      const LinkTlsContexts a(rings[i]);
+      const LinkTlsContexts b(rings[j]);
+      Duo ab(a.client(), b.server());
+      CHECK(ab.c == Status::ok);
+      CHECK(ab.s == Status::ok);
+      Duo ba(b.client(), a.server());
+      CHECK(ba.c == Status::ok);
+      CHECK(ba.s == Status::ok);
+    }
+  }
+  // Only the old key against only the new one, or an unrelated key: no link.
+  for (const auto& [p, q] :
+       std::vector<std::pair<Ring, Ring>>{{{o}, {n}}, {{x}, {o, n}}, {{x}, {n, o}}}) {
+    const LinkTlsContexts a(p);
+    const LinkTlsContexts b(q);
+    Duo ab(a.client(), b.server());
+    CHECK(ab.s == Status::failed);
+    Duo ba(b.client(), a.server());
+    CHECK(ba.s == Status::failed);
+  }
+  // A replaced keyring applies to the next handshake.
+  LinkTlsContexts c(Ring{o});
+  const LinkTlsContexts s(Ring{n});
+  Duo before(c.client(), s.server());
+  CHECK(before.s == Status::failed);
+  c.set_keys({n, o});
+  Duo after(c.client(), s.server());
+  CHECK(after.s == Status::ok);
+}
+
 TEST_CASE("tls engine: certificates, a verified client's name, an untrusted server") {
   const Identity server_id("test-server");
   const Identity client_id("test-client");

@@ -76,7 +76,7 @@ int find_psk(SSL* ssl, const unsigned char* identity, std::size_t len, SSL_SESSI
     key = &psks->entries.front().psk;
   } else {
     for (const LinkPsks::Entry& e : psks->entries) {
-      if (e.identity == id) key = &e.psk;
+      if (e.tag == id) key = &e.psk;
     }
   }
   if (key == nullptr) return 1;  // no PSK: the handshake fails (no certificates)
@@ -134,14 +134,11 @@ LinkPsks derive_link_psks(const std::vector<std::string>& keys) {
     }
     LinkPsks::Entry e;
     e.psk = derive_link_psk(k);
-    if (keys.size() == 1) {
-      e.identity = std::string(kPskIdentity);
-    } else {
-      unsigned char digest[32];
-      SHA256(reinterpret_cast<const unsigned char*>(e.psk.data()), e.psk.size(), digest);
-      e.identity = std::string(kPskIdentityPrefix) +
-                   hex_prefix(std::string(reinterpret_cast<const char*>(digest), 8), 8);
-    }
+    unsigned char digest[32];
+    SHA256(reinterpret_cast<const unsigned char*>(e.psk.data()), e.psk.size(), digest);
+    e.tag = std::string(kPskIdentityPrefix) +
+            hex_prefix(std::string(reinterpret_cast<const char*>(digest), 8), 8);
+    e.identity = keys.size() == 1 ? std::string(kPskIdentity) : e.tag;
     out.entries.push_back(std::move(e));
   }
   return out;

@@ -24,16 +24,18 @@ std::string derive_link_psk(const std::string& secret_key);
 /// The PSKs of a keyring: each key's PSK and the identity it is offered under.
 struct LinkPsks {
   struct Entry {
-    std::string identity;
+    std::string identity;  // what a client offers with this key (first entry only)
+    std::string tag;       // the key's own identity, "brokerha-link-v2:<hex>", always accepted
     std::string psk;
   };
   std::vector<Entry> entries;  // entries[0]: the first key's, offered by the client
 };
 
-/// The PSKs of `keys` (each 16, 24 or 32 bytes; at least one). One key: the identity
-/// "brokerha-link-v1", as nodes without rotation offer and accept. Several: each key's own
-/// identity, "brokerha-link-v2:" and 16 hex digits of SHA-256 over its PSK, so that the server
-/// picks the matching key (OpenSSL offers a single external PSK per ClientHello).
+/// The PSKs of `keys` (each 16, 24 or 32 bytes; at least one). Each key has its own identity
+/// (`tag`), "brokerha-link-v2:" and 16 hex digits of SHA-256 over its PSK, so that a server
+/// picks the matching key (OpenSSL offers a single external PSK per ClientHello). A client
+/// with one key offers "brokerha-link-v1" instead, as nodes without rotation do; a server
+/// takes that identity as its first key's, and every key's tag whatever its ring's size.
 LinkPsks derive_link_psks(const std::vector<std::string>& keys);
 
 /// A client and a server context sharing one keyring: the client offers the first key's PSK,
