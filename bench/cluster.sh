@@ -34,6 +34,8 @@ trap cleanup EXIT
 base=$((20000 + RANDOM % 20000))
 dns_port=$((base + 99))
 domain="_broker._tcp.bench.test"
+# The nodes' shared cluster.config.secret_key (a cluster needs one), as `openssl rand -hex 16`.
+key="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 now() { date +%s.%N; }
 
 node_config() {  # i -> writes node i's config
@@ -41,7 +43,7 @@ node_config() {  # i -> writes node i's config
   cat > "$work/node$i.yaml" <<YAML
 mqtt: {port: $((base + i)), bind: 127.0.0.1}
 api: {port: $((base + 10 + i)), bind: 127.0.0.5$i}
-cluster: {node_name: node$i, bind: 127.0.0.5$i, port: 7946, expected_members: 3}
+cluster: {node_name: node$i, bind: 127.0.0.5$i, port: 7946, expected_members: 3, config: {secret_key: "$key"}}
 discovery: {domain: $domain, nameservers: ["127.0.0.1:$dns_port"], refresh_interval: 1000}
 log: {level: warn}
 YAML

@@ -297,6 +297,25 @@ struct Loader {
   }
 };
 
+// Why `key` (not 16, 24 or 32 bytes) is no secret key; the key itself is never echoed.
+std::string secret_key_size_error(const std::string& key) {
+  std::string why =
+      "must be 16, 24 or 32 bytes (AES-128/192/256), got " + std::to_string(key.size()) + " bytes";
+  const bool base64_like = key.size() % 4 == 0 && key.size() >= 24 && key.back() == '=' &&
+                           std::all_of(key.begin(), key.end(), [](char ch) {
+                             return std::isalnum(static_cast<unsigned char>(ch)) != 0 ||
+                                    ch == '+' || ch == '/' || ch == '=';
+                           });
+  if (base64_like) {
+    why +=
+        ": this looks like a base64-encoded key (as `serf keygen` or `consul keygen` print); "
+        "brokerha, as broker-ha, uses the string's bytes as the key and does not decode it";
+  }
+  return why +
+         "; a valid key is 16, 24 or 32 characters, e.g. the 32 hex characters of "
+         "`openssl rand -hex 16`";
+}
+
 // ---- key builders ------------------------------------------------------------------------
 
 Key new_key(std::string path, bool structured) {
@@ -627,6 +646,7 @@ const std::vector<Key>& keys() {
     v.push_back(uint_key(BROKERHA_KEY(cluster.link_retain), 0, kMaxMs));
     v.push_back(uint_key(BROKERHA_KEY(cluster.max_clock_skew), 1000, kMaxMs));
     v.push_back(uint_key(BROKERHA_KEY(cluster.max_inbound_links), 1, 1'000'000));
+    v.push_back(bool_key(BROKERHA_KEY(cluster.insecure)));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.tcp_timeout), 1, kMaxMs));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.indirect_checks), 0, 64));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.retransmit_mult), 1, 64));
@@ -648,9 +668,7 @@ const std::vector<Key>& keys() {
       // The value is never echoed in messages.
       const std::string s = l.string(n, p);
       if (!s.empty() && s.size() != 16 && s.size() != 24 && s.size() != 32) {
-        l.fail(n, p,
-               "must be 16, 24 or 32 bytes (AES-128/192/256), got " + std::to_string(s.size()) +
-                   " bytes");
+        l.fail(n, p, secret_key_size_error(s));
       }
       l.cfg.cluster.config.secret_key = s;
     };
@@ -658,6 +676,25 @@ const std::vector<Key>& keys() {
       return Node(c.cluster.config.secret_key.empty() ? "" : kRedacted);
     };
     v.push_back(std::move(secret));
+    Key secrets = new_key("cluster.config.secret_keys", true);
+    secrets.parse = [](Loader& l, const Node& n, const std::string& p) {
+      std::vector<std::string> keys;
+      l.each_item(n, p, [&](const Node& item, const std::string& ip) {
+        const std::string s = trim(l.scalar(item, ip, "a key string"));
+        if (s.size() != 16 && s.size() != 24 && s.size() != 32) {
+          l.fail(item, ip, secret_key_size_error(s));
+        }
+        keys.push_back(s);
+      });
+      l.cfg.cluster.config.secret_keys = std::move(keys);
+    };
+    secrets.render = [](const ServerConfig& c) {
+      Node n(YAML::NodeType::Sequence);
+      for (std::size_t i = 0; i < c.cluster.config.secret_keys.size(); ++i) n.push_back(kRedacted);
+      n.SetStyle(YAML::EmitterStyle::Flow);
+      return n;
+    };
+    v.push_back(std::move(secrets));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.delegate_protocol_min), 0, 255));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.delegate_protocol_max), 0, 255));
     v.push_back(uint_key(BROKERHA_KEY(cluster.config.delegate_protocol_version), 0, 255));
@@ -765,8 +802,9 @@ void apply_environment(Loader& l, const Environment& env) {
     Node n;
     if (!k.structured) {
       n = Node(it->second);
-    } else if (value[0] != '[' && value[0] != '{' && parent_of(k.path) == "discovery" &&
-               k.path != "discovery.subscription_size") {
+    } else if (value[0] != '[' && value[0] != '{' &&
+               ((parent_of(k.path) == "discovery" && k.path != "discovery.subscription_size") ||
+                k.path == "cluster.config.secret_keys")) {
       // A convenience for the string lists: "a:7946,b:7946" as well as JSON.
       n = Node(YAML::NodeType::Sequence);
       std::stringstream ss(value);
@@ -806,6 +844,28 @@ void validate(const Loader& l) {
       m.delegate_protocol_version > m.delegate_protocol_max) {
     fail("cluster.config.delegate_protocol_version",
          "must lie within delegate_protocol_min..delegate_protocol_max");
+  }
+  // Cluster mode authenticates its members unless cluster.insecure says otherwise.
+  const DiscoveryConfig& d = c.discovery;
+  if ((!d.domain.empty() || !d.members.empty()) && !c.cluster.insecure) {
+    const std::string hint =
+        " (a valid key is 16, 24 or 32 characters shared by every member, e.g. the 32 hex "
+        "characters of `openssl rand -hex 16`; or set cluster.insecure: true, env "
+        "BROKER_CLUSTER_INSECURE=true, to run a cluster that anyone reaching its port can join)";
+    if (m.secret_key.empty() && m.secret_keys.empty()) {
+      fail("cluster.config.secret_key", "required in cluster mode" + hint);
+    }
+    for (const auto& [path, on] :
+         {std::pair<const char*, bool>{"cluster.config.gossip_verify_incoming",
+                                       m.gossip_verify_incoming},
+          {"cluster.config.gossip_verify_outgoing", m.gossip_verify_outgoing}}) {
+      if (!on) {
+        const auto it = l.where.find(path);
+        throw ConfigError((it != l.where.end() ? it->second + ": " : std::string()) +
+                          "cluster.config.secret_key: not enforced: " + path +
+                          " is false, so members are not authenticated" + hint);
+      }
+    }
   }
   const MqttConfig& q = c.mqtt;
   if (q.port == 0 && q.tls.port == 0 && q.websocket.port == 0 && q.listeners.empty()) {
@@ -1046,6 +1106,7 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
     co.link_retain = std::chrono::milliseconds(c.link_retain);
     co.max_clock_skew = std::chrono::milliseconds(c.max_clock_skew);
     co.max_inbound_links = c.max_inbound_links;
+    co.insecure = c.insecure;
     MembershipOptions& m = co.membership;
     m.name = c.node_name;
     m.bind_address = c.bind;
@@ -1055,6 +1116,7 @@ BrokerOptions to_broker_options(const ServerConfig& config) {
       m.advertise_address = first_non_loopback_address();
     }
     m.secret_key = k.secret_key;
+    m.secret_keys = k.secret_keys;
     m.label = k.label;
     // Peers find this node's HTTP API (for /proxy) in its metadata.
     m.meta = "api=" + std::to_string(config.api.port);

@@ -106,6 +106,9 @@ struct MemberlistConfig {
   bool gossip_verify_outgoing = true;
   bool enable_compression = true;
   std::string secret_key;  // empty or 16/24/32 bytes
+  /// More keys (rotation): after secret_key; the first key of all encrypts, every key
+  /// decrypts and is accepted on the links.
+  std::vector<std::string> secret_keys;
   std::uint32_t delegate_protocol_min = 0;
   std::uint32_t delegate_protocol_max = 0;
   std::uint32_t delegate_protocol_version = 0;
@@ -124,6 +127,9 @@ struct ClusterConfig {
   std::uint32_t link_retain = 60000;      // ms a failed peer's link and queue are kept
   std::uint32_t max_clock_skew = 60000;   // ms a peer's version may be ahead of the wall clock
   std::uint32_t max_inbound_links = 256;  // inbound link connections not yet authenticated
+  /// Run a cluster without secret_key (or with gossip verification off): anyone who reaches
+  /// the cluster port can join. Refused at start unless set.
+  bool insecure = false;
   MemberlistConfig config;
 };
 

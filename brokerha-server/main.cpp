@@ -90,7 +90,7 @@ void check_with_library(const brokerha::BrokerOptions& options) {
 
 // SIGHUP: re-reads the configuration and replaces the access rules and the overload limits
 // (mqtt.max_connections, max_connection_rate, max_subscriptions, max_publish_rate,
-// max_session_queued_bytes); the old ones stay on any error.
+// max_session_queued_bytes) and the cluster keyring; the old ones stay on any error.
 void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
   try {
     const server::ServerConfig config = server::load_config(load, server::process_environment());
@@ -103,6 +103,21 @@ void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
       server::log_error(std::string("SIGHUP: TLS files: ") + e.what() +
                         "; the previous certificates stay in use");
     }
+    // The cluster keyring (key rotation, docs/operations.md): replaced without a restart.
+    std::string keys_note;
+    if (options.cluster && broker.cluster().enabled) {
+      const std::vector<std::string> keys = options.cluster->membership.keyring();
+      try {
+        if (!keys.empty()) {
+          broker.set_cluster_keys(keys);
+          keys_note = ", the cluster keyring (" + std::to_string(keys.size()) + " key" +
+                      (keys.size() == 1 ? "" : "s") + ")";
+        }
+      } catch (const std::exception& e) {
+        server::log_error(std::string("SIGHUP: cluster.config.secret_key/secret_keys: ") +
+                          e.what() + "; the previous keyring stays in use");
+      }
+    }
     server::configure_log(config.log.level, config.log.format);
     for (const std::string& w : config.warnings) server::log_warn("config: " + w);
     server::log_info("SIGHUP: configuration reloaded from " +
@@ -114,8 +129,8 @@ void reload(brokerha::Broker& broker, const server::LoadOptions& load) {
                      std::to_string(options.max_connection_rate) + ", max_subscriptions " +
                      std::to_string(options.max_subscriptions) + ", max_publish_rate " +
                      std::to_string(options.max_publish_rate) + ", max_session_queued_bytes " +
-                     std::to_string(options.max_session_queued_bytes) +
-                     "); other changes take effect at the next restart");
+                     std::to_string(options.max_session_queued_bytes) + ")" + keys_note +
+                     "; other changes take effect at the next restart");
   } catch (const std::exception& e) {
     server::log_error(std::string("SIGHUP: config error: ") + e.what() +
                       "; the previous auth/ACL rules stay in force, and the previous limits");
@@ -258,6 +273,12 @@ int main(int argc, char** argv) {
     std::printf("brokerha-server %s: cluster node %s on port %u\n", brokerha::library_version(),
                 ci.node_name.c_str(), static_cast<unsigned>(ci.port));
     server::log_info("cluster node " + ci.node_name + " on port " + std::to_string(ci.port));
+    if (ci.insecure) {
+      server::log_warn(
+          "cluster.insecure: the cluster does not authenticate its members (no "
+          "cluster.config.secret_key, or gossip verification off): anyone who reaches port " +
+          std::to_string(ci.port) + " can join it and read every message");
+    }
   }
   std::fflush(stdout);
 

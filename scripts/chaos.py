@@ -305,6 +305,8 @@ class Node:
                 % (MQTT_PORT, API_PORT, self.name, self.ip, self.ip, CLUSTER_PORT, a.nodes))
             if not a.no_key:
                 f.write("  config:\n    secret_key: \"%s\"\n" % self.h.secret_key)
+            else:
+                f.write("  insecure: true\n")  # a cluster without a key must say so
             f.write("discovery:\n  domain: %s\n  nameservers: [\"%s:53\"]\n"
                     "shutdown:\n  grace_period: %d\n  session_wait: %d\n"
                     % (DOMAIN, ROUTER_IP, GRACE_MS, SESSION_WAIT_MS))

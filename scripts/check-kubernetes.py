@@ -14,7 +14,8 @@ image tag equal to the CMake project's version; and the configuration as the pod
 config.yaml plus the container's BROKER_* environment (downward-API values filled in like a
 pod's, mounted Secrets as generated test certificates) is validated by
 `brokerha-server --check-config`, and the effective values must agree with the manifests
-(ports, expected_members == replicas, discovery.domain == the headless Service's SRV name).
+(ports, expected_members == replicas, discovery.domain == the headless Service's SRV name,
+cluster.config.secret_key set from a required Secret and cluster.insecure off).
 
 kubectl must be on PATH: the machine image carries a current one. Debian's
 kubernetes-client is not a substitute (it conflicts with that package and its kustomize is old),
@@ -100,6 +101,13 @@ def pod_environment(container, pod_name, pod_ip):
         if "value" in e:
             env[e["name"]] = str(e["value"])
         else:
+            secret = e.get("valueFrom", {}).get("secretKeyRef")
+            if secret is not None:
+                # A Secret's value: a key as `openssl rand -hex 16` makes one.
+                check(not secret.get("optional", False),
+                      f"env {e['name']}: an optional Secret would let a pod run without it")
+                env[e["name"]] = os.urandom(16).hex()
+                continue
             field = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
             check(field in ("metadata.name", "status.podIP"),
                   f"env {e['name']}: unsupported valueFrom {e.get('valueFrom')}")
@@ -228,11 +236,17 @@ def check_rendering(name, objects, server, version, work):
     # The server ignores BROKER_* variables that name no key (Kubernetes injects such), so a
     # misspelt one would pass --check-config silently: each must name a key.
     known = {"BROKER_" + k.upper().replace(".", "_") for k in config_keys(cfg)}
-    for name in env:
-        check(name in known, f"env {name} names no configuration key (ignored by the server)")
+    for var in env:
+        check(var in known, f"env {var} names no configuration key (ignored by the server)")
     check(cfg["api"]["port"] == probe_port, f"api.port {cfg['api']['port']} != probe port {probe_port}")
     check(cfg["mqtt"]["port"] == 1883, f"mqtt.port is {cfg['mqtt']['port']}")
     check(cfg["cluster"]["port"] == 7946, f"cluster.port is {cfg['cluster']['port']}")
+    # The cluster is keyed, from a Secret: never insecure, never a key in the ConfigMap.
+    check(cfg["cluster"]["config"]["secret_key"] == "<redacted>",
+          "the pods run without cluster.config.secret_key")
+    check(not cfg["cluster"]["insecure"], "the pods run with cluster.insecure")
+    check("secret_key" not in cm["data"]["config.yaml"],
+          "a secret key in the ConfigMap: take it from a Secret")
     check(cfg["cluster"]["expected_members"] == replicas,
           f"cluster.expected_members {cfg['cluster']['expected_members']} != replicas {replicas}")
     tcp_port_name = hports[(7946, "TCP")]["name"]

@@ -32,6 +32,8 @@ fi
 base="${BASE_PORT:-18830}"
 dns_port=$((base + 20))
 domain="_broker._tcp.local.test"
+# The nodes' shared cluster.config.secret_key (a cluster needs one), as `openssl rand -hex 16`.
+key="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 work="$(mktemp -d /tmp/brokerha-local-cluster-XXXXXX)"
 pids=()
 
@@ -71,6 +73,8 @@ cluster:
   bind: 127.0.0.1$i
   port: 7946
   expected_members: 3
+  config:
+    secret_key: "$key"
 discovery:
   domain: $domain
   nameservers: ["127.0.0.1:$dns_port"]

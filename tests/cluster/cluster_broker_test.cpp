@@ -20,7 +20,9 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -781,4 +783,108 @@ TEST_CASE("cluster broker: a joining node is caught up only once every member's 
   auto got = sub->await<mqtt::Publish>(5s);
   REQUIRE(got);
   CHECK(got->as<mqtt::Publish>()->payload == "hello");
+}
+
+TEST_CASE("cluster broker: start refuses a cluster without a key unless it is insecure") {
+  BrokerOptions o = node_options("keyless", {});
+  o.cluster->membership.secret_key.clear();
+  auto refused = [](const BrokerOptions& options) -> std::string {
+    brokerha::Broker b(options);
+    try {
+      b.start();
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    b.stop();
+    return "started";
+  };
+  const std::string no_key = refused(o);
+  CHECK(no_key.find("cluster.membership.secret_key: required in cluster mode") !=
+        std::string::npos);
+  CHECK(no_key.find("cluster.insecure") != std::string::npos);
+  {
+    brokerha::Broker b(o);
+    std::error_code ec;
+    b.start(ec);
+    CHECK(static_cast<bool>(ec));
+  }
+  BrokerOptions unverified = node_options("unverified", {});
+  unverified.cluster->membership.gossip_verify_incoming = false;
+  CHECK(
+      refused(unverified).find("cluster.membership.secret_key: gossip_verify_incoming is false") !=
+      std::string::npos);
+
+  o.cluster->insecure = true;
+  TestBroker insecure(o);
+  CHECK(insecure.broker.cluster().insecure);
+  TestBroker keyed(node_options("keyed", {}));
+  CHECK(!keyed.broker.cluster().insecure);
+  // A keyed node's keyring can be replaced; an insecure one cannot get a key at run time.
+  CHECK_THROWS_AS(insecure.broker.set_cluster_keys({kTestClusterKey}), std::invalid_argument);
+  CHECK_THROWS_AS(keyed.broker.set_cluster_keys({"short"}), std::invalid_argument);
+  CHECK_THROWS_AS(keyed.broker.set_cluster_keys({}), std::invalid_argument);
+  keyed.broker.set_cluster_keys({kTestClusterKey});
+}
+
+TEST_CASE(
+    "cluster broker: the keyring rotates at run time and nodes joining at each step link up") {
+  const std::string old_key(32, 'o');
+  const std::string new_key(32, 'n');
+  TestCluster c(2, old_key);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  auto s2 = subscriber(c.port(1), "s2", "rot/#", 1);
+  auto p1 = publisher(c.port(0), "p1");
+  int sent = 0;
+  auto flows = [&] {
+    const std::string payload = "m" + std::to_string(++sent);
+    p1->publish(make_publish("rot/x", payload, 1));
+    auto got = s2->await<mqtt::Publish>(10s);
+    if (!got) return false;
+    s2->acknowledge(*got->as<mqtt::Publish>());
+    return got->as<mqtt::Publish>()->payload == payload;
+  };
+  REQUIRE(flows());
+  // A node that joins with `keys` (first encrypts): it must become a full member, links up.
+  std::vector<std::unique_ptr<TestBroker>> joiners;
+  auto join_with = [&](const std::vector<std::string>& keys) {
+    BrokerOptions o = node_options("j" + std::to_string(joiners.size() + 1),
+                                   {"127.0.0.1:" + std::to_string(c.cluster_port(0))}, keys[0]);
+    o.cluster->membership.secret_keys.assign(keys.begin() + 1, keys.end());
+    joiners.push_back(std::make_unique<TestBroker>(std::move(o)));
+    const std::size_t want = 2 + joiners.size();
+    auto& j = joiners.back()->broker;
+    return wait_until(
+        [&] {
+          const ClusterInfo ci = j.cluster();
+          std::size_t up = 0;
+          for (const auto& l : ci.links) up += l.connected ? 1 : 0;
+          return ci.members.size() == want && up == want - 1;
+        },
+        kFormTimeout);
+  };
+  auto rekey = [&](const std::vector<std::string>& keys) {
+    c[0].set_cluster_keys(keys);
+    c[1].set_cluster_keys(keys);
+    for (auto& j : joiners) j->broker.set_cluster_keys(keys);
+  };
+  // Before the rotation, a node with only the old key (the lone-key PSK identity) links up
+  // with nodes that hold two keys.
+  rekey({old_key, new_key});  // step 1
+  CHECK(flows());
+  CHECK(join_with({old_key}));
+  CHECK(join_with({old_key, new_key}));
+  rekey({new_key, old_key});  // step 2
+  CHECK(flows());
+  CHECK(join_with({new_key, old_key}));
+  rekey({new_key});  // step 3
+  CHECK(flows());
+  CHECK(join_with({new_key}));
+  CHECK(c[0].cluster().members.size() == 2 + joiners.size());
+  CHECK(c[1].cluster().members.size() == 2 + joiners.size());
+  // Only the old key: no longer let in.
+  TestBroker stale(
+      node_options("stale", {"127.0.0.1:" + std::to_string(c.cluster_port(0))}, old_key));
+  wait_until([&] { return stale.broker.cluster().members.size() > 1; }, 5s);
+  CHECK(stale.broker.cluster().members.size() == 1);
+  CHECK(flows());
 }

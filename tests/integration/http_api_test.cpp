@@ -54,6 +54,9 @@ std::string str(const rapidjson::Value& v) {
   return std::string(v.GetString(), v.GetStringLength());
 }
 
+// The key /proxy signs with in these tests (ApiOptions::proxy_keys).
+const std::string kProxyKey = "0123456789abcdef0123456789abcdef";
+
 // A broker with a bus and an API server on 127.0.0.1, both on free ports.
 struct Node {
   explicit Node(brokerha::ApiOptions api_options = {})
@@ -208,14 +211,26 @@ TEST_CASE("http api: metrics have the broker-ha gauges and pass promtool") {
   REQUIRE(r);
   CHECK(r->status == 200);
   CHECK(r->get_header_value("Content-Type").rfind("text/plain", 0) == 0);
-  for (const char* name :
-       {"broker_clients_connected 1\n", "broker_cluster_members 1\n",
-        "broker_cluster_member_health", "broker_retained_messages", "broker_subscriptions",
-        "broker_uptime", "broker_messages_recv", "broker_messages_sent", "broker_messages_dropped",
-        "broker_inflight_messages", "broker_received_bytes_total", "broker_auth_failures_total",
-        "broker_acl_denials_total", "broker_protocol_errors_total",
-        "broker_bus_dropped_total{channel=\"cluster:message_to\"} 0", "process_cpu_seconds_total",
-        "process_resident_memory_bytes", "process_open_fds", "process_threads"}) {
+  for (const char* name : {"broker_clients_connected 1\n",
+                           "broker_cluster_members 1\n",
+                           "broker_cluster_insecure 0\n",
+                           "broker_cluster_member_health",
+                           "broker_retained_messages",
+                           "broker_subscriptions",
+                           "broker_uptime",
+                           "broker_messages_recv",
+                           "broker_messages_sent",
+                           "broker_messages_dropped",
+                           "broker_inflight_messages",
+                           "broker_received_bytes_total",
+                           "broker_auth_failures_total",
+                           "broker_acl_denials_total",
+                           "broker_protocol_errors_total",
+                           "broker_bus_dropped_total{channel=\"cluster:message_to\"} 0",
+                           "process_cpu_seconds_total",
+                           "process_resident_memory_bytes",
+                           "process_open_fds",
+                           "process_threads"}) {
     INFO(name);
     CHECK(r->body.find(name) != std::string::npos);
   }
@@ -379,7 +394,7 @@ TEST_CASE("http api: basic auth guards api and proxy and debug") {
   c.set_basic_auth("admin", "secret");
   r = c.Get("/proxy/api/mqtt/clients");
   REQUIRE(r);
-  CHECK(r->status == 200);  // the Authorization header is forwarded to the members
+  CHECK(r->status == 200);  // this node only: no other member
   CHECK(parse(r->body)["node-a"].IsArray());
   // Probes and metrics stay open.
   auto open = n.client();
@@ -414,14 +429,17 @@ TEST_CASE("http api: debug endpoints") {
 TEST_CASE("http api: members and proxy fan-out with a dead member") {
   // node-b is a second API server (on the same broker) reached over HTTP; node-dead listens
   // nowhere.
-  Node b([] {
+  const auto keys = [] { return std::vector<std::string>{kProxyKey}; };
+  Node b([&] {
     brokerha::ApiOptions o;
     o.node_name = "node-b";
+    o.proxy_keys = keys;
     return o;
   }());
   const std::uint16_t b_port = b.api.port();
   const std::uint16_t dead = dead_port();
   brokerha::ApiOptions o;
+  o.proxy_keys = keys;
   o.members = [b_port, dead] {
     std::vector<brokerha::ApiMember> list(3);
     list[0].name = "node-a";
@@ -714,4 +732,131 @@ TEST_CASE("http api: the SSE stream cap and the body cap are hit") {
   auto r = c.Post("/api/sse", "{\"filters\":[\"" + std::string(2000, 'x') + "\"]}", kJson);
   REQUIRE(r);
   CHECK(r->status == 413);
+}
+
+namespace {
+
+// A stand-in for another member's API: records the headers of each request, answers [].
+struct RecordingMember {
+  RecordingMember() {
+    server.Get("/api/mqtt/clients", [this](const httplib::Request& req, httplib::Response& res) {
+      std::lock_guard<std::mutex> lock(mu);
+      requests.push_back(req.headers);
+      res.set_content("[]", "application/json");
+    });
+    port = static_cast<std::uint16_t>(server.bind_to_any_port("127.0.0.1"));
+    thread = std::thread([this] { server.listen_after_bind(); });
+    while (!server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ~RecordingMember() {
+    server.stop();
+    thread.join();
+  }
+  std::vector<httplib::Headers> seen() {
+    std::lock_guard<std::mutex> lock(mu);
+    return requests;
+  }
+  httplib::Server server;
+  std::uint16_t port = 0;
+  std::thread thread;
+  std::mutex mu;
+  std::vector<httplib::Headers> requests;
+};
+
+std::vector<brokerha::ApiMember> members_of(
+    const std::vector<std::pair<std::string, std::uint16_t>>& others) {
+  std::vector<brokerha::ApiMember> list(1);
+  list[0].name = "node-a";
+  list[0].address = "127.0.0.1";
+  list[0].self = true;
+  for (const auto& [name, port] : others) {
+    brokerha::ApiMember m;
+    m.name = name;
+    m.address = "127.0.0.1";
+    m.api_port = port;
+    list.push_back(m);
+  }
+  return list;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "http api: /proxy signs with the cluster key and never forwards the caller's credentials") {
+  RecordingMember spy;
+  const auto keys = [] { return std::vector<std::string>{kProxyKey}; };
+  // node-b: a real API with users; it answers the signed request without credentials.
+  brokerha::ApiOptions bo;
+  bo.node_name = "node-b";
+  bo.users = {{"admin", "secret"}};
+  bo.proxy_keys = keys;
+  Node b(bo);
+  // node-c: holds another key: refuses the signature.
+  brokerha::ApiOptions co;
+  co.node_name = "node-c";
+  co.users = {{"admin", "secret"}};
+  co.proxy_keys = [] { return std::vector<std::string>{std::string(32, 'z')}; };
+  Node other(co);
+  brokerha::ApiOptions ao;
+  ao.users = {{"admin", "secret"}};
+  ao.proxy_keys = keys;
+  const std::uint16_t spy_port = spy.port, b_port = b.api.port(), c_port = other.api.port();
+  ao.members = [=] {
+    return members_of({{"node-spy", spy_port}, {"node-b", b_port}, {"node-c", c_port}});
+  };
+  Node a(ao);
+  auto c = a.client();
+  c.set_basic_auth("admin", "secret");
+  auto r = c.Get("/proxy/api/mqtt/clients?x=1");
+  REQUIRE(r);
+  REQUIRE(r->status == 200);
+  auto doc = parse(r->body);
+  CHECK(doc["node-a"].IsArray());
+  CHECK(doc["node-spy"].IsArray());
+  CHECK(doc["node-b"].IsArray());  // no credentials reached it, the signature did
+  REQUIRE(doc["node-c"].IsObject());
+  CHECK(str(doc["node-c"]["error"]).find("does not verify") != std::string::npos);
+
+  const auto seen = spy.seen();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].count("Authorization") == 0);
+  for (const auto& [name, value] : seen[0]) {
+    CHECK_MESSAGE(value.find("YWRtaW46c2VjcmV0") == std::string::npos, name);  // admin:secret
+  }
+  CHECK(seen[0].count("X-Brokerha-Proxy-Mac") == 1);
+
+  // The signature is good once, for that request only: replayed, or on another path, refused.
+  httplib::Headers replay;
+  for (const auto& [name, value] : seen[0]) {
+    if (name.rfind("X-Brokerha-Proxy-", 0) == 0) replay.emplace(name, value);
+  }
+  auto bc = b.client();
+  auto first = bc.Get("/api/mqtt/clients?x=1", replay);
+  REQUIRE(first);
+  CHECK(first->status == 200);  // the spy's copy, not used on node-b yet
+  auto again = bc.Get("/api/mqtt/clients?x=1", replay);
+  REQUIRE(again);
+  CHECK(again->status == 401);
+  CHECK(again->body.find("replayed") != std::string::npos);
+  auto elsewhere = bc.Get("/api/mqtt/clients?x=2", replay);
+  REQUIRE(elsewhere);
+  CHECK(elsewhere->status == 401);
+  // A signed request cannot be proxied on.
+  auto onward = bc.Get("/proxy/api/mqtt/clients?x=1", replay);
+  REQUIRE(onward);
+  CHECK(onward->status == 401);
+
+  // Without a key, /proxy answers for this node only, and says so.
+  brokerha::ApiOptions lo;
+  lo.node_name = "node-a";
+  lo.proxy_keys = [] { return std::vector<std::string>{}; };
+  lo.members = [=] { return members_of({{"node-spy", spy_port}}); };
+  Node keyless(lo);
+  auto kc = keyless.client();
+  doc = get_json(kc, "/proxy/api/mqtt/clients");
+  CHECK(doc["node-a"].IsArray());
+  REQUIRE(doc["node-spy"].IsObject());
+  CHECK(str(doc["node-spy"]["error"]).find("without a key (cluster.insecure)") !=
+        std::string::npos);
+  CHECK(spy.seen().size() == 1);
 }

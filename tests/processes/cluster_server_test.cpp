@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "support/broker_fixture.hpp"
@@ -295,7 +296,8 @@ TEST_CASE(
 
 TEST_CASE("cluster server: a flood of link connections that never authenticate stays bounded") {
   // Each inbound link connection holds a descriptor and a read buffer until it proves the key
-  // (here: the plaintext hello) or its 1 s connect timeout passes. Before the bound a burst of
+  // (the TLS PSK handshake: here it sends the first byte of a handshake record and stops) or
+  // its 1 s connect timeout passes. Before the bound a burst of
   // them was held whole; now at most cluster.max_inbound_links are pending, the rest closed at
   // once and counted, and the cluster keeps routing.
   constexpr int kLimit = 32;
@@ -318,7 +320,7 @@ TEST_CASE("cluster server: a flood of link connections that never authenticate s
   std::vector<int> socks;
   std::size_t peak = 0;
   for (int i = 0; i < kFlood; ++i) {
-    const int fd = raw_stream(target.address, target.cluster_port, '\xB7');
+    const int fd = raw_stream(target.address, target.cluster_port, '\x16');
     if (fd >= 0) socks.push_back(fd);
     if (i % 50 == 49) peak = std::max(peak, open_fds(pid));
   }
@@ -344,4 +346,131 @@ TEST_CASE("cluster server: a flood of link connections that never authenticate s
   REQUIRE(r);
   CHECK(r->as<mqtt::Publish>()->payload == "through");
   s2.acknowledge(*r->as<mqtt::Publish>());
+}
+
+TEST_CASE("cluster server: cluster.insecure runs without a key and says so") {
+  ServerCluster c(2);
+  for (const auto& n : c.nodes) {
+    n->secret_key.clear();
+    n->insecure = true;
+  }
+  for (std::size_t i = 0; i < 2; ++i) c.start(i);
+  REQUIRE(wait_until([&] { return c.all_see(2, {0, 1}); }, 30s));
+  CHECK(c.nodes[0]->metric("broker_cluster_insecure") == 1.0);
+  c.nodes[0]->process.wait_output(
+      [&](const std::string&) { return contains(c.nodes[0]->process.err(), "cluster.insecure"); },
+      2s);
+  CHECK(contains(c.nodes[0]->process.err(), "cluster.insecure: the cluster does not authenticate"));
+  // /proxy answers for this node only, and says why for the other.
+  std::string proxy;
+  REQUIRE(c.nodes[0]->get("/proxy/api/mqtt/clients", &proxy) == 200);
+  CHECK(contains(proxy, "\"node1\":["));
+  CHECK(contains(proxy, "\"node2\":{\"error\":\"not asked: the cluster runs without a key"));
+}
+
+TEST_CASE("cluster server: a cluster without a key is refused at start, naming the key") {
+  ServerCluster c(1);
+  c.nodes[0]->secret_key.clear();
+  c.nodes[0]->write_config(c.dns->nameserver());
+  brokerha::test::BackgroundProcess p({kServer, "--config", c.nodes[0]->config_path()});
+  REQUIRE(p.wait_exit(10s));
+  CHECK(p.exit_code() == 2);
+  CHECK(contains(p.err(), "cluster.config.secret_key: required in cluster mode"));
+  CHECK(contains(p.err(), "cluster.insecure"));
+}
+
+namespace {
+
+// How many times the node logged a keyring reload (one per SIGHUP that applied the keys).
+std::size_t keyring_reloads(const brokerha::test::ServerNode& n) {
+  std::size_t count = 0;
+  const std::string& err = n.process.err();
+  for (std::size_t at = err.find("the cluster keyring ("); at != std::string::npos;
+       at = err.find("the cluster keyring (", at + 1)) {
+    ++count;
+  }
+  return count;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "cluster server: the three-step key rotation with SIGHUP keeps the cluster and a stream") {
+  const std::string old_key = "0ld0ld0ld0ld0ld0ld0ld0ld0ld0ld00";
+  const std::string new_key = "n3wn3wn3wn3wn3wn3wn3wn3wn3wn3w00";
+  const std::string other_key = "0th3r0th3r0th3r0th3r0th3r0th3r00";
+  ServerCluster c(4);  // node4: only an unrelated key, at the end
+  for (std::size_t i = 0; i < 3; ++i) c.nodes[i]->secret_key = old_key;
+  for (std::size_t i = 0; i < 3; ++i) c.start(i);
+  REQUIRE(wait_until([&] { return c.all_see(3, {0, 1, 2}); }, 30s));
+
+  // A QoS 1 stream from node1 to a subscriber on node3.
+  MqttClient sub(ProtocolVersion::v5), pub(ProtocolVersion::v5);
+  REQUIRE(sub.open_and_connect(c.nodes[2]->mqtt_port, make_connect(ProtocolVersion::v5, "sub")) ==
+          0);
+  REQUIRE(sub.subscribe("rotate/#", 1));
+  REQUIRE(pub.open_and_connect(c.nodes[0]->mqtt_port, make_connect(ProtocolVersion::v5, "pub")) ==
+          0);
+  int sent = 0;
+  auto flows = [&] {
+    const std::string payload = "m" + std::to_string(++sent);
+    pub.publish(make_publish("rotate/s", payload, 1));
+    auto r = sub.await<mqtt::Publish>(10s);
+    if (!r) return false;
+    sub.acknowledge(*r->as<mqtt::Publish>());
+    return r->as<mqtt::Publish>()->payload == payload;
+  };
+  auto links_up = [&](std::size_t i) {
+    for (std::size_t j = 0; j < 3; ++j) {
+      if (j == i) continue;
+      const auto up =
+          c.nodes[i]->metric("broker_cluster_link_up{peer=\"" + c.nodes[j]->name() + "\"}");
+      if (!up || *up != 1.0) return false;
+    }
+    return true;
+  };
+  REQUIRE(wait_until([&] { return links_up(0) && links_up(1) && links_up(2); }, 20s));
+  REQUIRE(flows());
+
+  // Each step: every node in turn, its file rewritten and SIGHUP; the stream flows after each
+  // node, and the cluster stays formed.
+  const std::vector<std::pair<std::string, std::vector<std::string>>> steps{
+      {"1: the new key second", {old_key, new_key}},
+      {"2: the new key first", {new_key, old_key}},
+      {"3: the old key removed", {new_key}}};
+  std::size_t step_no = 0;
+  for (const auto& [what, keys] : steps) {
+    ++step_no;
+    CAPTURE(what);
+    for (std::size_t i = 0; i < 3; ++i) {
+      auto& n = *c.nodes[i];
+      n.secret_key = keys[0];
+      n.secret_keys.assign(keys.begin() + 1, keys.end());
+      n.write_config(c.dns->nameserver());
+      ::kill(n.process.pid(), SIGHUP);
+      REQUIRE_MESSAGE(n.process.wait_output(
+                          [&](const std::string&) { return keyring_reloads(n) >= step_no; }, 10s),
+                      n.process.err());
+      CHECK(flows());
+      CHECK(c.all_see(3, {0, 1, 2}));
+    }
+    CHECK(links_up(0));
+    CHECK(links_up(1));
+    CHECK(links_up(2));
+  }
+
+  // Links made now use the new key alone: node3 restarts with it and rejoins.
+  c.nodes[2]->process.kill(SIGKILL);
+  sub.close();
+  REQUIRE(wait_until([&] { return c.all_see(2, {0, 1}); }, 30s));
+  c.start(2);
+  REQUIRE(wait_until([&] { return c.all_see(3, {0, 1, 2}); }, 30s));
+  REQUIRE(wait_until([&] { return links_up(0) && links_up(1) && links_up(2); }, 20s));
+
+  // A node with only an unrelated key cannot join.
+  c.nodes[3]->secret_key = other_key;
+  c.start(3);
+  std::this_thread::sleep_for(5s);  // its discovery finds the others; its joins must fail
+  CHECK(c.nodes[3]->members() == 1);
+  CHECK(c.all_see(3, {0, 1, 2}));
 }

@@ -179,6 +179,9 @@ KeyCase same(const char* path, const char* value, std::vector<std::string> extra
   return KeyCase{path, value, value, nullptr, nullptr, std::move(extra_env)};
 }
 
+// Cluster mode (discovery set) needs a key.
+const std::string kClusterKeyEnv = "BROKER_CLUSTER_CONFIG_SECRET_KEY=0123456789abcdef";
+
 // Every key. @CERT@ @KEY@ @CA@ @PW@ are files the test creates.
 std::vector<KeyCase> key_cases() {
   const std::string cc = "BROKER_CLUSTER_CONFIG_";
@@ -245,6 +248,7 @@ std::vector<KeyCase> key_cases() {
       same("cluster.link_retain", "30000"),
       same("cluster.max_clock_skew", "5000"),
       same("cluster.max_inbound_links", "32"),
+      same("cluster.insecure", "true"),
       same("cluster.config.tcp_timeout", "2000"),
       same("cluster.config.indirect_checks", "3"),
       same("cluster.config.retransmit_mult", "4"),
@@ -267,6 +271,12 @@ std::vector<KeyCase> key_cases() {
        "0123456789abcdef01234567",
        "<redacted>",
        {}},
+      {"cluster.config.secret_keys",
+       "[\"0123456789abcdef\", \"fedcba9876543210fedcba98\"]",
+       "[<redacted>, <redacted>]",
+       "0123456789abcdef,fedcba9876543210",
+       "[<redacted>, <redacted>]",
+       {}},
       same("cluster.config.delegate_protocol_min", "2",
            {cc + "DELEGATE_PROTOCOL_MAX=5", cc + "DELEGATE_PROTOCOL_VERSION=5"}),
       same("cluster.config.delegate_protocol_max", "5"),
@@ -275,7 +285,7 @@ std::vector<KeyCase> key_cases() {
       same("cluster.config.udp_buffer_size", "1200"),
       same("cluster.config.label", "prod"),
       same("cluster.config.handoff_queue_depth", "512"),
-      same("discovery.domain", "broker-headless.broker-ha.svc.cluster.local", {}),
+      same("discovery.domain", "broker-headless.broker-ha.svc.cluster.local", {kClusterKeyEnv}),
       {"discovery.subscription_size",
        "{\"cluster:message_to\": 8}",
        "{cluster:message_to: 8}",
@@ -287,7 +297,7 @@ std::vector<KeyCase> key_cases() {
        "[a.example:7946, 10.0.0.2:7946]",
        "a:7946,b:7947",
        "[a:7946, b:7947]",
-       {}},
+       {kClusterKeyEnv}},
       same("discovery.refresh_interval", "1000"),
       {"discovery.nameservers",
        "[\"127.0.0.1:5353\"]",
@@ -644,6 +654,39 @@ TEST_CASE("server config: bad configurations exit 2 with a precise message") {
        {"BROKER_CLUSTER_MAX_CLOCK_SKEW=0"},
        "BROKER_CLUSTER_MAX_CLOCK_SKEW: cluster.max_clock_skew: out of range: 0 (expected an "
        "integer from 1000 to 2147483647)"},
+      {"cluster mode without a key",
+       "discovery:\n  members: [\"127.0.0.1:7946\"]\n",
+       {},
+       "cluster.config.secret_key: required in cluster mode (a valid key is 16, 24 or 32 "
+       "characters shared by every member, e.g. the 32 hex characters of `openssl rand -hex "
+       "16`; or set cluster.insecure: true"},
+      {"cluster mode (domain, env) without a key",
+       "",
+       {"BROKER_DISCOVERY_DOMAIN=_cluster._tcp.example"},
+       "cluster.config.secret_key: required in cluster mode"},
+      {"cluster mode with gossip_verify_incoming false",
+       "cluster:\n  config:\n    secret_key: \"0123456789abcdef\"\n"
+       "    gossip_verify_incoming: false\ndiscovery:\n  members: [\"127.0.0.1:7946\"]\n",
+       {},
+       "@F@:4:29: cluster.config.secret_key: not enforced: "
+       "cluster.config.gossip_verify_incoming is false, so members are not authenticated"},
+      {"cluster mode with gossip_verify_outgoing false",
+       "",
+       {"BROKER_DISCOVERY_MEMBERS=127.0.0.1:7946",
+        "BROKER_CLUSTER_CONFIG_SECRET_KEY=0123456789abcdef",
+        "BROKER_CLUSTER_CONFIG_GOSSIP_VERIFY_OUTGOING=false"},
+       "BROKER_CLUSTER_CONFIG_GOSSIP_VERIFY_OUTGOING: cluster.config.secret_key: not enforced: "
+       "cluster.config.gossip_verify_outgoing is false"},
+      {"a base64 key (serf keygen)",
+       "cluster:\n  config:\n    secret_key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n",
+       {},
+       "cluster.config.secret_key: must be 16, 24 or 32 bytes (AES-128/192/256), got 44 bytes: "
+       "this looks like a base64-encoded key"},
+      {"a bad key among secret_keys",
+       "",
+       {"BROKER_CLUSTER_CONFIG_SECRET_KEYS=0123456789abcdef,hunter2"},
+       "BROKER_CLUSTER_CONFIG_SECRET_KEYS: cluster.config.secret_keys[1]: must be 16, 24 or 32 "
+       "bytes"},
       {"env beats a valid file",
        "mqtt:\n  port: 1884\n",
        {"BROKER_MQTT_PORT=-5"},
@@ -660,6 +703,24 @@ TEST_CASE("server config: bad configurations exit 2 with a precise message") {
     CHECK(contains(r.err, replace_all(c.fragment, "@F@", file)));
     CHECK(!contains(r.err, "hunter2"));  // secrets are never echoed
   }
+}
+
+TEST_CASE("server config: cluster.insecure allows a cluster without a key") {
+  TempDir dir;
+  const std::string file =
+      dir.write("insecure.yaml",
+                "cluster:\n  insecure: true\n  config:\n    gossip_verify_incoming: false\n"
+                "discovery:\n  members: [\"127.0.0.1:7946\"]\n");
+  const ProcessResult file_run = run_server({"--check-config", "--config", file});
+  INFO(file_run.describe());
+  CHECK(file_run.exit_code == 0);
+  const std::string empty = dir.write("empty.yaml", "");
+  const ProcessResult env_run =
+      run_server({"--check-config", "--config", empty},
+                 {"BROKER_DISCOVERY_MEMBERS=127.0.0.1:7946", "BROKER_CLUSTER_INSECURE=true"});
+  INFO(env_run.describe());
+  CHECK(env_run.exit_code == 0);
+  CHECK(flatten(env_run.out)["cluster.insecure"] == "true");
 }
 
 TEST_CASE("server config: a --config file that does not exist") {

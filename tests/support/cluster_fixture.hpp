@@ -27,6 +27,12 @@ using mqtt::ProtocolVersion;
 
 inline constexpr auto kFormTimeout = 30s;
 
+/// The key the test clusters share when a test names none: a cluster needs one
+/// (ClusterOptions::insecure aside), as users run it.
+inline const std::string kTestClusterKey = "0123456789abcdef0123456789abcdef";
+
+/// `key` empty: kTestClusterKey. A test about a cluster without a key clears
+/// `cluster->membership.secret_key` and sets `cluster->insecure`.
 inline BrokerOptions node_options(const std::string& name, const std::vector<std::string>& seeds,
                                   const std::string& key = {},
                                   const std::string& address = "127.0.0.1") {
@@ -35,7 +41,7 @@ inline BrokerOptions node_options(const std::string& name, const std::vector<std
   c.membership.name = name;
   c.membership.bind_address = address;
   c.membership.port = 0;
-  c.membership.secret_key = key;
+  c.membership.secret_key = key.empty() ? kTestClusterKey : key;
   c.discovery.members = seeds;
   c.discovery.refresh_interval = 1000ms;
   c.discovery.retry_min = 100ms;
@@ -60,6 +66,7 @@ inline void fast_failure_detection(BrokerOptions& o) {
 /// N brokers; node i > 0 seeds with node 0. With `distinct_addresses`, node i's cluster
 /// port is on 127.0.0.(21+i), so that a partition can cut nodes off by address.
 struct TestCluster {
+  /// `key` empty: kTestClusterKey (see node_options).
   explicit TestCluster(std::size_t n, const std::string& key = {}, bool distinct_addresses = false,
                        const std::function<void(BrokerOptions&)>& tune = nullptr)
       : key_(key), distinct_(distinct_addresses), tune_(tune) {

@@ -33,6 +33,9 @@ namespace brokerha::test {
 
 inline const std::string kClusterDomain = "_broker._tcp.cluster.test";
 
+/// The key the nodes share: a cluster needs one, as users run it.
+inline const std::string kServerClusterKey = "0123456789abcdef0123456789abcdef";
+
 /// One brokerha-server process: node i on 127.0.0.(40+i) for the cluster port and the API.
 struct ServerNode {
   int index = 0;
@@ -42,20 +45,41 @@ struct ServerNode {
   std::uint16_t cluster_port = 0;
   std::string dir;
   std::string extra_yaml;  // appended to the generated config (whole top-level sections)
+  /// cluster.config.secret_key (the cluster test key; a test may give one node another);
+  /// empty: none written.
+  std::string secret_key = kServerClusterKey;
+  std::vector<std::string> secret_keys;  // cluster.config.secret_keys, when not empty
+  bool insecure = false;                 // cluster.insecure: true
+
+  std::string config_path() const { return dir + "/" + name() + ".yaml"; }
+
+  /// (Re)writes the node's config file (a running node reads it again on SIGHUP).
+  void write_config(const std::string& nameserver) const {
+    std::string keys;
+    if (!secret_key.empty()) keys += "    secret_key: \"" + secret_key + "\"\n";
+    if (!secret_keys.empty()) {
+      keys += "    secret_keys:\n";
+      for (const std::string& k : secret_keys) keys += "      - \"" + k + "\"\n";
+    }
+    std::ofstream(config_path()) << "mqtt:\n  port: " << mqtt_port << "\n  bind: 127.0.0.1\n"
+                                 << "api:\n  port: " << api_port << "\n  bind: " << address << "\n"
+                                 << "cluster:\n  node_name: " << name() << "\n  bind: " << address
+                                 << "\n  port: " << cluster_port << "\n  expected_members: 3\n"
+                                 << (insecure ? "  insecure: true\n" : "")
+                                 << (keys.empty() ? "" : "  config:\n" + keys)
+                                 << "discovery:\n  domain: " << kClusterDomain
+                                 << "\n  nameservers: [\"" << nameserver
+                                 << "\"]\n  refresh_interval: 1000\n"
+                                 << extra_yaml;
+  }
   BackgroundProcess process;
 
   std::string name() const { return "node" + std::to_string(index); }
 
   /// Writes the config and starts the process; true once it printed "cluster node".
   bool start(const std::string& nameserver) {
-    const std::string config = dir + "/" + name() + ".yaml";
-    std::ofstream(config) << "mqtt:\n  port: " << mqtt_port << "\n  bind: 127.0.0.1\n"
-                          << "api:\n  port: " << api_port << "\n  bind: " << address << "\n"
-                          << "cluster:\n  node_name: " << name() << "\n  bind: " << address
-                          << "\n  port: " << cluster_port << "\n  expected_members: 3\n"
-                          << "discovery:\n  domain: " << kClusterDomain << "\n  nameservers: [\""
-                          << nameserver << "\"]\n  refresh_interval: 1000\n"
-                          << extra_yaml;
+    write_config(nameserver);
+    const std::string config = config_path();
     if (!process.start({BROKERHA_SERVER_PATH, "--config", config})) return false;
     return process.wait_output(
         [](const std::string& out) { return out.find("cluster node") != std::string::npos; },

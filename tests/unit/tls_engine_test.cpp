@@ -127,7 +127,7 @@ CtxPtr context(bool server, const Identity* self, const Identity* trusted) {
 }  // namespace
 
 TEST_CASE("tls engine: TLS 1.3 with the links' pre-shared key") {
-  const LinkTlsContexts contexts("0123456789abcdef");
+  const LinkTlsContexts contexts(std::vector<std::string>{"0123456789abcdef"});
   Duo d(contexts.client(), contexts.server());
   CHECK(d.c == Status::ok);
   CHECK(d.s == Status::ok);
@@ -138,8 +138,8 @@ TEST_CASE("tls engine: TLS 1.3 with the links' pre-shared key") {
 }
 
 TEST_CASE("tls engine: a wrong pre-shared key fails the handshake on both sides") {
-  const LinkTlsContexts ours("0123456789abcdef");
-  const LinkTlsContexts theirs("fedcba9876543210");
+  const LinkTlsContexts ours(std::vector<std::string>{"0123456789abcdef"});
+  const LinkTlsContexts theirs(std::vector<std::string>{"fedcba9876543210"});
   Duo d(ours.client(), theirs.server());
   CHECK(d.s == Status::failed);
   CHECK(d.c == Status::failed);  // the server's alert reached it
@@ -149,6 +149,46 @@ TEST_CASE("tls engine: a wrong pre-shared key fails the handshake on both sides"
   char buf[16];
   CHECK(d.server.read(buf, sizeof buf, n) == Status::failed);
   CHECK(n == 0);
+}
+
+TEST_CASE("tls engine: link keyrings link at every step of a key rotation, and only then") {
+  const std::string o(32, 'o'), n(32, 'n'), x(32, 'x');
+  using Ring = std::vector<std::string>;
+  // Every ring a node holds during the three steps, from before to after.
+  const std::vector<Ring> rings{{o}, {o, n}, {n, o}, {n}};
+  // Neighbouring steps meet while the nodes move one by one: they must link both ways.
+  for (std::size_t i = 0; i < rings.size(); ++i) {
+    for (std::size_t j = i; j < rings.size() && j <= i + 1; ++j) {
+      CAPTURE(i);
+      CAPTURE(j);
+      const LinkTlsContexts a(rings[i]);
+      const LinkTlsContexts b(rings[j]);
+      Duo ab(a.client(), b.server());
+      CHECK(ab.c == Status::ok);
+      CHECK(ab.s == Status::ok);
+      Duo ba(b.client(), a.server());
+      CHECK(ba.c == Status::ok);
+      CHECK(ba.s == Status::ok);
+    }
+  }
+  // Only the old key against only the new one, or an unrelated key: no link.
+  for (const auto& [p, q] :
+       std::vector<std::pair<Ring, Ring>>{{{o}, {n}}, {{x}, {o, n}}, {{x}, {n, o}}}) {
+    const LinkTlsContexts a(p);
+    const LinkTlsContexts b(q);
+    Duo ab(a.client(), b.server());
+    CHECK(ab.s == Status::failed);
+    Duo ba(b.client(), a.server());
+    CHECK(ba.s == Status::failed);
+  }
+  // A replaced keyring applies to the next handshake.
+  LinkTlsContexts c(Ring{o});
+  const LinkTlsContexts s(Ring{n});
+  Duo before(c.client(), s.server());
+  CHECK(before.s == Status::failed);
+  c.set_keys({n, o});
+  Duo after(c.client(), s.server());
+  CHECK(after.s == Status::ok);
 }
 
 TEST_CASE("tls engine: certificates, a verified client's name, an untrusted server") {

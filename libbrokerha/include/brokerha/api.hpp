@@ -92,6 +92,11 @@ struct ApiOptions {
   /// The cluster's members (called per request). Null = Broker::cluster()'s members in
   /// cluster mode (their API port from the "api=<port>" metadata), else only this node.
   std::function<std::vector<ApiMember>()> members;
+  /// The keys that sign the requests /proxy forwards (the first) and that verify the
+  /// signed requests other members forward here (any), in place of Basic auth; called per
+  /// request. Null = the cluster's keyring in cluster mode (Broker::set_cluster_keys), else
+  /// none. None: /proxy answers for this node only. docs/api.md, "/proxy".
+  std::function<std::vector<std::string>()> proxy_keys;
   /// The cluster's state for /ready and /healthz (called per probe). Null = derived from
   /// Broker::cluster() in cluster mode (docs/api.md, "Probes"), else a single node.
   std::function<ClusterHealth()> cluster_health;

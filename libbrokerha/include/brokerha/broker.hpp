@@ -142,6 +142,9 @@ struct ClusterLinkInfo {
 /// The cluster as this node sees it (Broker::cluster()). `enabled` is false on a single node.
 struct ClusterInfo {
   bool enabled = false;
+  /// The members are not authenticated: no secret key, or plaintext gossip accepted
+  /// (allowed only with ClusterOptions::insecure).
+  bool insecure = false;
   std::string node_name;
   std::uint16_t port = 0;       // bound membership and data-plane port
   std::vector<Member> members;  // alive and suspect, this node included
@@ -299,6 +302,15 @@ class BROKERHA_API Broker {
   /// connections use the new files; open connections keep theirs. Throws std::runtime_error
   /// naming the file on error, and then keeps the old material of every listener.
   void reload_tls();
+
+  /// Replaces the cluster's keyring (SIGHUP reload, key rotation; docs/operations.md):
+  /// `keys[0]` encrypts membership packets and is the PSK this node offers on the links it
+  /// opens; every key decrypts and is accepted from peers. The membership applies it on its
+  /// thread and the links on the cluster's control thread; the call returns once both have.
+  /// Open links stay up. Any thread. Throws std::invalid_argument (a key not 16, 24 or 32
+  /// bytes, no key, or a cluster started without a key) and then keeps the old keyring;
+  /// std::system_error (errc::not_started) without a running cluster.
+  void set_cluster_keys(const std::vector<std::string>& keys);
 
   /// Exports a client's session (subscriptions, queued and in-flight messages, packet-id
   /// state) in the format of docs/session-format.md, to move it to another broker. Nullopt

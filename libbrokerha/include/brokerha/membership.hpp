@@ -25,6 +25,7 @@
 #include <brokerha/error.hpp>
 #include <brokerha/export.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -78,12 +79,25 @@ struct MembershipOptions : MembershipProtocolOptions {
   std::string advertise_address;         // empty: bind_address (required when that is 0.0.0.0)
   std::uint16_t advertise_port = 0;      // 0: the bound port
   std::string secret_key;                // raw bytes, 16/24/32; empty: no encryption
-  std::string label;                     // memberlist's Label; empty: none
+  /// More keys (rotation): every key decrypts; secret_key, when set, comes first and
+  /// encrypts, else secret_keys[0] does (memberlist's keyring). See keyring().
+  std::vector<std::string> secret_keys;
+  std::string label;  // memberlist's Label; empty: none
   bool enable_compression = true;
   bool skip_inbound_label_check = false;
   bool gossip_verify_incoming = true;  // false: accept plaintext too while migrating to a key
 
   std::size_t max_concurrent_streams = 128;  // TCP streams in each direction
+
+  /// secret_key (when set) then secret_keys, without repeats: the first encrypts.
+  std::vector<std::string> keyring() const {
+    std::vector<std::string> out;
+    if (!secret_key.empty()) out.push_back(secret_key);
+    for (const std::string& k : secret_keys) {
+      if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
+    }
+    return out;
+  }
 };
 
 enum class MemberState : std::uint8_t { alive = 0, suspect = 1, dead = 2, left = 3 };
@@ -180,6 +194,12 @@ class BROKERHA_API Membership {
   /// udp_buffer_size and not lost to UDP drops; delivered to the peer's message callback.
   /// errc::invalid_argument: unknown node.
   std::error_code send_reliable(const std::string& node, std::string_view payload);
+
+  /// Replaces the keyring (rotation): keys[0] encrypts, every key decrypts. Applied on the
+  /// membership thread between two packets; waits for it (at most 5 s). errc::invalid_argument:
+  /// no key, a key not 16, 24 or 32 bytes, or a membership started without a key (turning
+  /// encryption on or off needs a restart); errc::not_started before start().
+  std::error_code set_keys(const std::vector<std::string>& keys);
 
  private:
   friend struct detail::MembershipAccess;

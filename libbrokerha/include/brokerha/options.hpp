@@ -110,6 +110,12 @@ struct ClusterOptions {
   /// (TLS handshake and hello, each bounded by the link's 1 s connect timeout) at once; one
   /// beyond it is closed at once and counted (ClusterInfo::inbound_links_refused).
   std::size_t max_inbound_links = 256;
+  /// Run without authenticating the members: Broker::start() refuses a cluster whose
+  /// `membership.secret_key` is empty or whose `membership.gossip_verify_incoming` is false
+  /// unless this is true (the server's `cluster.insecure`). Anyone who reaches the cluster
+  /// port of such a cluster can join it; ClusterInfo::insecure and the
+  /// `broker_cluster_insecure` gauge say that it runs so.
+  bool insecure = false;
 };
 
 /// Broker settings; defaults are the `mqtt.*` defaults of the server's config.

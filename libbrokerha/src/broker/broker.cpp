@@ -14,6 +14,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "broker/cluster_keys.hpp"
 #include "cluster/node.hpp"
 #include "net/connection.hpp"
 #include "net/runtime.hpp"
@@ -53,6 +54,20 @@ void BrokerOptions::validate() const {
     std::error_code ec;
     asio::ip::make_address(l.bind, ec);
     if (ec) fail("listeners.bind", "not an IP address");
+  }
+  // A cluster authenticates its members unless the embedder says otherwise (docs/security.md).
+  if (cluster && !cluster->insecure) {
+    const MembershipOptions& m = cluster->membership;
+    if (m.keyring().empty()) {
+      fail("cluster.membership.secret_key",
+           "required in cluster mode: 16, 24 or 32 bytes shared by every member (or set "
+           "cluster.insecure to run a cluster that anyone reaching its port can join)");
+    }
+    if (!m.gossip_verify_incoming) {
+      fail("cluster.membership.secret_key",
+           "gossip_verify_incoming is false, so members are not authenticated (set "
+           "cluster.insecure to run so)");
+    }
   }
 }
 
@@ -515,6 +530,16 @@ void Broker::wait() noexcept {
   d.wait_cv.wait(lock, [&] { return d.finished; });
 }
 
+void Broker::set_cluster_keys(const std::vector<std::string>& keys) {
+  // Under the lifecycle lock, so that the node is not stopped meanwhile; the control and
+  // membership threads never take it.
+  std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
+  if (!impl_->node) {
+    throw std::system_error(make_error_code(errc::not_started), "brokerha::Broker: no cluster");
+  }
+  impl_->node->set_keys(keys);
+}
+
 ClusterInfo Broker::cluster() const {
   std::lock_guard<std::mutex> lock(impl_->lifecycle_mutex);
   if (!impl_->node) return {};
@@ -524,6 +549,12 @@ ClusterInfo Broker::cluster() const {
 struct detail::BrokerAccess {
   static Broker::Impl& impl(Broker& b) noexcept { return *b.impl_; }
 };
+
+std::vector<std::string> detail::cluster_keys(const Broker& broker) {
+  auto& d = detail::BrokerAccess::impl(const_cast<Broker&>(broker));
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  return d.node ? d.node->keys() : std::vector<std::string>{};
+}
 
 void testing::set_cluster_partition(Broker& broker, const std::string& address, bool blocked) {
   auto& d = detail::BrokerAccess::impl(broker);

@@ -131,9 +131,16 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
       : ctx(c), opt(std::move(o)), handlers(std::move(h)) {
     if (opt.node_name.empty()) throw std::invalid_argument("cluster link: node_name is empty");
     if (opt.node_name.size() > 0xFFFF) throw std::invalid_argument("cluster link: node_name");
-    const std::size_t k = opt.secret_key.size();
-    if (k != 0 && k != 16 && k != 24 && k != 32) {
-      throw std::invalid_argument("cluster link: secret_key must be 16, 24 or 32 bytes");
+    std::vector<std::string> keys;
+    if (!opt.secret_key.empty()) keys.push_back(opt.secret_key);
+    for (const std::string& key : opt.secret_keys) {
+      if (std::find(keys.begin(), keys.end(), key) == keys.end()) keys.push_back(key);
+    }
+    for (const std::string& key : keys) {
+      const std::size_t k = key.size();
+      if (k != 16 && k != 24 && k != 32) {
+        throw std::invalid_argument("cluster link: secret_key must be 16, 24 or 32 bytes");
+      }
     }
     if (opt.boot_epoch == 0) {  // unset: microseconds since 1970, new at every start
       opt.boot_epoch =
@@ -143,7 +150,7 @@ struct LinkManager::Impl : std::enable_shared_from_this<LinkManager::Impl> {
     }
     if (opt.reconnect_min.count() <= 0) opt.reconnect_min = std::chrono::milliseconds(1);
     if (opt.reconnect_max < opt.reconnect_min) opt.reconnect_max = opt.reconnect_min;
-    if (k != 0) tls = std::make_unique<LinkTlsContexts>(opt.secret_key);
+    if (!keys.empty()) tls = std::make_unique<LinkTlsContexts>(keys);
   }
 
   asio::io_context& ctx;
@@ -739,6 +746,11 @@ std::uint64_t LinkManager::refused_streams() const {
 std::uint64_t LinkManager::inbound_over_limit() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->over_limit;
+}
+
+void LinkManager::set_keys(const std::vector<std::string>& keys) {
+  if (!impl_->tls) throw std::invalid_argument("cluster link: started without a key");
+  impl_->tls->set_keys(keys);
 }
 
 void LinkManager::stop() {

@@ -60,6 +60,9 @@ namespace brokerha::cluster {
 /// max_frame_bytes, ping_interval, ack_delay) and the driver's.
 struct LinkOptions : LinkSessionOptions {
   std::string secret_key;  // 16/24/32 raw bytes: TLS 1.3 PSK; empty: plaintext
+  /// More keys (rotation), after secret_key: the first key of the two is offered, every key
+  /// is accepted. Both empty: plaintext.
+  std::vector<std::string> secret_keys;
   std::chrono::milliseconds connect_timeout{1000};  // TCP connect + TLS + hello
   std::chrono::milliseconds reconnect_min{100};
   std::chrono::milliseconds reconnect_max{5000};
@@ -130,6 +133,11 @@ class LinkManager {
   std::uint64_t refused_streams() const;
   /// Inbound streams closed at once because max_pending_inbound were pending (any thread).
   std::uint64_t inbound_over_limit() const;
+
+  /// Replaces the keyring of a manager started with a key (rotation): links opened later
+  /// offer keys[0] and accept any of `keys`; open links stay. Throws std::invalid_argument
+  /// (a bad key, no key, or a plaintext manager).
+  void set_keys(const std::vector<std::string>& keys);
 
   /// Closes every link and stops reconnecting. Idempotent.
   void stop();

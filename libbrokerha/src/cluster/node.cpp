@@ -67,6 +67,11 @@ void Node::start() {
   lo.node_name = options_.membership.name;
   lo.boot_epoch = boot_epoch_;
   lo.secret_key = options_.membership.secret_key;
+  lo.secret_keys = options_.membership.secret_keys;
+  {
+    std::lock_guard<std::mutex> lock(info_mutex_);
+    keys_ = options_.membership.keyring();
+  }
   lo.max_queue_bytes = options_.link_queue_bytes;
   lo.max_pending_inbound = options_.max_inbound_links;
   lo.max_frame_bytes = std::size_t{core_.max_packet_size()} + 65536;
@@ -186,6 +191,46 @@ bool Node::flush_links(std::chrono::steady_clock::time_point deadline,
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;
+}
+
+void Node::set_keys(const std::vector<std::string>& keys) {
+  if (!started_.load() || stopped_.load() || !membership_) {
+    throw std::system_error(make_error_code(errc::not_started), "cluster keys");
+  }
+  if (options_.membership.keyring().empty()) {
+    throw std::invalid_argument(
+        "cluster keys: the cluster was started without a key (adding one needs a restart)");
+  }
+  if (keys.empty()) throw std::invalid_argument("cluster keys: at least one key is needed");
+  for (const std::string& k : keys) {
+    if (k.size() != 16 && k.size() != 24 && k.size() != 32) {
+      throw std::invalid_argument("cluster keys: each key must be 16, 24 or 32 bytes");
+    }
+  }
+  auto applied = std::make_shared<std::promise<void>>();
+  auto done = applied->get_future();
+  asio::post(ctx_, [this, keys, applied] {
+    try {
+      links_->set_keys(keys);
+      applied->set_value();
+    } catch (...) {
+      applied->set_exception(std::current_exception());
+    }
+  });
+  if (done.wait_for(std::chrono::seconds(5)) != std::future_status::ready) {
+    throw std::system_error(make_error_code(errc::timed_out), "cluster keys: the links");
+  }
+  done.get();
+  if (const std::error_code ec = membership_->set_keys(keys)) {
+    throw std::system_error(ec, "cluster keys: the membership");
+  }
+  std::lock_guard<std::mutex> lock(info_mutex_);
+  keys_ = keys;
+}
+
+std::vector<std::string> Node::keys() const {
+  std::lock_guard<std::mutex> lock(info_mutex_);
+  return keys_;
 }
 
 bool Node::hand_off_sessions(std::chrono::steady_clock::time_point deadline,
@@ -709,6 +754,8 @@ void Node::joiner_loop() {
 ClusterInfo Node::info() const {
   ClusterInfo info;
   info.enabled = true;
+  info.insecure =
+      options_.membership.keyring().empty() || !options_.membership.gossip_verify_incoming;
   info.node_name = options_.membership.name;
   info.port = port();
   if (membership_) {

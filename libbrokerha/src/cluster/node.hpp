@@ -67,6 +67,12 @@ class Node final : public router::ClusterPort {
   /// the threads. Idempotent.
   void stop(bool leave) noexcept;
 
+  /// Broker::set_cluster_keys: the links' keyring on the control thread, then the
+  /// membership's on its thread. Any thread but those two; waits for both.
+  void set_keys(const std::vector<std::string>& keys);
+  /// The keyring in use (the first encrypts); empty in a cluster without a key. Any thread.
+  std::vector<std::string> keys() const;
+
   /// Graceful drain (Broker::drain; any thread but the control thread): waits until every
   /// link has its frames acknowledged, `deadline` passes or `cancel` turns true. True when
   /// the links were idle.
@@ -247,6 +253,7 @@ class Node final : public router::ClusterPort {
 
   // info() (any thread), guarded by info_mutex_.
   mutable std::mutex info_mutex_;
+  std::vector<std::string> keys_;  // the keyring in use (set_keys)
   DiscoveryResult last_discovery_;
   bool discovery_seen_ = false;
   std::map<std::string, std::uint8_t, std::less<>> peer_protocols_;  // Peer::proto, for info()

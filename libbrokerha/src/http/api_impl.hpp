@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "http/json.hpp"
+#include "http/proxy_auth.hpp"
 
 namespace brokerha::http {
 
@@ -119,12 +120,15 @@ struct ApiServer::Impl {
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> auth_failures{0};
   std::atomic<std::uint64_t> sse_events{0};
+  mutable http::ProxyVerifier proxy_verifier;  // signed requests forwarded by other members
 
   // api_server.cpp
   void start();  // ApiServer::start(); throws
   static const std::vector<Route>& routes();
   void dispatch(const httplib::Request& req, httplib::Response& res);
   bool authorized(const httplib::Request& req) const;
+  /// ApiOptions::proxy_keys, else the cluster's keyring (empty: none).
+  std::vector<std::string> proxy_key_list() const;
   /// ApiOptions::members, else the cluster's members, else this node alone.
   std::vector<ApiMember> member_list() const;
 

@@ -30,6 +30,7 @@
 #include <exception>
 #include <system_error>
 
+#include "broker/cluster_keys.hpp"
 #include "http/api_impl.hpp"
 #include "util/base64.hpp"
 #include "util/lifecycle.hpp"
@@ -293,6 +294,11 @@ std::vector<ApiMember> ApiServer::Impl::member_list() const {
 
 // ---- dispatch ----------------------------------------------------------------------------------
 
+std::vector<std::string> ApiServer::Impl::proxy_key_list() const {
+  if (options.proxy_keys) return options.proxy_keys();
+  return detail::cluster_keys(broker);
+}
+
 bool ApiServer::Impl::authorized(const httplib::Request& req) const {
   if (options.users.empty()) return true;
   const std::string header = req.get_header_value("Authorization");
@@ -327,7 +333,18 @@ void ApiServer::Impl::dispatch(const httplib::Request& req, httplib::Response& r
     if (path == r.path && (!proxy || r.proxied)) matching.push_back(&r);
   }
   if (matching.empty()) return send(res, error_reply(404, "no such endpoint"));
-  if (matching.front()->protected_ && !authorized(req)) {
+  // A request another member forwarded for its /proxy: signed with the cluster's key, in
+  // place of the caller's credentials, which are never forwarded. Never fanned out again.
+  if (http::ProxyVerifier::signed_request(req)) {
+    std::string why;
+    if (proxy || !proxy_verifier.verify(req, proxy_key_list(), why)) {
+      auth_failures.fetch_add(1, std::memory_order_relaxed);
+      return send(
+          res,
+          error_reply(401, "unauthorized: " +
+                               (proxy ? std::string("a signed request cannot be proxied") : why)));
+    }
+  } else if (matching.front()->protected_ && !authorized(req)) {
     auth_failures.fetch_add(1, std::memory_order_relaxed);
     res.set_header("WWW-Authenticate", "Basic realm=\"api\"");
     return send(res, error_reply(401, "unauthorized"));

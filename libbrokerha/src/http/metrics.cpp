@@ -149,6 +149,12 @@ const Family
             {"broker_cluster_member_health", "gauge", kAll,
              "Health score of this member (0 = healthy; suspect members seen).",
              [](const Snapshot& s, Samples& o) { o.add(suspect_members(s)); }},
+            {"broker_cluster_insecure", "gauge", kAll,
+             "1 when the cluster runs without authenticating its members (cluster.insecure), "
+             "else 0.",
+             [](const Snapshot& s, Samples& o) {
+               o.add(std::uint64_t{s.cluster.enabled && s.cluster.insecure ? 1u : 0u});
+             }},
             {"broker_retained_messages", "gauge", kAll, "Retained messages stored.",
              [](const Snapshot& s, Samples& o) { o.add(s.broker.retained_messages); }},
             {"broker_subscriptions", "gauge", kAll, "Subscriptions of all sessions.",

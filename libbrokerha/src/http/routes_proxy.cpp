@@ -2,7 +2,10 @@
 // /proxy/<route> (docs/api.md): the route's answer from every cluster member, as one JSON
 // object {"<member name>": <its answer> or {"error": "..."}}. This node answers in-process (a
 // request it rejects with 400 is rejected as a whole); the other members are asked over HTTP,
-// in parallel, each within ApiOptions::proxy_timeout, with the caller's Authorization header.
+// in parallel, each within ApiOptions::proxy_timeout. The caller's Authorization header is
+// never forwarded: each request is signed with the cluster's key (http/proxy_auth.hpp), and
+// in cluster mode only members whose data-plane link is up (they proved the key in its TLS
+// PSK handshake) are asked. Without a key, only this node answers.
 //
 // Threads: the request runs on one of cpp-httplib's request pool threads, holding a /proxy
 // Slot (at most max_proxy_calls at once, 503 beyond) while it waits; each remote member is
@@ -14,6 +17,7 @@
 #include <ctime>
 #include <exception>
 #include <future>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,23 +30,6 @@ namespace {
 
 using http::Reply;
 
-std::string percent_encode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (std::isalnum(u) != 0 || c == '-' || c == '_' || c == '.' || c == '~' || c == ':' ||
-        c == ',' || c == '/') {
-      out.push_back(c);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 0xF]);
-    }
-  }
-  return out;
-}
-
 // One member's part of the answer.
 struct Part {
   std::string name;
@@ -50,17 +37,16 @@ struct Part {
   std::string error;  // otherwise
 };
 
-// Asks member `m` for `path` with the request's query, body and Authorization. `own_port`
-// stands in for a member that does not say its API port.
+// Asks member `m` for `path` with the request's query and body, signed with `key` (never
+// with the caller's credentials). `own_port` stands in for a member that does not say its API
+// port.
 Part call_member(const ApiMember& m, const httplib::Request& req, std::string_view path,
-                 std::uint16_t own_port, std::chrono::milliseconds timeout) {
+                 const std::string& key, std::uint16_t own_port,
+                 std::chrono::milliseconds timeout) {
   Part part{m.name, {}, {}};
-  std::string target(path);
-  char sep = '?';
-  for (const auto& [k, v] : req.params) {
-    target += sep + percent_encode(k) + "=" + percent_encode(v);
-    sep = '&';
-  }
+  const std::string query = http::proxy_query(req);
+  const std::string target = std::string(path) + query;
+  const std::string method = req.method == "POST" ? "POST" : "GET";
   const int port = m.api_port != 0 ? m.api_port : own_port;
   httplib::Client cli(m.address, port);
   const auto sec = static_cast<time_t>(timeout.count() / 1000);
@@ -68,13 +54,11 @@ Part call_member(const ApiMember& m, const httplib::Request& req, std::string_vi
   cli.set_connection_timeout(sec, usec);
   cli.set_read_timeout(sec, usec);
   cli.set_write_timeout(sec, usec);
-  httplib::Headers headers;
-  if (req.has_header("Authorization")) {
-    headers.emplace("Authorization", req.get_header_value("Authorization"));
-  }
-  httplib::Result r = req.method == "POST" ? cli.Post(target.c_str(), headers, req.body,
-                                                      req.get_header_value("Content-Type").c_str())
-                                           : cli.Get(target.c_str(), headers);
+  const httplib::Headers headers = http::sign_proxy_request(key, method, std::string(path), query,
+                                                            method == "POST" ? req.body : "");
+  httplib::Result r = method == "POST" ? cli.Post(target.c_str(), headers, req.body,
+                                                  req.get_header_value("Content-Type").c_str())
+                                       : cli.Get(target.c_str(), headers);
   if (!r) {
     part.error = "request to " + m.address + ":" + std::to_string(port) +
                  " failed: " + httplib::to_string(r.error());
@@ -114,16 +98,41 @@ Reply ApiServer::Impl::proxy_call(const httplib::Request& req, const Route& rout
   }
   const std::uint16_t own_port = bound_port.load();
   const std::chrono::milliseconds timeout = options.proxy_timeout;
+  const std::vector<std::string> keys = proxy_key_list();
+  // In cluster mode (members from the cluster), only members with a link up have proved the
+  // key; an embedder's own member list is taken as it is.
+  std::set<std::string> linked;
+  const bool check_links = !options.members;
+  if (check_links) {
+    for (const ClusterLinkInfo& l : broker.cluster().links) {
+      if (l.connected) linked.insert(l.peer);
+    }
+  }
   std::vector<std::future<Part>> pending;
   for (const ApiMember& m : members) {
     if (m.self) continue;
-    pending.push_back(std::async(std::launch::async, [m, &req, &route, own_port, timeout] {
-      try {
-        return call_member(m, req, route.path, own_port, timeout);
-      } catch (const std::exception& e) {
-        return Part{m.name, {}, e.what()};
-      }
-    }));
+    if (keys.empty()) {
+      parts.push_back(Part{m.name,
+                           {},
+                           "not asked: the cluster runs without a key (cluster.insecure), so "
+                           "/proxy answers for this node only"});
+      continue;
+    }
+    if (check_links && linked.count(m.name) == 0) {
+      parts.push_back(Part{m.name,
+                           {},
+                           "not asked: no authenticated cluster link to this member (it has not "
+                           "proved the cluster key)"});
+      continue;
+    }
+    pending.push_back(
+        std::async(std::launch::async, [m, &req, &route, key = keys.front(), own_port, timeout] {
+          try {
+            return call_member(m, req, route.path, key, own_port, timeout);
+          } catch (const std::exception& e) {
+            return Part{m.name, {}, e.what()};
+          }
+        }));
   }
   for (auto& f : pending) parts.push_back(f.get());  // each bounded by the client timeouts
   rapidjson::StringBuffer buf;

@@ -141,6 +141,8 @@ class Core {
   int health_score() const noexcept { return awareness_; }
   const CoreStats& stats() const noexcept { return stats_; }
   const CoreConfig& config() const noexcept { return cfg_; }
+  // Replaces the packet keyring (rotation); the next packet in or out uses it.
+  void set_keyring(Keyring keyring) { cfg_.codec.keyring = std::move(keyring); }
 
   // memberlist's formulas, exactly as its code has them.
   static Duration suspicion_timeout(int mult, std::size_t n, Duration interval);

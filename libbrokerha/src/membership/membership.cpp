@@ -541,6 +541,12 @@ struct Membership::Impl final : mb::CoreOutput {
     return ec;
   }
 
+  static bool valid_keys(const std::vector<std::string>& keys, bool allow_none) {
+    if (keys.empty()) return allow_none;
+    return std::all_of(keys.begin(), keys.end(),
+                       [](const std::string& k) { return mb::Keyring::valid_key_size(k.size()); });
+  }
+
   // Membership::start(); throws std::system_error.
   void start() {
     if (started.exchange(true)) throw std::system_error(make_error_code(errc::already_started));
@@ -548,8 +554,7 @@ struct Membership::Impl final : mb::CoreOutput {
     const auto bind_addr = asio::ip::make_address(opt.bind_address, aec);
     std::string adv = opt.advertise_address.empty() ? opt.bind_address : opt.advertise_address;
     const auto adv_addr = asio::ip::make_address(adv, aec);
-    if (opt.name.empty() || aec || adv_addr.is_unspecified() ||
-        (!opt.secret_key.empty() && !mb::Keyring::valid_key_size(opt.secret_key.size())) ||
+    if (opt.name.empty() || aec || adv_addr.is_unspecified() || !valid_keys(opt.keyring(), true) ||
         opt.meta.size() > 512 || opt.max_concurrent_streams == 0 || opt.udp_buffer_size < 512) {
       throw std::system_error(make_error_code(errc::invalid_argument),
                               "brokerha::Membership::start: invalid options");
@@ -566,7 +571,7 @@ struct Membership::Impl final : mb::CoreOutput {
     static_cast<MembershipProtocolOptions&>(c) = opt;
     c.advertise =
         mb::Address{raw_ip(adv_addr), opt.advertise_port ? opt.advertise_port : port.load()};
-    if (!opt.secret_key.empty()) c.codec.keyring.add_key(opt.secret_key);
+    for (const std::string& k : opt.keyring()) c.codec.keyring.add_key(k);
     c.codec.label = opt.label;
     c.codec.enable_compression = opt.enable_compression;
     c.codec.skip_inbound_label_check = opt.skip_inbound_label_check;
@@ -745,6 +750,17 @@ std::error_code Membership::send(const std::string& node, std::string_view paylo
 std::error_code Membership::send_reliable(const std::string& node, std::string_view payload) {
   return impl_->run_send([node, copy = std::string(payload)](mb::Core& core) {
     return core.send_user_stream(node, copy);
+  });
+}
+
+std::error_code Membership::set_keys(const std::vector<std::string>& keys) {
+  if (!Impl::valid_keys(keys, false)) return make_error_code(errc::invalid_argument);
+  mb::Keyring ring;
+  for (const std::string& k : keys) ring.add_key(k);
+  return impl_->run_send([ring = std::move(ring)](mb::Core& core) {
+    if (!core.config().codec.keyring.enabled()) return false;  // encryption on: a restart
+    core.set_keyring(ring);
+    return true;
   });
 }
 
