@@ -854,6 +854,20 @@ TEST_CASE_FIXTURE(Linked, "link session: a gap in the peer's numbering is delive
   CHECK(b.stats().duplicates == 0);
 }
 
+TEST_CASE_FIXTURE(Linked, "link session: pings from a peer that never reads cost one pong") {
+  // A pong waits for the next round; a peer that streams pings and never reads would grow
+  // the control buffer by a pong per ping. Only the latest ping's pong is kept: the peer
+  // matches the pong to the ping it has outstanding.
+  std::string pings;
+  for (std::uint64_t i = 1; i <= 10000; ++i) pings += frame(0, i, "\x02");
+  p.a2b = pings;
+  REQUIRE(p.to_b());
+  p.b2a.clear();
+  p.flush();
+  CHECK(controls(p.b2a, 3) == std::vector<std::uint64_t>{10000});
+  CHECK(p.b2a.size() < 64);
+}
+
 TEST_CASE("link session: acknowledgements are immediate with ack_delay 0") {
   Side a("node-a", kEpochA, "node-b");
   LinkSessionOptions o = options("node-b", kEpochB);
@@ -867,10 +881,24 @@ TEST_CASE("link session: acknowledgements are immediate with ack_delay 0") {
   REQUIRE(f.size() == 3);
   p.a2b = f[0] + f[1];
   REQUIRE(p.to_b());
+  p.flush();  // each receive's ack goes with the next round, not after a delay
+  CHECK(controls(p.b2a, 1) == std::vector<std::uint64_t>{2});
   p.a2b = f[2];
   REQUIRE(p.to_b());
   p.flush();
   CHECK(controls(p.b2a, 1) == std::vector<std::uint64_t>{2, 3});
+  // Acks not written yet are cumulative: two receives before a round make one ack.
+  CHECK(a.send(3, 5) == 2);
+  p.flush();
+  const std::vector<std::string> g = frames_of(p.a2b);
+  REQUIRE(g.size() == 2);
+  p.a2b = g[0];
+  REQUIRE(p.to_b());
+  p.a2b = g[1];
+  REQUIRE(p.to_b());
+  p.b2a.clear();
+  p.flush();
+  CHECK(controls(p.b2a, 1) == std::vector<std::uint64_t>{5});
 }
 
 // ---- faults -------------------------------------------------------------------------------------

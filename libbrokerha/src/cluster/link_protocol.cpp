@@ -206,6 +206,7 @@ void LinkSession::lost() {
   fault_ = LinkFault::none;
   writing_ = false;
   std::string().swap(ctrl_);
+  ack_write_due_ = ping_write_due_ = pong_due_ = false;
   std::string().swap(own_);
   round_.pieces.clear();
   ack_due_set_ = false;
@@ -298,7 +299,10 @@ bool LinkSession::on_frame(const LinkFrame& f, TimePoint now, Events& events) {
       case LinkControl::ack:
         return on_ack(f.seq);
       case LinkControl::ping:
-        append_control(LinkControl::pong, f.seq);  // written with the next round
+        // Written with the next round; only the latest ping is answered (the peer matches the
+        // pong to its one outstanding ping), so a peer that pings and never reads costs one.
+        pong_due_ = true;
+        pong_value_ = f.seq;
         return true;
       case LinkControl::pong:
         if (ping_outstanding_ && f.seq == ping_id_) {
@@ -401,13 +405,14 @@ void LinkSession::append_control(LinkControl subtype, std::uint64_t value) {
 void LinkSession::send_ack() {
   if (rx_seq_ <= ack_sent_) return;
   ack_sent_ = rx_seq_;
-  append_control(LinkControl::ack, ack_sent_);
+  ack_write_due_ = true;  // cumulative: the latest goes out with the next round
 }
 
 void LinkSession::send_ping(TimePoint now) {
   ping_outstanding_ = true;
   ping_sent_ = now;
-  append_control(LinkControl::ping, ++ping_id_);
+  ++ping_id_;
+  ping_write_due_ = true;  // only the latest is answered, so only the latest is written
 }
 
 void LinkSession::rtt_sample(double secs) {
@@ -428,6 +433,20 @@ const LinkSession::Round* LinkSession::take_round(const RoundLimits& limits) {
   // Control frames, headers and bodies up to copy_max are copied into own_, in runs; a larger
   // body is its own piece, shared with every other link that sends it. Runs are kept as
   // offsets until own_ stops growing.
+  // Acks, pings and pongs wait here as flags, not bytes: a peer that never reads makes the
+  // control output hold at most one of each, whatever it sends meanwhile.
+  if (ack_write_due_) {
+    ack_write_due_ = false;
+    append_control(LinkControl::ack, ack_sent_);
+  }
+  if (ping_write_due_) {
+    ping_write_due_ = false;
+    append_control(LinkControl::ping, ping_id_);
+  }
+  if (pong_due_) {
+    pong_due_ = false;
+    append_control(LinkControl::pong, pong_value_);
+  }
   own_.swap(ctrl_);
   ctrl_.clear();
   segs_.clear();

@@ -304,10 +304,14 @@ class LinkSession {
   std::uint64_t ping_id_ = 0;
   bool ping_outstanding_ = false;
   TimePoint ping_sent_{};
-  std::string in_;        // an incomplete frame
-  std::string ctrl_;      // control frames (and magic/hello) waiting to be written
-  std::string own_;       // the round's copied bytes
-  bool writing_ = false;  // a round is out
+  std::string in_;                // an incomplete frame
+  std::string ctrl_;              // control frames (and magic/hello) waiting to be written
+  bool ack_write_due_ = false;    // an ack of ack_sent_ goes out with the next round
+  bool ping_write_due_ = false;   // a ping of ping_id_ goes out with the next round
+  bool pong_due_ = false;         // a pong for the latest ping goes out with the next round
+  std::uint64_t pong_value_ = 0;  // ... answering this ping
+  std::string own_;               // the round's copied bytes
+  bool writing_ = false;          // a round is out
   Round round_;
   struct Seg {
     const char* data;  // a shared body, or nullptr: `offset` into own_
