@@ -549,12 +549,16 @@ class Publisher(threading.Thread):
 
     def _send(self, c, st, seq, node):
         payload = b"%d %d %d " % (self.idx, st["no"], seq) + self.pad
+        # The send time is taken before the write: a thread switch after it (40 client threads
+        # share the interpreter) would date a message written before a subscriber's SUBACK
+        # after it, and the message would be expected of a subscription it preceded.
+        t = now()
         info = c.publish(self.topic, payload, self.qos)
         if info.rc != 0:
             st["lost"] = True
             return False
         m = self.msgs[seq]
-        m[0] = now()
+        m[0] = t
         m[4] += 1
         st["inflight"][info.mid] = seq
         return True

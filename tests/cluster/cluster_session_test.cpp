@@ -308,12 +308,13 @@ TEST_CASE("cluster sessions: takeover during a partition and after it heals") {
 }
 
 TEST_CASE("cluster sessions: a claim waits for a member whose link is not up yet") {
-  // Just after a partition heals (or a node restarts) membership sees a member alive while
-  // its link is still down, waiting out a reconnect backoff. A client resuming then on the
-  // other side used to get a fresh session (session present 0): the claim asked only peers
-  // with a link up, and the old session surfaced later, merged. Now the claim asks such a
-  // member as soon as its link comes up, within the claim's bound.
-  TestCluster c(3, {}, true);
+  // Just after a partition heals (or a drained node restarts) membership sees a member rejoin
+  // while its link is still down, being dialled. A client resuming then on the other side
+  // used to get a fresh session (session present 0): the claim asked only peers with a link
+  // up, and the old session surfaced later, merged. Now the claim asks such a member as soon
+  // as its link comes up, within the claim's bound. A member whose link merely went down (it
+  // may be dying) is not waited for.
+  TestCluster c(3, {}, true, fast_failure_detection);
   REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
   const std::string id = "link-late";
   leave_offline(c.port(0), id, "linklate/t");
@@ -323,24 +324,45 @@ TEST_CASE("cluster sessions: a claim waits for a member whose link is not up yet
   }
   REQUIRE(
       wait_until([&] { return session_on(c, 0, id) && session_on(c, 0, id)->queued == 3; }, 5s));
-  auto cut = [&](bool blocked) {
-    brokerha::testing::set_cluster_link_blocked(c[0], c.address(2), blocked);
-    brokerha::testing::set_cluster_link_blocked(c[2], c.address(0), blocked);
-  };
   auto links_up = [&](std::size_t i) {
     std::size_t up = 0;
     for (const auto& l : c[i].cluster().links) up += l.connected ? 1 : 0;
     return up;
   };
-  cut(true);
+  // The link n1-n3 alone goes down: n3 does not wait for n1 (a member whose link went down).
+  auto cut_link = [&](bool blocked) {
+    brokerha::testing::set_cluster_link_blocked(c[0], c.address(2), blocked);
+    brokerha::testing::set_cluster_link_blocked(c[2], c.address(0), blocked);
+  };
+  cut_link(true);
   REQUIRE_MESSAGE(wait_until([&] { return links_up(0) == 1 && links_up(2) == 1; }, 30s),
                   describe(c));
-  REQUIRE(c[2].cluster().members.size() == 3);  // n1 is alive to n3, its link down
+  // {n1, n2} | {n3} in membership too, until each side declares the other failed.
+  auto cut_membership = [&](bool blocked) {
+    for (std::size_t a : {0u, 1u}) {
+      brokerha::testing::set_cluster_membership_blocked(c[a], c.address(2), blocked);
+      brokerha::testing::set_cluster_membership_blocked(c[2], c.address(a), blocked);
+    }
+  };
+  cut_membership(true);
+  brokerha::testing::set_cluster_link_blocked(c[1], c.address(2), true);
+  brokerha::testing::set_cluster_link_blocked(c[2], c.address(1), true);
+  REQUIRE_MESSAGE(
+      wait_until(
+          [&] { return c[0].cluster().members.size() == 2 && c[2].cluster().members.size() == 1; },
+          30s),
+      describe(c));
+  // Membership heals first; the links are still cut: n3 sees n1 rejoin, its link not up.
+  cut_membership(false);
+  REQUIRE_MESSAGE(wait_until([&] { return c[2].cluster().members.size() == 3; }, 30s), describe(c));
+  REQUIRE(links_up(2) == 0);
 
-  // The link comes back 300 ms into the claim (the bound is 2 s).
+  // The links come back 300 ms into the claim (the bound is 2 s).
   std::thread heal([&] {
     std::this_thread::sleep_for(300ms);
-    cut(false);
+    cut_link(false);
+    brokerha::testing::set_cluster_link_blocked(c[1], c.address(2), false);
+    brokerha::testing::set_cluster_link_blocked(c[2], c.address(1), false);
   });
   MqttClient back(ProtocolVersion::v5);
   REQUIRE(back.open(c.port(2)));
@@ -358,6 +380,28 @@ TEST_CASE("cluster sessions: a claim waits for a member whose link is not up yet
   }
   CHECK(got == std::vector<std::string>{"queued-0", "queued-1", "queued-2"});
   CHECK(wait_until([&] { return !session_on(c, 0, id).has_value(); }, 5s));
+}
+
+TEST_CASE("cluster sessions: a claim does not wait for a member whose link went down") {
+  // A member whose link went down while membership still counts it (it was just killed, and
+  // failure detection takes seconds) is not waited for: every connect would wait for it.
+  TestCluster c(2, {}, true);
+  REQUIRE_MESSAGE(wait_until([&] { return c.formed(); }, kFormTimeout), describe(c));
+  brokerha::testing::set_cluster_link_blocked(c[0], c.address(1), true);
+  brokerha::testing::set_cluster_link_blocked(c[1], c.address(0), true);
+  REQUIRE_MESSAGE(
+      wait_until([&] { return c[1].cluster().links.empty() || !c[1].cluster().links[0].connected; },
+                 30s),
+      describe(c));
+  REQUIRE(c[1].cluster().members.size() == 2);
+  MqttClient client(ProtocolVersion::v5);
+  REQUIRE(client.open(c.port(1)));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto ack = client.connect(make_connect(ProtocolVersion::v5, "no-wait"));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  REQUIRE(ack);
+  CHECK(ack->as<mqtt::Connack>()->code == 0);
+  CHECK(took < 1s);  // the claim's bound is 2 s
 }
 
 TEST_CASE("cluster sessions: a session larger than a frame and the link queue moves whole") {

@@ -30,6 +30,12 @@ BROKERHA_API void set_cluster_partition(Broker& broker, const std::string& addre
 BROKERHA_API void set_cluster_link_blocked(Broker& broker, const std::string& address,
                                            bool blocked);
 
+/// Membership alone: while `address` is blocked, `broker`'s membership neither sends to it nor
+/// hears from it; its data-plane link is left as it is. With set_cluster_link_blocked, a
+/// partition can heal in two steps (membership first, then the link).
+BROKERHA_API void set_cluster_membership_blocked(Broker& broker, const std::string& address,
+                                                 bool blocked);
+
 /// While `address` (numeric IP) is blocked, `membership` sends nothing to it and hears
 /// nothing from it (UDP and TCP).
 BROKERHA_API void set_membership_blocked(Membership& membership, const std::string& address,

@@ -565,7 +565,14 @@ void testing::set_cluster_partition(Broker& broker, const std::string& address, 
 void testing::set_cluster_link_blocked(Broker& broker, const std::string& address, bool blocked) {
   auto& d = detail::BrokerAccess::impl(broker);
   std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
-  if (d.node) d.node->set_partition(address, blocked, false);
+  if (d.node) d.node->set_partition(address, blocked, false, true);
+}
+
+void testing::set_cluster_membership_blocked(Broker& broker, const std::string& address,
+                                             bool blocked) {
+  auto& d = detail::BrokerAccess::impl(broker);
+  std::lock_guard<std::mutex> lock(d.lifecycle_mutex);
+  if (d.node) d.node->set_partition(address, blocked, true, false);
 }
 
 void testing::inject_cluster_frame(Broker& broker, const std::string& peer, std::uint8_t kind,

@@ -112,13 +112,15 @@ void Claims::stamp(std::uint64_t request, std::uint64_t hlc) {
   t.resume = p.resume;
   std::string body;
   for (const PeerView& v : peers_()) {
-    // A member whose link is down (just restarted, or back from a partition while its link
-    // waits out a backoff) may hold the session: it is asked when its link comes up (on_up)
-    // within the same bound. Nothing is queued for it now: a request that waits in a queue
-    // for a peer cut off would arrive after the claim is settled; claims_held settles the id
-    // with that peer when the link comes back.
+    // A member whose link is coming (it rejoined after a drain, a restart or a healed
+    // partition, and its link is still being dialled) may hold the session: it is asked when
+    // its link comes up (on_up) within the same bound. A member whose link went down is not
+    // waited for (it may be dying: every connect would wait for its failure detection).
+    // Nothing is queued for a peer whose link is down: a request that waits in a queue would
+    // arrive after the claim is settled; claims_held settles the id with that peer when the
+    // link comes back.
     if (!v.up) {
-      if (v.member) {
+      if (v.member && v.coming) {
         p.waiting.insert(v.name);
         p.unasked.insert(v.name);
       }

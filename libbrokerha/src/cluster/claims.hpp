@@ -68,6 +68,9 @@ class Claims {
     bool member = false;     // alive or suspect
     bool up = false;         // link connected
     std::uint8_t proto = 1;  // cluster protocol version spoken with it
+    /// Its link is down but expected: it (re)joined (a restart, a healed partition) and its
+    /// link has not come up since. A member whose link went down is not: it may be dying.
+    bool coming = false;
   };
   /// Queues a frame for `peer` (ordered, flow-controlled); false when it cannot be sent at all.
   using Send = std::function<bool(const std::string& peer, Kind kind, std::string body)>;

@@ -95,7 +95,7 @@ void Node::start() {
         std::vector<Claims::PeerView> v;
         v.reserve(peers_.size());
         for (const auto& [name, p] : peers_) {
-          v.push_back(Claims::PeerView{name, p.member, p.up, p.proto});
+          v.push_back(Claims::PeerView{name, p.member, p.up, p.proto, p.link_expected});
         }
         return v;
       });
@@ -253,9 +253,10 @@ void Node::inject_frame(const std::string& peer, std::uint8_t kind, const std::s
   asio::post(ctx_, [this, peer, kind, body] { on_frame(peer, kind, body); });
 }
 
-void Node::set_partition(const std::string& address, bool blocked, bool membership) {
+void Node::set_partition(const std::string& address, bool blocked, bool membership, bool link) {
   if (!membership_) return;
   if (membership) testing::set_membership_blocked(*membership_, address, blocked);
+  if (!link) return;
   asio::post(ctx_, [this, address, blocked] {
     if (blocked) {
       partitioned_.insert(address);
@@ -344,7 +345,10 @@ void Node::on_member_event(const MemberEvent& e) {
         p.up = true;
         resync(p);
       }
-      if (joined) members_joined_.fetch_add(1, std::memory_order_relaxed);
+      if (joined) {
+        members_joined_.fetch_add(1, std::memory_order_relaxed);
+        p.link_expected = !p.up;  // claims wait for its link (Claims::PeerView::coming)
+      }
       if (!joined_at_) {
         joined_at_ = SteadyClock::now();
         catch_up_timer_.expires_after(kCatchUpBound);
@@ -498,6 +502,7 @@ void Node::on_up(const std::string& name, std::uint64_t epoch) {
   }
   p.epoch = epoch;
   p.up = true;
+  p.link_expected = false;
   resync(p);
 }
 

@@ -90,9 +90,10 @@ class Node final : public router::ClusterPort {
   /// The bound membership (and data-plane) port.
   std::uint16_t port() const noexcept;
   ClusterInfo info() const;
-  /// Broker::set_cluster_partition, and set_cluster_link_blocked without `membership`
-  /// (any thread).
-  void set_partition(const std::string& address, bool blocked, bool membership = true);
+  /// testing::set_cluster_partition (both), set_cluster_link_blocked (`link` only) and
+  /// set_cluster_membership_blocked (`membership` only) (any thread).
+  void set_partition(const std::string& address, bool blocked, bool membership = true,
+                     bool link = true);
   /// testing::inject_cluster_frame (any thread): `body` handled as a frame from `peer`.
   void inject_frame(const std::string& peer, std::uint8_t kind, const std::string& body);
 
@@ -132,6 +133,7 @@ class Node final : public router::ClusterPort {
     std::deque<Outgoing> backlog;           // control frames waiting for room on the link, in order
     std::set<std::string> routes_incoming;  // routes_part frames received until the last
     bool routes_known = false;              // its full route set arrived (this incarnation)
+    bool link_expected = false;             // (re)joined, its link not up since
     /// Retained entries from it are accepted until then: this node asked it for them (a
     /// snapshot_request, a digest or a bucket_request), renewed by each frame that comes.
     std::chrono::steady_clock::time_point entries_until{};
