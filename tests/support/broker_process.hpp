@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -37,20 +38,29 @@ namespace brokerha::test {
 
 inline constexpr const char* kPython = "/usr/bin/python3";
 
-/// A free TCP port on 127.0.0.1 (bound to port 0, then released), for a child process that
-/// must be told its port; 0 on failure.
+/// A free TCP port on 127.0.0.1 (bound, then released), for a child process that must be
+/// told its port; 0 on failure.
 inline std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  ::close(fd);
-  return ok ? ntohs(addr.sin_port) : 0;
+  // Below the kernel's ephemeral range (32768 and up by default): a port handed out here is
+  // not taken meanwhile as the source port of some other test's outgoing connection (a test
+  // that opens hundreds of them made port-0 picks collide, and a server failed to bind). The
+  // pick is random per process, and checked free.
+  static std::minstd_rand rng(
+      static_cast<unsigned>(::getpid()) ^
+      static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::uniform_int_distribution<int> pick(20000, 32767);
+  for (int attempt = 0; attempt < 256; ++attempt) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(pick(rng)));
+    const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    if (ok) return ntohs(addr.sin_port);
+  }
+  return 0;
 }
 
 class BackgroundProcess {
