@@ -439,7 +439,9 @@ TEST_CASE(
       {"2: the new key first", {new_key, old_key}},
       {"3: the old key removed", {new_key}}};
   std::size_t step_no = 0;
-  for (const auto& [what, keys] : steps) {
+  for (const auto& step : steps) {  // (no structured binding: doctest captures it)
+    const std::string& what = step.first;
+    const std::vector<std::string>& keys = step.second;
     ++step_no;
     CAPTURE(what);
     for (std::size_t i = 0; i < 3; ++i) {
