@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# CI smoke of the benchmark tools (no timing assertions; about 100 s):
+# CI smoke of the benchmark tools (no timing assertions; about 2 minutes):
 #  1. every scenario of bench/compare for 2 s against a fresh brokerha only, failing on any
 #     lost, duplicated, reordered or invalid message (compare --check);
 #  2. a few extra brokerha-bench runs for what the scenarios do not cover (QoS 2, MQTT 5,
 #     fan-in QoS 1, a rate-limited fan-out), 1.5 s each against one fresh brokerha, same checks;
-#  3. bench/compare --duration 2 --rounds 1 on two quick scenarios against both brokerha and
-#     Mosquitto, end to end (every run must produce a result);
+#  3. bench/compare --duration 2 --rounds 1 on two quick scenarios against brokerha, Mosquitto
+#     and a --peer (Mosquitto again, by its command line), end to end (every run must produce
+#     a result);
 #  4. bench/compare --cluster briefly: every cluster scenario once (3 brokerha-server nodes,
 #     1 crash trial, 2,000 retained messages), zero loss, no timing asserted.
 #
@@ -118,9 +119,9 @@ run_extra idle-v5 --idle 500 --mqtt 5 --settle 0.2
 stop_brokerha
 
 echo
-echo "== smoke 3/4: bench/compare against brokerha and Mosquitto, end to end"
+echo "== smoke 3/4: bench/compare against brokerha, Mosquitto and a peer, end to end"
 /usr/bin/python3 bench/compare --build-dir "$build" --duration 2 --rounds 1 \
-  --scenarios fanin-q0,latency-q1
+  --scenarios fanin-q0,latency-q1 --peer mosquitto-p --peer-cmd '/usr/sbin/mosquitto -p {port}'
 
 echo
 echo "== smoke 4/4: bench/compare --cluster, briefly (1 round, 1 crash trial, 2,000 retained)"
