@@ -93,7 +93,10 @@ void Connection::on_readable(const std::error_code& ec) {
     if (n < buffer.size()) break;
   }
   in_handler_ = false;
-  rt_.flush(*shard_);
+  // What this read routed and wrote leaves once the shard has run every handler that is
+  // ready now: the other readable connections of this round add to the same posts to other
+  // shards and to the same write per subscriber.
+  rt_.schedule_flush(*shard_);
   protocol_.shrink_idle();
   if (backlog() >= kMaxBacklogBytes) {
     // The client does not read what it asks for (PINGRESP, acks, deliveries): stop reading

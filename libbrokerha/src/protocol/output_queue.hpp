@@ -2,8 +2,11 @@
 #pragma once
 // The bytes one client connection has to send, in order, until its driver writes them:
 // packets encoded for this client alone (one growing string), and encodings shared by every
-// subscriber of a QoS 0 message (held by reference, never copied). The driver takes the whole
-// queue at once for one gathered write.
+// subscriber of a QoS 0 message. A shared encoding up to kShareBytes is copied into the
+// string: a run of small messages then leaves as one buffer (one write call, where one
+// buffer per message would cost a write call per handful of them) and the message's
+// reference count is not touched by this thread. A larger one is held by reference, never
+// copied. The driver takes the whole queue at once for one gathered write.
 //
 // Thread: the connection's shard only.
 
@@ -44,9 +47,17 @@ class OutputQueue {
     bytes_ += end - begin;
     return end - begin;
   }
-  /// A shared encoding, sent as it is.
-  std::size_t shared(message::MessagePtr keep, const std::string* bytes) {
-    chunks_.push_back(Chunk{std::move(keep), bytes, 0, 0});
+  /// Shared encodings up to this size are copied (see the top of this file).
+  static constexpr std::size_t kShareBytes = 2048;
+
+  /// A shared encoding, sent as it is: copied when small, else held by reference.
+  std::size_t shared(const message::MessagePtr& keep, const std::string* bytes) {
+    if (bytes->size() <= kShareBytes) {
+      const std::size_t begin = own_.size();
+      own_.append(*bytes);
+      return own_appended(begin);
+    }
+    chunks_.push_back(Chunk{keep, bytes, 0, 0});
     bytes_ += bytes->size();
     return bytes->size();
   }
