@@ -114,6 +114,20 @@ TEST_CASE("message: from_publish copies the fields and the forwarded properties"
   CHECK_FALSE(m->expired(now + 10000h));
 }
 
+TEST_CASE("message: from_publish takes the creation time it is given") {
+  mqtt::Publish p;
+  p.topic = "t";
+  p.payload = "x";
+  const auto wall = std::chrono::system_clock::time_point(std::chrono::seconds(1700000000));
+  auto m = Message::from_publish(p, "t", "c", 0, Clock::now(), wall);
+  CHECK(m->created == wall);
+  // Without one it is now.
+  const auto before = std::chrono::system_clock::now();
+  auto n = Message::from_publish(p, "t", "c", 0, Clock::now());
+  CHECK(n->created >= before);
+  CHECK(n->created <= std::chrono::system_clock::now());
+}
+
 TEST_CASE("message: from_publish copies every forwarded property") {
   const auto now = Clock::now();
   const auto m = full_message(std::nullopt, 0, now);

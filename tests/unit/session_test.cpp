@@ -283,6 +283,30 @@ TEST_CASE("session: next() skips and counts expired messages") {
   CHECK(inflight_ids(s) == std::vector<std::uint16_t>{1});
 }
 
+TEST_CASE("session: next() reads the clock only for a message with an expiry") {
+  Session s("c");
+  const QueueLimits limits{10};
+  s.enqueue(delivery("forever", 0), limits);
+  s.enqueue(delivery("forever-1", 1), limits);
+  Delivery qos0;
+  Inflight* inflight = nullptr;
+  std::size_t expired = 0;
+  brokerha::session::LazyNow lazy;
+  REQUIRE(s.next(10, lazy, qos0, inflight, expired));
+  REQUIRE(s.next(10, lazy, qos0, inflight, expired));
+  // Neither message expires: the lazy clock was never read.
+  brokerha::session::LazyNow fresh;
+  const auto t0 = Clock::now();
+  CHECK(lazy.get() >= t0);  // read now, on first use
+  const auto first = fresh.get();
+  CHECK(fresh.get() == first);  // read once
+  // A message that expired is dropped through the lazy clock too.
+  s.enqueue(delivery("gone", 1, Clock::now() - 1s), limits);
+  brokerha::session::LazyNow later;
+  CHECK_FALSE(s.next(10, later, qos0, inflight, expired));
+  CHECK(expired == 1);
+}
+
 TEST_CASE("session: expired messages behind a full window are not skipped early") {
   // The window is full: next() returns false at the first QoS 1 without dropping it.
   Session s("c");

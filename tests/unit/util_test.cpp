@@ -9,6 +9,7 @@
 
 #include "util/base64.hpp"
 #include "util/bytes.hpp"
+#include "util/chars.hpp"
 
 namespace util = brokerha::util;
 
@@ -113,4 +114,23 @@ TEST_CASE("util: big-endian loads and stores in place") {
   util::store_be64(b, 0xFEDCBA9876543210ull);
   CHECK(util::load_be64(b) == 0xFEDCBA9876543210ull);
   CHECK(static_cast<unsigned char>(b[7]) == 0x10);
+}
+
+TEST_CASE("util: contains_any finds any character of the set, anywhere") {
+  CHECK_FALSE(util::contains_any("", "+#"));
+  CHECK_FALSE(util::contains_any("a/b/c", ""));
+  CHECK_FALSE(util::contains_any("sensors/kitchen/temp", "+#"));
+  CHECK(util::contains_any("+", "+#"));
+  CHECK(util::contains_any("a/#", "+#"));
+  CHECK(util::contains_any("a/+/c", "+#"));
+  CHECK(util::contains_any("group/x", "/+#"));
+  // Every position of a long string, and a NUL inside it does not end the scan.
+  std::string s(300, 'x');
+  s[10] = '\0';
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    std::string t = s;
+    t[i] = '#';
+    CHECK(util::contains_any(t, "+#"));
+  }
+  CHECK_FALSE(util::contains_any(s, "+#"));
 }

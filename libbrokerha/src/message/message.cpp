@@ -11,8 +11,9 @@ Message::~Message() {
 
 std::shared_ptr<Message> Message::from_publish(const mqtt::Publish& p, std::string_view topic,
                                                std::string_view origin, std::uint32_t max_expiry,
-                                               Clock::time_point now) {
-  auto m = std::make_shared<Message>();
+                                               Clock::time_point now,
+                                               std::chrono::system_clock::time_point created) {
+  auto m = std::make_shared<Message>(created);
   m->topic.assign(topic);
   m->payload.assign(p.payload);
   m->qos = p.qos;
@@ -71,7 +72,8 @@ const std::string* Message::encoded(mqtt::ProtocolVersion version, std::uint8_t 
   const std::string* cached = cache_[slot].load(std::memory_order_acquire);
   if (cached != nullptr) return cached;
   auto bytes = std::make_unique<std::string>();
-  const mqtt::Publish p = to_publish(delivery_qos, delivery_retain, 0, Clock::now());
+  // No expiry here, so the time is not read.
+  const mqtt::Publish p = to_publish(delivery_qos, delivery_retain, 0, Clock::time_point{});
   if (!mqtt::encode(mqtt::Packet(p), version, *bytes)) return nullptr;
   const std::string* expected = nullptr;
   if (cache_[slot].compare_exchange_strong(expected, bytes.get(), std::memory_order_acq_rel)) {

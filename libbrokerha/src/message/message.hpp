@@ -45,15 +45,19 @@ struct Message {
   std::chrono::system_clock::time_point created = std::chrono::system_clock::now();
 
   Message() = default;
+  /// A message created at `created` (the default constructor reads the wall clock).
+  explicit Message(std::chrono::system_clock::time_point created_at) : created(created_at) {}
   Message(const Message&) = delete;
   Message& operator=(const Message&) = delete;
   ~Message();
 
   /// Copies the fields of a decoded PUBLISH (and its forwarded properties). `now` starts
-  /// the message expiry clock; `max_expiry` (seconds, 0 = none) caps it.
-  static std::shared_ptr<Message> from_publish(const mqtt::Publish& p, std::string_view topic,
-                                               std::string_view origin, std::uint32_t max_expiry,
-                                               Clock::time_point now);
+  /// the message expiry clock; `max_expiry` (seconds, 0 = none) caps it; `created` is the
+  /// wall-clock time of its arrival.
+  static std::shared_ptr<Message> from_publish(
+      const mqtt::Publish& p, std::string_view topic, std::string_view origin,
+      std::uint32_t max_expiry, Clock::time_point now,
+      std::chrono::system_clock::time_point created = std::chrono::system_clock::now());
 
   bool expired(Clock::time_point now) const noexcept { return expires_at && now >= *expires_at; }
 

@@ -7,6 +7,7 @@
 #include "mqtt/utf8.hpp"
 #include "topic/topic.hpp"
 #include "util/bytes.hpp"
+#include "util/chars.hpp"
 
 namespace brokerha::mqtt {
 
@@ -416,7 +417,7 @@ Status decode_publish(Reader& r, std::uint8_t flags, ProtocolVersion version, Pu
   p.qos = static_cast<std::uint8_t>((flags >> 1) & 0x03u);
   p.retain = flags & 0x01u;
   BROKERHA_TRY(read_utf8(r, p.topic, "truncated topic name", "topic name is not valid UTF-8"));
-  if (p.topic.find_first_of("+#") != std::string_view::npos) {
+  if (util::contains_any(p.topic, "+#")) {
     return {ReasonCode::topic_name_invalid, "wildcard in a PUBLISH topic name"};
   }
   if (p.qos > 0) {

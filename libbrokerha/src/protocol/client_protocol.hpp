@@ -78,6 +78,21 @@ struct ShardContext {
   router::Counters& counters;
   router::Outbox& outbox;
   const Limits& limits;
+
+  /// The wall-clock time at steady time `now`, read once per distinct `now`: the messages of
+  /// one read share their arrival time, so a burst of them costs one clock read, not one each
+  /// (a clock read is not cheap on every machine, virtual ones above all).
+  std::chrono::system_clock::time_point wall_at(Clock::time_point now) {
+    if (now != wall_for_) {
+      wall_for_ = now;
+      wall_ = std::chrono::system_clock::now();
+    }
+    return wall_;
+  }
+
+  // wall_at()'s cache (left out of the initializer list: this stays an aggregate).
+  Clock::time_point wall_for_{};
+  std::chrono::system_clock::time_point wall_{};
 };
 
 /// The shard whose sessions hold `client_id`.

@@ -86,8 +86,10 @@ mqtt::Status ClientProtocol::on_publish(mqtt::Publish& p) {
   }
   counter(&router::Counters::messages_received);
   published_ = true;
+  // The arrival time of the bytes (on_bytes), shared by every packet of one read.
+  const Clock::time_point now = last_activity_;
   MessagePtr message = Message::from_publish(p, topic, session_->state.client_id(),
-                                             opts.max_message_expiry, Clock::now());
+                                             opts.max_message_expiry, now, shard.wall_at(now));
   const std::uint16_t packet_id = p.packet_id;
   if (shard.access.acl_hooks.empty()) {
     finish_publish(message, packet_id, Decision::defer);
@@ -390,7 +392,7 @@ mqtt::Status ClientProtocol::on_disconnect(const mqtt::Disconnect& d) {
 void ClientProtocol::pump() {
   if (!session_ || state_ != State::connected) return;
   ShardContext& shard = host_.shard();
-  const auto now = Clock::now();
+  session::LazyNow now;
   std::size_t expired = 0;
   const std::size_t queued_before = session_->state.queued_bytes();
   while (backlog_ < kMaxBacklogBytes) {
@@ -448,7 +450,8 @@ bool ClientProtocol::send_delivery(const session::Delivery& d, std::uint16_t pac
       return true;
     }
   }
-  mqtt::Publish p = m.to_publish(d.qos, d.retain, packet_id, Clock::now());
+  mqtt::Publish p =
+      m.to_publish(d.qos, d.retain, packet_id, m.expires_at ? Clock::now() : Clock::time_point{});
   p.dup = dup && d.qos > 0;
   p.properties.subscription_identifiers = d.subscription_ids;
   // Outgoing topic alias (MQTT 5.0 3.3.2.3.4): the first message on a topic carries the

@@ -42,12 +42,12 @@ std::size_t Session::enqueue(Delivery d, const QueueLimits& limits, std::size_t*
   return dropped;
 }
 
-bool Session::next(std::uint16_t window, std::chrono::steady_clock::time_point now,
-                   Delivery& out_qos0, Inflight*& out_inflight, std::size_t& expired) {
+bool Session::next(std::uint16_t window, LazyNow& now, Delivery& out_qos0, Inflight*& out_inflight,
+                   std::size_t& expired) {
   out_inflight = nullptr;
   while (!queue_.empty()) {
     Delivery& front = queue_.front();
-    if (front.message->expired(now)) {
+    if (front.message->expires_at && front.message->expired(now.get())) {
       queued_bytes_ -= size_of(front);
       queue_.pop_front();
       ++expired;

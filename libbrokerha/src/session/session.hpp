@@ -51,6 +51,26 @@ struct Inflight {
   bool sent = false;      // sent on the current connection (false after a reconnect)
 };
 
+/// The current time, read on first use (or fixed): most deliveries carry no expiry, and a
+/// clock read per delivery is measurable on the hot path.
+class LazyNow {
+ public:
+  using time_point = std::chrono::steady_clock::time_point;
+  LazyNow() = default;
+  explicit LazyNow(time_point fixed) : t_(fixed), read_(true) {}
+  time_point get() {
+    if (!read_) {
+      t_ = std::chrono::steady_clock::now();
+      read_ = true;
+    }
+    return t_;
+  }
+
+ private:
+  time_point t_{};
+  bool read_ = false;
+};
+
 struct QueueLimits {
   std::size_t max_queued = 1000;  // deliveries queued beyond in flight
   std::uint64_t max_bytes = 0;    // bytes (size_of) queued beyond in flight; 0 = unlimited
@@ -80,8 +100,13 @@ class Session {
   /// while fewer than `window` are in flight (it then gets a packet id and is recorded as in
   /// flight and sent). Expired messages are skipped and counted in `expired`. Returns false
   /// when nothing can be sent.
+  bool next(std::uint16_t window, LazyNow& now, Delivery& out_qos0, Inflight*& out_inflight,
+            std::size_t& expired);
   bool next(std::uint16_t window, std::chrono::steady_clock::time_point now, Delivery& out_qos0,
-            Inflight*& out_inflight, std::size_t& expired);
+            Inflight*& out_inflight, std::size_t& expired) {
+    LazyNow fixed(now);
+    return next(window, fixed, out_qos0, out_inflight, expired);
+  }
 
   /// PUBACK (QoS 1) and PUBCOMP (QoS 2, after PUBREL): completes a delivery.
   bool complete(std::uint16_t packet_id, bool qos2);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "topic/topic.hpp"
 
+#include "util/chars.hpp"
+
 namespace brokerha::topic {
 
 namespace {
@@ -16,7 +18,7 @@ bool is_valid_plain_filter(std::string_view filter) noexcept {
     if (last) end = filter.size();
     const std::string_view level = filter.substr(start, end - start);
     if (level.size() != 1 || (level[0] != '+' && level[0] != '#')) {
-      if (level.find_first_of("+#") != std::string_view::npos) return false;
+      if (util::contains_any(level, "+#")) return false;
     } else if (level[0] == '#' && !last) {
       return false;
     }
@@ -28,7 +30,7 @@ bool is_valid_plain_filter(std::string_view filter) noexcept {
 }  // namespace
 
 bool is_valid_name(std::string_view name) noexcept {
-  return !name.empty() && name.find_first_of("+#") == std::string_view::npos;
+  return !name.empty() && !util::contains_any(name, "+#");
 }
 
 bool parse_shared(std::string_view filter, SharedFilter& out) noexcept {
@@ -46,16 +48,14 @@ bool parse_shared(std::string_view filter, SharedFilter& out) noexcept {
 bool is_valid_filter(std::string_view filter) noexcept {
   SharedFilter shared;
   if (!parse_shared(filter, shared)) return is_valid_plain_filter(filter);
-  if (shared.group.empty() || shared.group.find_first_of("/+#") != std::string_view::npos) {
+  if (shared.group.empty() || util::contains_any(shared.group, "/+#")) {
     return false;
   }
   return filter.size() > kSharePrefix.size() + shared.group.size() &&
          is_valid_plain_filter(shared.filter);
 }
 
-bool has_wildcard(std::string_view filter) noexcept {
-  return filter.find_first_of("+#") != std::string_view::npos;
-}
+bool has_wildcard(std::string_view filter) noexcept { return util::contains_any(filter, "+#"); }
 
 bool matches(std::string_view filter, std::string_view topic) noexcept {
   if (!topic.empty() && topic[0] == '$' && !filter.empty() &&
