@@ -22,6 +22,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential cmake ninja-build pkg-config \
       libasio-dev libcpp-httplib-dev rapidjson-dev libyaml-cpp-dev libc-ares-dev libssl-dev \
+      libmimalloc-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -31,7 +32,7 @@ RUN cmake --install build/container --prefix /opt/brokerha --strip
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libc-ares2 libcpp-httplib0.11 libyaml-cpp0.7 libssl3 \
+      libc-ares2 libcpp-httplib0.11 libyaml-cpp0.7 libssl3 libmimalloc2.0 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 brokerha \
  && useradd --system --uid 10001 --gid brokerha --no-create-home --home-dir /nonexistent \

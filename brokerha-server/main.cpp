@@ -28,6 +28,10 @@
 #include <string>
 #include <system_error>
 #include <thread>
+
+#if BROKERHA_WITH_MIMALLOC
+#include <mimalloc.h>
+#endif
 #include <vector>
 
 #include "config.hpp"
@@ -227,6 +231,15 @@ int main(int argc, char** argv) {
   if (!config.source.empty()) reload_load.config_path = config.source;
   server::log_info("configuration: " +
                    (config.source.empty() ? std::string("built-in defaults") : config.source));
+#if BROKERHA_WITH_MIMALLOC
+  {
+    const int v = mi_version();  // e.g. 209 for 2.0.9
+    server::log_info("memory allocator: mimalloc " + std::to_string(v / 100) + "." +
+                     std::to_string(v / 10 % 10) + "." + std::to_string(v % 10));
+  }
+#else
+  server::log_info("memory allocator: the C library's malloc");
+#endif
 
   // The bus is the observation tap the HTTP API's SSE streams serve (docs/api.md).
   auto bus = std::make_shared<brokerha::Bus>();

@@ -11,6 +11,8 @@ packages=(
   # libraries the build uses
   libasio-dev libcpp-httplib-dev rapidjson-dev libyaml-cpp-dev doctest-dev
   libc-ares-dev libssl-dev
+  # brokerha-server's allocator (optional at build time: BROKERHA_WITH_MIMALLOC)
+  libmimalloc-dev
   # real peers the tests talk to
   mosquitto mosquitto-clients python3 python3-paho-mqtt libpaho-mqtt-dev
   # scripts/check-kubernetes.py reads the rendered manifests (kubectl itself comes with the
