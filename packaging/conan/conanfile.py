@@ -104,6 +104,8 @@ class BrokerhaConan(ConanFile):
         tc.cache_variables["BROKERHA_BUILD_BENCH"] = False
         tc.cache_variables["BROKERHA_BUILD_FUZZERS"] = False
         tc.cache_variables["BROKERHA_WARNINGS_AS_ERRORS"] = False
+        # The server's allocator is the user's choice here: the recipe requires no mimalloc.
+        tc.cache_variables["BROKERHA_WITH_MIMALLOC"] = False
         tc.generate()
         CMakeDeps(self).generate()
 

@@ -31,6 +31,8 @@ vcpkg_cmake_configure(
     -DBROKERHA_BUILD_BENCH=OFF
     -DBROKERHA_BUILD_FUZZERS=OFF
     -DBROKERHA_WARNINGS_AS_ERRORS=OFF
+    # The server's allocator is the user's choice here: the port declares no mimalloc.
+    -DBROKERHA_WITH_MIMALLOC=OFF
 )
 vcpkg_cmake_install()
 
